@@ -1,0 +1,63 @@
+"""pricefeed: shared-memory price feeds with change notification.
+
+A Publisher writes the latest price of many symbols into a named POSIX shared-memory segment;
+any number of Subscribers, in any processes, block in the kernel until a price changes and
+then see each change exactly once, in order, never torn. See docs/ for the layout, the
+protocol and its guarantees.
+"""
+
+from ._admin import feed_names, remove
+from ._errors import (
+    BadSegment,
+    FeedBusy,
+    FeedEnded,
+    FeedExists,
+    FeedFull,
+    FeedNotFound,
+    FeedPermissionError,
+    InvalidGeometry,
+    InvalidInput,
+    InvalidName,
+    InvalidPrice,
+    InvalidSymbol,
+    LayoutVersionMismatch,
+    PricefeedError,
+    SymbolNotFound,
+    Timeout,
+    UnsupportedPlatform,
+)
+from ._layout import LAYOUT_VERSION
+from ._publisher import Publisher
+from ._subscriber import Event, FeedStatus, Subscriber
+from ._values import Gap, Quote
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Publisher",
+    "Subscriber",
+    "Quote",
+    "Gap",
+    "Event",
+    "FeedStatus",
+    "feed_names",
+    "remove",
+    "LAYOUT_VERSION",
+    "PricefeedError",
+    "FeedNotFound",
+    "SymbolNotFound",
+    "FeedExists",
+    "FeedBusy",
+    "InvalidInput",
+    "InvalidName",
+    "InvalidSymbol",
+    "InvalidPrice",
+    "InvalidGeometry",
+    "FeedFull",
+    "BadSegment",
+    "LayoutVersionMismatch",
+    "FeedPermissionError",
+    "FeedEnded",
+    "Timeout",
+    "UnsupportedPlatform",
+]

@@ -1,0 +1,76 @@
+"""Feeds as a whole: listing them and removing them."""
+
+from __future__ import annotations
+
+import fcntl
+from typing import List
+
+from . import _layout as L
+from ._errors import BadSegment, FeedBusy, FeedPermissionError
+from ._feed import FeedWriter, read_geometry
+from ._segment import Segment, list_feeds
+
+__all__ = ["feed_names", "remove"]
+
+
+def feed_names() -> List[str]:
+    """The names of every feed on this machine, sorted."""
+    return list_feeds()
+
+
+def remove(name: str, force: bool = False, stale_only: bool = False) -> bool:
+    """Remove a feed's segment. Subscribers still attached see the feed end.
+
+    The publisher lock is taken first and held until the name is gone, so a publisher can
+    never take over a feed that is being removed. If a live publisher holds it: with
+    ``stale_only`` nothing happens and False is returned; otherwise FeedBusy is raised unless
+    ``force``, which removes the name anyway (the publisher goes on writing to a segment no new
+    subscriber can open). Raises FeedNotFound if there is no such feed.
+    """
+    try:
+        seg = Segment.open(name, writable=True)
+    except FeedPermissionError:
+        seg = Segment.open(name, writable=False)  # we may still be allowed to unlink it
+    try:
+        try:
+            fcntl.flock(seg.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if stale_only:
+                return False
+            if not force:
+                pid = seg.holder_pid()
+                raise FeedBusy(
+                    f"feed {name!r} has a live publisher (pid {pid}); stop it first, or use "
+                    "--force to remove the name anyway",
+                    holder_pid=pid,
+                ) from None
+        else:
+            _end_quietly(seg)
+        seg.unlink()
+        return True
+    finally:
+        seg.close()
+
+
+def _end_quietly(seg: Segment) -> None:
+    """Mark a feed ended and wake its subscribers, so they stop instead of waiting forever
+    on a segment that no publisher can reach any more. Skipped for anything not a valid feed."""
+    if not seg.writable or seg.size < L.HEADER_SIZE:
+        return
+    seg.map(seg.size)
+    try:
+        geometry = read_geometry(seg.view)
+    except BadSegment:
+        return
+    from ._wait import select
+
+    w = FeedWriter(seg.view, geometry)
+    try:
+        w.set_closed()
+        futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
+        try:
+            select().word(seg.address + L.OFF_FUTEX, futex_view).wake()
+        finally:
+            futex_view.release()
+    finally:
+        w.release()

@@ -1,0 +1,150 @@
+"""Every error pricefeed raises, each with the exit code the CLI gives it.
+
+The tree (each class also subclasses the nearest builtin, so ``except FileNotFoundError`` or
+``except ValueError`` written for generic code still catches it)::
+
+    PricefeedError                         exit 1   base of everything below
+    ├── FeedNotFound (FileNotFoundError)   exit 3   no feed by that name
+    ├── SymbolNotFound (KeyError)          exit 4   the feed has no such symbol
+    ├── FeedExists (FileExistsError)       exit 5   create() on a name already taken
+    ├── FeedBusy (BlockingIOError)         exit 6   another live publisher holds the feed
+    ├── InvalidInput (ValueError)          exit 7   a value broke a rule; nothing was written
+    │   ├── InvalidName                             feed name
+    │   ├── InvalidSymbol                           symbol
+    │   ├── InvalidPrice                            price (NaN, infinite, not a number)
+    │   └── InvalidGeometry                         capacity, ring size or mode
+    ├── FeedFull (OverflowError)           exit 8   the slot table has no room for a new symbol
+    ├── BadSegment (ValueError)            exit 9   not a pricefeed segment, or damaged
+    │   └── LayoutVersionMismatch                   a pricefeed segment of another version
+    ├── FeedPermissionError (PermissionError) exit 10 the OS refused access to the segment
+    ├── FeedEnded (EOFError)               exit 11  the feed was ended for good
+    ├── Timeout (TimeoutError)             exit 12  nothing arrived within the timeout
+    └── UnsupportedPlatform (OSError)      exit 1   this CPU or OS lacks what the protocol needs
+
+``docs/cli.md`` lists the same codes; a test keeps the two in agreement. Errors that come from
+a system call keep its ``errno`` (they are ``OSError`` subclasses built with it).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "PricefeedError",
+    "FeedNotFound",
+    "SymbolNotFound",
+    "FeedExists",
+    "FeedBusy",
+    "InvalidInput",
+    "InvalidName",
+    "InvalidSymbol",
+    "InvalidPrice",
+    "InvalidGeometry",
+    "FeedFull",
+    "BadSegment",
+    "LayoutVersionMismatch",
+    "FeedPermissionError",
+    "FeedEnded",
+    "Timeout",
+    "UnsupportedPlatform",
+]
+
+
+class PricefeedError(Exception):
+    """Base class of every pricefeed error."""
+
+    exit_code = 1
+
+    def __str__(self) -> str:
+        # OSError subclasses would otherwise print "[Errno 2] ..." and KeyError a repr.
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class FeedNotFound(PricefeedError, FileNotFoundError):
+    """Raised when opening a feed that does not exist."""
+
+    exit_code = 3
+
+
+class SymbolNotFound(PricefeedError, KeyError):
+    """Raised by ``Subscriber[symbol]`` for a symbol the feed has never published."""
+
+    exit_code = 4
+
+
+class FeedExists(PricefeedError, FileExistsError):
+    """Raised by ``Publisher.create`` when the name is already taken."""
+
+    exit_code = 5
+
+
+class FeedBusy(PricefeedError, BlockingIOError):
+    """Raised when another live publisher holds the feed; ``holder_pid`` names it."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, holder_pid: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.holder_pid = holder_pid
+
+
+class InvalidInput(PricefeedError, ValueError):
+    """A value broke a rule; the message states the rule and the value. Nothing was written."""
+
+    exit_code = 7
+
+
+class InvalidName(InvalidInput):
+    """A feed name that is empty, too long or has characters outside [A-Za-z0-9._-]."""
+
+
+class InvalidSymbol(InvalidInput):
+    """A symbol that is empty, too long, or not printable ASCII without spaces."""
+
+
+class InvalidPrice(InvalidInput):
+    """A price that is NaN, infinite, or not a real number."""
+
+
+class InvalidGeometry(InvalidInput):
+    """A capacity, ring size or permission mode out of range."""
+
+
+class FeedFull(PricefeedError, OverflowError):
+    """Raised when a new symbol does not fit: every slot already holds a symbol."""
+
+    exit_code = 8
+
+
+class BadSegment(PricefeedError, ValueError):
+    """The segment is not a pricefeed segment, or its header or tables are damaged."""
+
+    exit_code = 9
+
+
+class LayoutVersionMismatch(BadSegment):
+    """A pricefeed segment written with another layout version; the message names both."""
+
+
+class FeedPermissionError(PricefeedError, PermissionError):
+    """The operating system refused access to the segment."""
+
+    exit_code = 10
+
+
+class FeedEnded(PricefeedError, EOFError):
+    """Raised when publishing to, or taking over, a feed that was ended for good."""
+
+    exit_code = 11
+
+
+class Timeout(PricefeedError, TimeoutError):
+    """Raised when nothing arrived within the timeout the caller gave."""
+
+    exit_code = 12
+
+
+class UnsupportedPlatform(PricefeedError, OSError):
+    """This CPU or operating system lacks something the protocol relies on."""
+
+    exit_code = 1

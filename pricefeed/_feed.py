@@ -1,0 +1,335 @@
+"""The seqlock and ring protocol over any buffer: no I/O, no system calls, no clocks.
+
+``FeedWriter`` and ``FeedReader`` take any writable or readable buffer of the right size: a
+``bytearray`` in unit tests, the shared-memory mapping in real use. Offsets come from
+``_layout`` only; ordering from ``_ordering`` only. docs/protocol.md states these rules in prose.
+
+Rule 1 (slot seqlock). The writer makes ``lock`` odd, writes price, time and seq, then makes
+        ``lock`` even again (+2 in all). A reader's copy is consistent when it read the same even
+        ``lock`` before and after copying the fields.
+Rule 2 (ring record). The writer stores 0 in the record's ``seq``, writes the fields, then
+        stores the change's sequence. A reader that wants change ``s`` copies the fields
+        between two loads of ``seq``; unless both equal ``s`` the record was overwritten: the
+        reader was lapped (``lapped()``).
+Rule 3 (order of a change). Slot first, ring record second, ``head_seq`` third, the wake word
+        and FUTEX_WAKE last (the last is the caller's). So a change whose sequence is <= head
+        has its record and its slot written, and a reader that loads the wake word before
+        ``head_seq`` cannot miss a wake-up.
+Rule 4 (new symbols). The symbol's bytes and its first value go into the slot before
+        ``slot_count`` covers it, so a reader never sees a half-made slot.
+Rule 5 (trust nothing). The reader checks every index and count it loads from the segment
+        against the geometry it validated at open, and raises BadSegment instead of reading
+        out of range.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from . import _layout as L
+from ._errors import BadSegment, LayoutVersionMismatch
+from ._ordering import FENCES, fence_acquire, fence_release
+
+#: How many times a reader retries a slot whose lock is odd or moved before it gives the
+#: caller the chance to sleep and to check that the publisher is alive (see Subscriber).
+SPIN_TRIES = 200
+
+_Q = 8  # bytes per "Q" item
+_I = 4  # bytes per "I" item
+
+_HEAD = L.OFF_HEAD_SEQ // _Q
+_FUTEX = L.OFF_FUTEX // _I
+_CLOSED = L.OFF_CLOSED // _I
+_SLOT_COUNT = L.OFF_SLOT_COUNT // _I
+_S_LOCK = L.SLOT_LOCK // _Q
+_S_PRICE = L.SLOT_PRICE // _Q
+_S_TIME = L.SLOT_TIME // _Q
+_S_SEQ = L.SLOT_SEQ // _Q
+_R_SEQ = L.REC_SEQ // _Q
+_R_SLOT = L.REC_SLOT // _I
+_R_PRICE = L.REC_PRICE // _Q
+_R_TIME = L.REC_TIME // _Q
+_SLOT_WORDS = L.SLOT_SIZE // _Q
+_REC_WORDS = L.RECORD_SIZE // _Q
+
+
+class Geometry(NamedTuple):
+    capacity: int
+    ring_size: int
+    incarnation: int
+    created_ns: int
+    size: int
+
+
+class Initialising(BadSegment):
+    """Layout version 0: the creator has not finished writing the header (yet)."""
+
+
+def lapped(found_seq: int, wanted_seq: int) -> bool:
+    """True when a ring record no longer holds (or does not yet hold) the wanted change."""
+    return found_seq != wanted_seq
+
+
+def initialise(buf: memoryview, capacity: int, ring_size: int, incarnation: int, created_ns: int) -> None:
+    """Lay out an empty feed in a zero-filled buffer; ``version`` is written last."""
+    L.check_geometry(capacity, ring_size)
+    q = buf.cast("Q")
+    i = buf.cast("I")
+    try:
+        q[L.OFF_MAGIC // _Q] = L.MAGIC
+        i[L.OFF_HEADER_SIZE // _I] = L.HEADER_SIZE
+        q[L.OFF_INCARNATION // _Q] = incarnation
+        i[L.OFF_CAPACITY // _I] = capacity
+        i[L.OFF_RING_SIZE // _I] = ring_size
+        i[L.OFF_SLOT_SIZE // _I] = L.SLOT_SIZE
+        i[L.OFF_RECORD_SIZE // _I] = L.RECORD_SIZE
+        q[L.OFF_CREATED_NS // _Q] = created_ns
+        q[L.OFF_SLOTS_OFFSET // _Q] = L.SLOTS_OFFSET
+        q[L.OFF_RING_OFFSET // _Q] = L.ring_offset(capacity)
+        fence_release()  # pairs with the acquire in read_geometry() after loading version
+        i[L.OFF_VERSION // _I] = L.LAYOUT_VERSION
+    finally:
+        q.release()
+        i.release()
+
+
+def read_geometry(buf: memoryview) -> Geometry:
+    """Validate the header of a segment-shaped buffer; raise BadSegment saying what is wrong."""
+    size = len(buf)
+    if size < L.HEADER_SIZE:
+        raise BadSegment(
+            f"segment is {size} bytes, smaller than a pricefeed header ({L.HEADER_SIZE} bytes): not a pricefeed feed"
+        )
+    head = bytes(buf[: L.HEADER_SIZE])
+
+    def u32(off: int) -> int:
+        return int.from_bytes(head[off : off + 4], "little")
+
+    def u64(off: int) -> int:
+        return int.from_bytes(head[off : off + 8], "little")
+
+    magic = head[L.OFF_MAGIC : L.OFF_MAGIC + 8]
+    if magic != L.MAGIC_BYTES:
+        raise BadSegment(f"not a pricefeed segment: its first 8 bytes are {magic!r}, expected {L.MAGIC_BYTES!r}")
+    version = u32(L.OFF_VERSION)
+    fence_acquire()  # pairs with the release in initialise() before storing version
+    if version == 0:
+        raise Initialising(
+            "segment is still being initialised (layout version 0): its creator has not finished, or died before it did"
+        )
+    if version != L.LAYOUT_VERSION:
+        raise LayoutVersionMismatch(
+            f"segment has layout version {version}; this pricefeed reads version {L.LAYOUT_VERSION}"
+        )
+    expected = {
+        "header_size": (u32(L.OFF_HEADER_SIZE), L.HEADER_SIZE),
+        "slot_size": (u32(L.OFF_SLOT_SIZE), L.SLOT_SIZE),
+        "record_size": (u32(L.OFF_RECORD_SIZE), L.RECORD_SIZE),
+        "slots_offset": (u64(L.OFF_SLOTS_OFFSET), L.SLOTS_OFFSET),
+    }
+    for name, (found, want) in expected.items():
+        if found != want:
+            raise BadSegment(f"damaged header: {name} is {found}, expected {want}")
+    capacity = u32(L.OFF_CAPACITY)
+    ring_size = u32(L.OFF_RING_SIZE)
+    try:
+        L.check_geometry(capacity, ring_size)
+    except ValueError as exc:
+        raise BadSegment(f"damaged header: {exc}") from None
+    ring_off = u64(L.OFF_RING_OFFSET)
+    if ring_off != L.ring_offset(capacity):
+        raise BadSegment(
+            f"damaged header: ring_offset is {ring_off}, expected {L.ring_offset(capacity)} for capacity {capacity}"
+        )
+    need = L.segment_size(capacity, ring_size)
+    if size < need:
+        raise BadSegment(
+            f"segment is truncated: {size} bytes, expected at least {need} for capacity "
+            f"{capacity} and ring size {ring_size}"
+        )
+    incarnation = u64(L.OFF_INCARNATION)
+    if incarnation == 0:
+        raise BadSegment("damaged header: incarnation is 0, expected a non-zero random id")
+    return Geometry(capacity, ring_size, incarnation, u64(L.OFF_CREATED_NS), need)
+
+
+class _Views:
+    """Typed views of one feed buffer. ``release()`` before the buffer's owner closes it."""
+
+    def __init__(self, buf: memoryview, geometry: Geometry) -> None:
+        self.geometry = geometry
+        self._buf = buf
+        self._q = buf.cast("Q")
+        self._i = buf.cast("I")
+        self._d = buf.cast("d")
+        self._capacity = geometry.capacity
+        self._mask = geometry.ring_size - 1
+        self._ring = L.ring_offset(geometry.capacity) // _Q
+
+    def release(self) -> None:
+        for view in (self._q, self._i, self._d):
+            view.release()
+
+    # -- words anyone may read --------------------------------------------------------------
+    def head(self) -> int:
+        return self._q[_HEAD]
+
+    def futex_value(self) -> int:
+        return self._i[_FUTEX]
+
+    def closed(self) -> bool:
+        return self._i[_CLOSED] != 0
+
+    def publisher_pid(self) -> int:
+        return self._i[L.OFF_PUBLISHER_PID // _I]
+
+    def publisher_epoch(self) -> int:
+        return self._i[L.OFF_PUBLISHER_EPOCH // _I]
+
+    def slot_count(self) -> int:
+        n = self._i[_SLOT_COUNT]
+        fence_acquire()  # pairs with the release in FeedWriter.set_slot_count()
+        if n > self._capacity:
+            raise BadSegment(f"damaged header: slot_count is {n}, more than the capacity {self._capacity}")
+        return n
+
+    def symbol_at(self, index: int) -> str:
+        start = L.slot_offset(index) + L.SLOT_SYMBOL
+        raw = bytes(self._buf[start : start + L.SYMBOL_FIELD])
+        name = raw.split(b"\0", 1)[0]
+        if not name or not _printable(name) or len(name) > L.SYMBOL_MAX:
+            raise BadSegment(f"damaged slot {index}: its symbol field {raw!r} is not a valid symbol")
+        return name.decode("ascii")
+
+
+def _printable(name: bytes) -> bool:
+    return all(0x21 <= b <= 0x7E for b in name)
+
+
+class FeedReader(_Views):
+    """Consistent copies out of a feed buffer (Rules 1, 2 and 5). Never writes."""
+
+    def read_slot(self, index: int) -> Optional[Tuple[float, int, int]]:
+        """(price, time_ns, seq) of slot ``index``, or None when SPIN_TRIES copies all raced
+        a write (the caller sleeps and checks that the writer is alive before trying again)."""
+        q = self._q
+        d = self._d
+        b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
+        for _ in range(SPIN_TRIES):
+            lock = q[b + _S_LOCK]
+            if lock & 1:
+                continue
+            if FENCES:
+                fence_acquire()  # pairs with the release after the odd store in write_change()
+            price = d[b + _S_PRICE]
+            time_ns = q[b + _S_TIME]
+            seq = q[b + _S_SEQ]
+            if FENCES:
+                fence_acquire()  # pairs with the release before the even store in write_change()
+            if q[b + _S_LOCK] == lock:
+                return price, time_ns, seq
+        return None
+
+    def read_record(self, seq: int) -> Optional[Tuple[int, float, int]]:
+        """(slot, price, time_ns) of change ``seq``, or None when the reader was lapped."""
+        q = self._q
+        r = self._ring + (seq & self._mask) * _REC_WORDS
+        if lapped(q[r + _R_SEQ], seq):
+            return None
+        if FENCES:
+            fence_acquire()  # pairs with the release before the seq store in write_change()
+        slot = self._i[2 * r + _R_SLOT]
+        price = self._d[r + _R_PRICE]
+        time_ns = q[r + _R_TIME]
+        if FENCES:
+            fence_acquire()  # pairs with the release after the 0 store in write_change()
+        if lapped(q[r + _R_SEQ], seq):
+            return None
+        if slot >= self._capacity and slot != L.SLOT_VOID:
+            raise BadSegment(
+                f"damaged ring record for change {seq}: slot {slot} is outside the table of {self._capacity}"
+            )
+        return slot, price, time_ns
+
+
+class FeedWriter(FeedReader):
+    """The single writer's side: Rules 1 to 4. The caller holds the publisher lock."""
+
+    def write_symbol(self, index: int, symbol: bytes) -> None:
+        """Name a slot that ``slot_count`` does not yet cover (Rule 4)."""
+        start = L.slot_offset(index) + L.SLOT_SYMBOL
+        self._buf[start : start + L.SYMBOL_FIELD] = symbol.ljust(L.SYMBOL_FIELD, b"\0")
+
+    def set_slot_count(self, n: int) -> None:
+        if FENCES:
+            fence_release()  # pairs with the acquire in slot_count()
+        self._i[_SLOT_COUNT] = n
+
+    def write_change(self, index: int, price: float, time_ns: int, seq: int) -> None:
+        """Write one change into its slot and its ring record (Rules 1 and 2)."""
+        q = self._q
+        d = self._d
+        b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
+        lock = q[b + _S_LOCK]
+        q[b + _S_LOCK] = lock + 1
+        if FENCES:
+            fence_release()  # pairs with the first acquire in read_slot()
+        d[b + _S_PRICE] = price
+        q[b + _S_TIME] = time_ns
+        q[b + _S_SEQ] = seq
+        if FENCES:
+            fence_release()  # pairs with the second acquire in read_slot()
+        q[b + _S_LOCK] = lock + 2
+
+        r = self._ring + (seq & self._mask) * _REC_WORDS
+        q[r + _R_SEQ] = 0
+        if FENCES:
+            fence_release()  # pairs with the second acquire in read_record()
+        self._i[2 * r + _R_SLOT] = index
+        d[r + _R_PRICE] = price
+        q[r + _R_TIME] = time_ns
+        if FENCES:
+            fence_release()  # pairs with the first acquire in read_record()
+        q[r + _R_SEQ] = seq
+
+    def set_head(self, seq: int) -> None:
+        if FENCES:
+            fence_release()  # Rule 3: the record is complete before head covers it
+        self._q[_HEAD] = seq
+
+    def bump_futex(self) -> None:
+        i = self._i
+        i[_FUTEX] = (i[_FUTEX] + 1) & 0xFFFFFFFF
+
+    def set_closed(self) -> None:
+        self._i[_CLOSED] = 1
+        self.bump_futex()
+
+    def set_publisher(self, pid: int) -> int:
+        """Record a new publisher; returns its epoch (how many have taken the feed)."""
+        epoch = (self.publisher_epoch() + 1) & 0xFFFFFFFF
+        self._i[L.OFF_PUBLISHER_EPOCH // _I] = epoch
+        self._i[L.OFF_PUBLISHER_PID // _I] = pid & 0xFFFFFFFF
+        return epoch
+
+
+def symbols_of(reader: _Views, start: int, stop: int) -> Dict[str, int]:
+    """Map symbol -> slot index for slots [start, stop); raises BadSegment on a bad name."""
+    return {reader.symbol_at(i): i for i in range(start, stop)}
+
+
+def latest_since(reader: FeedReader, slots: List[int], after: int, upto: int) -> List[Tuple[int, int, float, int]]:
+    """The current (seq, slot, price, time_ns) of every listed slot whose change falls in
+    (after, upto], in feed order. A slot changed again after ``upto`` is left out: that newer
+    change is still ahead of the reader in the ring, so giving the older value now would hand
+    the caller a price that is already stale (and the symbol twice)."""
+    out = []
+    for index in slots:
+        got = reader.read_slot(index)
+        if got is None:
+            continue  # mid-write now, so its seq will be > upto: it is ahead in the ring
+        price, time_ns, seq = got
+        if after < seq <= upto:
+            out.append((seq, index, price, time_ns))
+    out.sort()
+    return out

@@ -1,0 +1,260 @@
+"""Named POSIX shared-memory segments: naming, creation, mapping, and the publisher lock.
+
+Why each mechanism (the failure it avoids):
+
+* ``posix_ipc.SharedMemory`` is given ``size`` never: opening an existing segment with a size
+  whose ftruncate fails (a read-only open, say) makes it unlink the segment. We size a new
+  segment ourselves with ``posix_fallocate``, which also reserves its pages: ftruncate alone
+  on a full tmpfs succeeds and the first write then dies of SIGBUS.
+* ``mode`` is masked by the umask at creation, so we ``fchmod`` right after.
+* The single-publisher lock is ``flock(LOCK_EX | LOCK_NB)`` on the segment's descriptor. The
+  kernel drops it when the holder dies, kill -9 included, so there is never a stale lock to
+  clean up. (POSIX fcntl locks would be dropped when *any* descriptor of the file closes.)
+* Nothing here attaches through ``multiprocessing.shared_memory``: before 3.13 its resource
+  tracker unlinks every segment a process merely attached to when that process exits.
+* The mapping's address comes from ``PyObject_GetBuffer``, which works on a read-only mmap
+  (``ctypes.c_char.from_buffer`` refuses one) and pins the mapping until released.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import re
+import time
+from typing import List, Optional
+
+import posix_ipc
+
+from ._errors import (
+    FeedBusy,
+    FeedExists,
+    FeedNotFound,
+    FeedPermissionError,
+    InvalidName,
+    PricefeedError,
+)
+
+#: Segment name = "/" + PREFIX + feed name. The whole must fit macOS's 31 bytes, so a feed
+#: name is at most NAME_MAX characters on every platform: a name that works here works there.
+PREFIX = "pf-"
+NAME_MAX = 31 - 1 - len(PREFIX)
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
+SHM_DIR = "/dev/shm"
+
+#: How long a would-be publisher retries a lock held for a moment by ``pricefeed rm``.
+LOCK_RETRY_SECONDS = 0.05
+
+
+def check_name(feed: str) -> str:
+    if not isinstance(feed, str) or not feed or len(feed) > NAME_MAX or not _NAME_RE.match(feed):
+        raise InvalidName(
+            f"feed name must be 1 to {NAME_MAX} characters of A-Z a-z 0-9 . _ - not starting with . or -: feed={feed!r}"
+        )
+    return feed
+
+
+def segment_name(feed: str) -> str:
+    return "/" + PREFIX + check_name(feed)
+
+
+def list_feeds() -> List[str]:
+    """Names of every feed segment on this machine (Linux: read from /dev/shm)."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return sorted(e[len(PREFIX) :] for e in entries if e.startswith(PREFIX) and _NAME_RE.match(e[len(PREFIX) :]))
+
+
+class _PyBuffer(ctypes.Structure):
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
+_GetBuffer = ctypes.pythonapi.PyObject_GetBuffer
+_GetBuffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+_GetBuffer.restype = ctypes.c_int
+_ReleaseBuffer = ctypes.pythonapi.PyBuffer_Release
+_ReleaseBuffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+_ReleaseBuffer.restype = None
+
+
+def _os_error(exc: BaseException, feed: str, action: str) -> PricefeedError:
+    if isinstance(exc, posix_ipc.ExistentialError):
+        if "exists" in str(exc):
+            return FeedExists(f"feed {feed!r} already exists (use open, or pricefeed rm first)")
+        return FeedNotFound(f"no feed named {feed!r} on this machine (create it with pricefeed create)")
+    if isinstance(exc, posix_ipc.PermissionsError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
+    ):
+        return FeedPermissionError(f"permission denied to {action} feed {feed!r}: {exc}")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return PricefeedError(
+            f"no room in shared memory ({SHM_DIR}) to {action} feed {feed!r}: {os.strerror(exc.errno)}"
+        )
+    return PricefeedError(f"cannot {action} feed {feed!r}: {exc}")
+
+
+class Segment:
+    """One open descriptor and one mapping of a feed segment.
+
+    ``view`` is a memoryview over the whole mapping (read-only unless ``writable``); ``address``
+    its start, pinned until ``close()``.
+    """
+
+    def __init__(self, feed: str, shm: posix_ipc.SharedMemory, writable: bool) -> None:
+        self.feed = feed
+        self.writable = writable
+        self._shm = shm
+        self.fd = shm.fd
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        self.inode = (st.st_dev, st.st_ino)
+        self._mm: Optional[mmap.mmap] = None
+        self._pin: Optional[_PyBuffer] = None
+        self.view: memoryview = memoryview(b"")
+        self.address = 0
+
+    def map(self, length: int) -> None:
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
+        self._mm = mmap.mmap(self.fd, length, flags=mmap.MAP_SHARED, prot=prot)
+        pin = _PyBuffer()
+        if _GetBuffer(self._mm, ctypes.byref(pin), 0) != 0:  # pragma: no cover
+            raise PricefeedError("could not take the address of the mapping")
+        self._pin = pin
+        self.address = int(pin.buf or 0)
+        self.view = memoryview(self._mm)
+
+    # -- creation and opening -----------------------------------------------------------------
+    @classmethod
+    def create(cls, feed: str, size: int, mode: int) -> Segment:
+        name = segment_name(feed)
+        try:
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
+        except (posix_ipc.Error, OSError) as exc:
+            raise _os_error(exc, feed, "create") from None
+        try:
+            os.fchmod(shm.fd, mode)
+            os.posix_fallocate(shm.fd, 0, size)
+            seg = cls(feed, shm, writable=True)
+            seg.map(size)
+            return seg
+        except BaseException as exc:
+            # Leave nothing half-created behind.
+            try:
+                shm.close_fd()
+            finally:
+                _unlink_quietly(name)
+            if isinstance(exc, OSError):
+                raise _os_error(exc, feed, "create") from None
+            raise
+
+    @classmethod
+    def open(cls, feed: str, writable: bool) -> Segment:
+        name = segment_name(feed)
+        try:
+            shm = posix_ipc.SharedMemory(name, 0, read_only=not writable)
+        except (posix_ipc.Error, OSError) as exc:
+            raise _os_error(exc, feed, "open for writing" if writable else "open") from None
+        return cls(feed, shm, writable)
+
+    # -- the publisher lock -------------------------------------------------------------------
+    def lock_publisher(self) -> None:
+        """Take the single-publisher lock or raise FeedBusy naming the holder."""
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.002)
+        pid = self.holder_pid()
+        who = f"pid {pid}" if pid else "another process"
+        raise FeedBusy(
+            f"feed {self.feed!r} already has a publisher ({who}); a feed has one publisher at a time",
+            holder_pid=pid,
+        )
+
+    def holder_pid(self) -> Optional[int]:
+        """Pid of the process holding the publisher lock, None when nobody holds it, and 0
+        when somebody does but this system cannot say who."""
+        pid = _flock_holder(self.inode)
+        if pid is not None:
+            return pid or None
+        # No /proc/locks here: probe. A shared lock is refused while a publisher holds its
+        # exclusive one; when it is granted we give it back at once.
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return None
+
+    def still_linked(self) -> bool:
+        """True while the feed's name still leads to this segment (not removed or replaced)."""
+        try:
+            other = posix_ipc.SharedMemory(segment_name(self.feed), 0, read_only=True)
+        except (posix_ipc.Error, OSError):
+            return False
+        try:
+            st = os.fstat(other.fd)
+        finally:
+            other.close_fd()
+        return (st.st_dev, st.st_ino) == self.inode
+
+    def unlink(self) -> None:
+        _unlink_quietly(segment_name(self.feed))
+
+    def close(self) -> None:
+        self.view.release()
+        if self._pin is not None:
+            _ReleaseBuffer(ctypes.byref(self._pin))
+            self._pin = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+        if self.fd >= 0:
+            self._shm.close_fd()  # also drops the flock, if this descriptor held it
+            self.fd = -1
+
+
+def _unlink_quietly(name: str) -> None:
+    try:
+        posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.ExistentialError:
+        pass
+
+
+def _flock_holder(inode: tuple[int, int]) -> Optional[int]:
+    """From /proc/locks: the pid holding an flock on this inode, 0 for none, None if unknown."""
+    dev, ino = inode
+    want = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:19:5678 0 EOF"; blocked waiters say "1: ->" and
+        # so never have "FLOCK" second.
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[3] == "WRITE" and parts[5] == want:
+            return int(parts[4])
+    return 0

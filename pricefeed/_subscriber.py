@@ -1,0 +1,363 @@
+"""The subscriber: maps a feed read-only, reads consistent values, and follows its changes.
+
+How ``updates()`` keeps its promise (each change at most once, in feed order, none lost
+silently): it holds a cursor, the sequence of the last change it has dealt with, and reads the
+ring records after it one by one. Each record carries its own sequence, so one that was
+overwritten is noticed (``_feed.lapped``) instead of being delivered as the wrong change. When
+that happens the subscriber jumps to the head: it reports a Gap with the number of changes it
+will never deliver, then the latest value of each symbol that changed in the skipped range,
+once each and in feed order, read from the slot table. A symbol whose slot has moved past the
+head it jumped to is left for the ring, where that newer change is still ahead of the cursor:
+so no price is delivered stale and none twice.
+
+To sleep, it loads the wake word *before* checking the head one last time, and waits only
+while the word still holds that value: a change published in between bumps the word, and the
+wait returns at once (pairs with Rule 3 of ``_feed``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Union
+
+from . import _layout as L
+from ._attach import attach
+from ._errors import BadSegment, PricefeedError, SymbolNotFound, Timeout
+from ._feed import FeedReader, latest_since, symbols_of
+from ._values import Gap, Quote, check_symbol
+from ._wait import WakeWord, select
+
+__all__ = ["Subscriber", "FeedStatus", "Event"]
+
+Event = Union[Quote, Gap]
+
+#: A slot whose lock stays odd this long is checked for a dead writer.
+STUCK_CHECK_SECONDS = 0.5
+
+
+class FeedStatus(NamedTuple):
+    name: str
+    head_seq: int
+    symbols: int
+    capacity: int
+    ring_size: int
+    publisher_pid: Optional[int]
+    publisher_alive: bool
+    last_change_ns: Optional[int]
+    ended: bool
+    incarnation: int
+    created_ns: int
+    size: int
+
+
+class Subscriber:
+    """A read-only view of a feed: ``get``, ``snapshot`` and ``updates``.
+
+    The mapping is read-only, so nothing a subscriber does can damage the feed. Close it (or
+    use ``with``) to release the mapping and its descriptor.
+    """
+
+    def __init__(self, name: str, backend: Optional[str] = None) -> None:
+        seg, geometry = attach(name, writable=False)
+        try:
+            self._seg = seg
+            self.name = name
+            self.geometry = geometry
+            self._r: Optional[FeedReader] = FeedReader(seg.view, geometry)
+            self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
+            self._word: WakeWord = select(backend).word(seg.address + L.OFF_FUTEX, self._futex_view)
+        except BaseException:
+            seg.close()
+            raise
+        self._index: Dict[str, int] = {}
+        self._names: List[str] = []
+
+    # -- symbols ---------------------------------------------------------------------------------
+    def _reader(self) -> FeedReader:
+        if self._r is None:
+            raise PricefeedError(f"subscriber of feed {self.name!r} is closed")
+        return self._r
+
+    def _refresh(self) -> None:
+        """Learn the symbols of slots added since we last looked."""
+        r = self._reader()
+        n = r.slot_count()
+        known = len(self._names)
+        if n > known:
+            found = symbols_of(r, known, n)
+            self._index.update(found)
+            self._names.extend(found)
+
+    def _slot(self, symbol: str) -> Optional[int]:
+        index = self._index.get(symbol)
+        if index is None:
+            self._refresh()
+            index = self._index.get(symbol)
+        return index
+
+    def symbols(self) -> List[str]:
+        """Every symbol the feed has published, in the order they first appeared."""
+        self._refresh()
+        return list(self._names)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _read_slot(self, index: int) -> tuple[float, int, int]:
+        got = self._reader().read_slot(index)
+        while got is None:
+            got = self._read_slot_slowly(index)
+        return got
+
+    def _read_slot_slowly(self, index: int) -> Optional[tuple[float, int, int]]:
+        # The writer is mid-write: a Python publisher may be descheduled there for a while, or
+        # may have died. Sleep instead of spinning, and give up only if nobody holds the lock.
+        r = self._reader()
+        check_at = time.monotonic() + STUCK_CHECK_SECONDS
+        pause = 1e-5
+        while True:
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+            got = r.read_slot(index)
+            if got is not None:
+                return got
+            if time.monotonic() >= check_at:
+                if self._seg.holder_pid() is None:
+                    raise BadSegment(
+                        f"feed {self.name!r}: slot {index} ({self._names[index]!r}) was left "
+                        "mid-write by a publisher that is gone; the next publisher repairs it"
+                    )
+                check_at = time.monotonic() + STUCK_CHECK_SECONDS
+
+    def get(self, symbol: str) -> Optional[Quote]:
+        """The symbol's current value, or None if the feed has never published it."""
+        check_symbol(symbol)
+        index = self._slot(symbol)
+        if index is None:
+            return None
+        price, time_ns, seq = self._read_slot(index)
+        return Quote(symbol, price, time_ns, seq)
+
+    def __getitem__(self, symbol: str) -> Quote:
+        quote = self.get(symbol)
+        if quote is None:
+            raise SymbolNotFound(f"feed {self.name!r} has no symbol {symbol!r}")
+        return quote
+
+    def snapshot(self) -> Dict[str, Quote]:
+        """Every symbol's current value. Each value is consistent (read inside its seqlock);
+        the set is not one instant of the feed if the publisher writes meanwhile."""
+        self._refresh()
+        out = {}
+        for index, symbol in enumerate(self._names):
+            price, time_ns, seq = self._read_slot(index)
+            out[symbol] = Quote(symbol, price, time_ns, seq)
+        return out
+
+    @property
+    def head(self) -> int:
+        """Sequence number of the newest change (0 before the first)."""
+        return self._reader().head()
+
+    @property
+    def ended(self) -> bool:
+        return self._reader().closed()
+
+    def status(self) -> FeedStatus:
+        r = self._reader()
+        self._refresh()
+        head = r.head()
+        last = None
+        if head:
+            rec = r.read_record(head)
+            last = rec[2] if rec is not None else max(self._read_slot(i)[1] for i in range(len(self._names)))
+        pid = self._seg.holder_pid()
+        alive = pid is not None
+        g = self.geometry
+        return FeedStatus(
+            self.name, head, len(self._names), g.capacity, g.ring_size,
+            (pid or r.publisher_pid() or None) if alive else (r.publisher_pid() or None),
+            alive, last, r.closed(), g.incarnation, g.created_ns, g.size,
+        )  # fmt: skip
+
+    # -- following changes -----------------------------------------------------------------------
+    def updates(
+        self,
+        symbols: Optional[Iterable[str]] = None,
+        timeout: Optional[float] = None,
+        conflate: bool = False,
+        snapshot: bool = False,
+    ) -> Iterator[Event]:
+        """Yield each change from now on, exactly once and in feed order, as a Quote.
+
+        ``symbols``: only these symbols (they need not exist yet). ``timeout``: seconds to wait
+        for the next item before raising Timeout (None: forever). ``snapshot``: first yield the
+        current value of every (chosen) symbol. ``conflate``: yield only the newest value of
+        each symbol that changed since the last item was taken: a consumer that is slow gets
+        fewer, fresher items and never a Gap, and still never the same change twice.
+
+        After a Gap (see its doc) come the latest values of the symbols changed meanwhile. The
+        iteration ends when the publisher ends the feed and every change has been yielded.
+        """
+        wanted: Optional[Set[str]] = None
+        if symbols is not None:
+            wanted = set()
+            for s in [symbols] if isinstance(symbols, str) else symbols:
+                check_symbol(s)
+                wanted.add(s)
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None: timeout={timeout!r}")
+        # The start is taken now, not at the first next(): changes published between this call
+        # and the first next() are delivered.
+        self._refresh()
+        start = self._reader().head()
+        if conflate:
+            return self._conflated(wanted, timeout, snapshot, start)
+        return self._changes(wanted, timeout, snapshot, start)
+
+    def _interest(self, wanted: Optional[Set[str]]) -> Optional[Set[int]]:
+        """Slot indices of the wanted symbols known so far (None: all)."""
+        if wanted is None:
+            return None
+        return {i for i, s in enumerate(self._names) if s in wanted}
+
+    def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:
+        self._refresh()
+        slots = range(len(self._names))
+        if wanted is not None:
+            slots = [i for i in slots if self._names[i] in wanted]  # type: ignore[assignment]
+        names = self._names
+        return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._reader(), list(slots), after, upto)]
+
+    def _sleep(self, cursor: int, deadline: Optional[float], timeout: Optional[float]) -> bool:
+        """Wait until the head passes ``cursor``. False when the feed ended with nothing new;
+        raises Timeout at ``deadline``."""
+        r = self._reader()
+        while True:
+            expected = r.futex_value()  # before the head: see the module docstring
+            if r.head() != cursor:
+                return True
+            if r.closed():
+                return r.head() != cursor
+            if deadline is None:
+                self._word.wait(expected, None)
+                continue
+            left = deadline - time.monotonic()
+            if (left <= 0 or not self._word.wait(expected, left)) and r.head() == cursor:
+                self._check_deadline(deadline, timeout)
+
+    def _check_deadline(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Timeout(f"no change on feed {self.name!r} within the timeout of {timeout:g} s")
+
+    def _changes(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int
+    ) -> Iterator[Event]:
+        r = self._reader()
+        ring_size = self.geometry.ring_size
+        names = self._names
+        if snapshot:
+            yield from self._catch_up(wanted, 0, cursor)
+        known = len(names)
+        interest = self._interest(wanted)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._sleep(cursor, deadline, timeout):
+            head = r.head()
+            while cursor < head:
+                seq = cursor + 1
+                rec = r.read_record(seq) if head - cursor <= ring_size else None
+                if rec is None:  # lapped: jump to the head (see the module docstring)
+                    head = r.head()
+                    values = self._catch_up(wanted, cursor, head)
+                    known = len(names)
+                    interest = self._interest(wanted)
+                    missed = head - cursor - len(values)
+                    cursor = head
+                    if missed:
+                        yield Gap(missed, seq, head)
+                    for value in values:
+                        yield value
+                        if timeout is not None:
+                            deadline = time.monotonic() + timeout
+                    break
+                index, price, time_ns = rec
+                cursor = seq
+                if index >= known:
+                    if index == L.SLOT_VOID:
+                        yield Gap(1, seq, seq)
+                        continue
+                    self._refresh()
+                    known = len(names)
+                    interest = self._interest(wanted)
+                if interest is None or index in interest:
+                    yield Quote(names[index], price, time_ns, seq)
+                    if timeout is not None:
+                        deadline = time.monotonic() + timeout
+            else:
+                # Everything up to the head was read and none of it was wanted: a busy feed
+                # must not keep a filtered subscriber from timing out.
+                self._check_deadline(deadline, timeout)
+
+    def _conflated(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int
+    ) -> Iterator[Event]:
+        r = self._reader()
+        ring_size = self.geometry.ring_size
+        names = self._names
+        pending: Dict[int, Quote] = {}  # slot -> newest value; oldest first (re-inserted on update)
+        if snapshot:
+            for q in self._catch_up(wanted, 0, cursor):
+                pending[self._index[q.symbol]] = q
+        known = len(names)
+        interest = self._interest(wanted)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            head = r.head()
+            while cursor < head:  # drain everything available into `pending`
+                seq = cursor + 1
+                rec = r.read_record(seq) if head - cursor <= ring_size else None
+                if rec is None:
+                    head = r.head()
+                    for q in self._catch_up(wanted, cursor, head):
+                        index = self._index[q.symbol]
+                        pending.pop(index, None)
+                        pending[index] = q
+                    known = len(names)
+                    interest = self._interest(wanted)
+                    cursor = head
+                    break
+                index, price, time_ns = rec
+                cursor = seq
+                if index >= known:
+                    if index == L.SLOT_VOID:
+                        continue
+                    self._refresh()
+                    known = len(names)
+                    interest = self._interest(wanted)
+                if interest is None or index in interest:
+                    pending.pop(index, None)
+                    pending[index] = Quote(names[index], price, time_ns, seq)
+            if pending:
+                yield pending.pop(next(iter(pending)))
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
+                continue
+            self._check_deadline(deadline, timeout)
+            if not self._sleep(cursor, deadline, timeout):
+                return
+
+    # -- lifetime --------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._r is None:
+            return
+        self._r.release()
+        self._r = None
+        self._futex_view.release()
+        self._seg.close()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Subscriber {self.name!r}{' closed' if self._r is None else ''}>"

@@ -1,0 +1,65 @@
+"""What the library hands out (Quote, Gap) and the rules a symbol and a price must meet."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import _layout as L
+from ._errors import InvalidPrice, InvalidSymbol
+
+__all__ = ["Quote", "Gap", "check_symbol", "check_price"]
+
+
+class Quote(NamedTuple):
+    """One symbol's price as set by the change ``seq`` at ``time_ns`` (ns since the epoch).
+
+    A copy taken inside the seqlock: never a view into shared memory."""
+
+    symbol: str
+    price: float
+    time_ns: int
+    seq: int
+
+
+class Gap(NamedTuple):
+    """The subscriber fell more than a ring's length behind: the changes with sequence numbers
+    in [first_seq, last_seq] were overwritten before it read them. ``missed`` of them will never
+    be delivered one by one; right after this event come the latest values of the symbols that
+    changed in that range, once each, in feed order."""
+
+    missed: int
+    first_seq: int
+    last_seq: int
+
+
+def check_symbol(symbol: object) -> bytes:
+    """The symbol's bytes, or InvalidSymbol stating the rule and the value."""
+    if isinstance(symbol, str):
+        raw = symbol.encode("ascii", "replace") if symbol.isascii() else b""
+        if 1 <= len(raw) <= L.SYMBOL_MAX and all(0x21 <= b <= 0x7E for b in raw):
+            return raw
+    raise InvalidSymbol(
+        f"symbol must be 1 to {L.SYMBOL_MAX} printable ASCII characters without spaces: symbol={symbol!r}"
+    )
+
+
+def check_price(price: object, symbol: object = None) -> float:
+    """The price as a finite float, or InvalidPrice stating the rule and the value."""
+    if type(price) is float:
+        p = price
+    elif isinstance(price, (str, bytes, bytearray, bool)) or price is None:
+        raise InvalidPrice(_price_msg(price, symbol, "a real number"))
+    else:
+        try:
+            p = float(price)  # type: ignore[arg-type]  # int, Decimal, Fraction, numpy scalars
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidPrice(_price_msg(price, symbol, "a real number within float range")) from None
+    # For a finite p, p - p is 0.0 (falsy); for NaN or an infinity it is NaN (truthy).
+    if p - p:
+        raise InvalidPrice(_price_msg(price, symbol, "a finite number (not NaN or infinite)"))
+    return p
+
+
+def _price_msg(price: object, symbol: object, rule: str) -> str:
+    where = f" for symbol {symbol!r}" if symbol is not None else ""
+    return f"price{where} must be {rule}: price={price!r}"

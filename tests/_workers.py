@@ -1,0 +1,133 @@
+"""Programs the tests run as real processes: python tests/_workers.py NAME ARGS...
+
+Each prints "ready" on stdout once it is attached, then does its work and reports with one
+JSON line (or a JSON file where the output is large).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+
+from pricefeed import Gap, Publisher, Subscriber
+
+
+def hammer_publish(feed: str, count: str) -> None:
+    """Publish `count` values whose halves must agree: price == time_ns, for two symbols."""
+    with Publisher.open(feed) as pub:
+        print("ready", flush=True)
+        for k in range(1, int(count) + 1):
+            pub.publish("A" if k & 1 else "B", float(k), time_ns=k)
+        pub.end()
+    print(json.dumps({"published": int(count)}), flush=True)
+
+
+def hammer_read(feed: str, reads: str) -> None:
+    """Check `reads` consistent reads: never price != time_ns, never going backwards."""
+    torn = backwards = distinct = 0
+    last = {"A": 0, "B": 0}
+    with Subscriber(feed) as sub:
+        print("ready", flush=True)
+        get = sub.get
+        n = int(reads)
+        i = 0
+        while i < n:
+            for sym in ("A", "B"):
+                q = get(sym)
+                i += 1
+                if q is None:
+                    continue
+                if q.price != float(q.time_ns):
+                    torn += 1
+                if q.time_ns < last[sym]:
+                    backwards += 1
+                elif q.time_ns > last[sym]:
+                    distinct += 1
+                    last[sym] = q.time_ns
+    print(json.dumps({"reads": n, "torn": torn, "backwards": backwards, "distinct": distinct}), flush=True)
+
+
+def exactly_publish(feed: str, changes: str, seed: str, log_path: str) -> None:
+    """Publish until `changes` changes happened, with repeated values mixed in, single and
+    batched; log every change as [seq, symbol, price]; end the feed."""
+    rng = random.Random(int(seed))
+    symbols = [f"S{i}" for i in range(40)]
+    current: dict = {}  # what this, the only publisher, has set
+    log = []
+    repeats = 0
+    with Publisher.open(feed) as pub:
+        print("ready", flush=True)
+        target = int(changes)
+        while pub.head < target:
+            if rng.random() < 0.2:
+                n = min(rng.randint(2, 30), target - pub.head)
+                batch = [(rng.choice(symbols), float(rng.randint(1, 50))) for _ in range(n)]
+                before = pub.head
+                changed = pub.publish_many(batch)
+                seq = before
+                for sym, price in batch:
+                    if current.get(sym) == price:
+                        repeats += 1
+                        continue
+                    current[sym] = price
+                    seq += 1
+                    log.append([seq, sym, price])
+                assert seq == pub.head == before + changed, (seq, pub.head, before, changed)
+            else:
+                sym = rng.choice(symbols)
+                price = float(rng.randint(1, 50))
+                if pub.publish(sym, price):
+                    assert current.get(sym) != price
+                    current[sym] = price
+                    log.append([pub.head, sym, price])
+                else:
+                    assert current.get(sym) == price
+                    repeats += 1
+        pub.end()
+    with open(log_path, "w") as f:
+        json.dump({"log": log, "final": current}, f)
+    print(json.dumps({"changes": len(log), "repeats": repeats}), flush=True)
+
+
+def follow(feed: str, out_path: str, slow: str = "0", conflate: str = "0") -> None:
+    """Follow every change until the feed ends; write ["c", seq, symbol, price] and
+    ["g", missed, first, last] rows to out_path. With slow=N, pause 50 ms every N items."""
+    every = int(slow)
+    rows = []
+    with Subscriber(feed) as sub:
+        it = sub.updates(timeout=60, conflate=conflate == "1")
+        print("ready", flush=True)
+        n = 0
+        for ev in it:
+            if isinstance(ev, Gap):
+                rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
+            else:
+                rows.append(["c", ev.seq, ev.symbol, ev.price])
+            n += 1
+            if every and n % every == 0:
+                time.sleep(0.05)
+    with open(out_path, "w") as f:
+        json.dump(rows, f)
+    print(json.dumps({"rows": len(rows)}), flush=True)
+
+
+def wait_one(feed: str) -> None:
+    """Block for one change and report it."""
+    with Subscriber(feed) as sub:
+        it = sub.updates(timeout=120)
+        print("ready", flush=True)
+        q = next(it)
+        print(json.dumps({"seq": q.seq, "symbol": q.symbol, "price": q.price, "t": time.time_ns()}), flush=True)
+
+
+def hold_publisher(feed: str) -> None:
+    """Hold the publisher role until stdin closes."""
+    with Publisher.open_or_create(feed):
+        print("ready", flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])

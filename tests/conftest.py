@@ -1,0 +1,173 @@
+"""Shared fixtures: a unique feed name per test, removed afterwards, and real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Iterator, List, Optional
+
+import posix_ipc
+import pytest
+
+from pricefeed._segment import segment_name
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = str(Path(__file__).resolve().parent / "_workers.py")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the slow stress tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow stress test: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def unique_name() -> str:
+    return f"t{os.getpid()}-{uuid.uuid4().hex[:10]}"
+
+
+def unlink_feed(name: str) -> None:
+    try:
+        posix_ipc.unlink_shared_memory(segment_name(name))
+    except posix_ipc.ExistentialError:
+        pass
+
+
+@pytest.fixture
+def feed() -> Iterator[str]:
+    """A feed name no other test uses; whatever segment ends up under it is removed after."""
+    name = unique_name()
+    try:
+        yield name
+    finally:
+        unlink_feed(name)
+
+
+class Proc:
+    """A real child process whose output lines are read with a timeout on every wait."""
+
+    def __init__(self, args: List[str], stdin: Optional[int] = None, env: Optional[dict] = None) -> None:
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(
+            args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=full_env
+        )
+        self._lines: queue.Queue[Optional[str]] = queue.Queue()
+        self._err: List[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.p.stdout,), daemon=True),
+            threading.Thread(target=self._err.extend, args=(self.p.stderr,), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    @property
+    def stdin(self) -> IO[str]:
+        assert self.p.stdin is not None
+        return self.p.stdin
+
+    def readline(self, timeout: float = 30.0) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line from pid {self.pid} within {timeout} s") from None
+        if line is None:
+            self._lines.put(None)
+            self.p.wait(timeout=10)
+            raise AssertionError(f"pid {self.pid} exited {self.p.returncode} before a line: {self.stderr}")
+        return line
+
+    def json_line(self, timeout: float = 30.0) -> dict:
+        return json.loads(self.readline(timeout))
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
+        """Wait for exit; returns (exit code, stdout not yet read, stderr)."""
+        if self.p.stdin is not None and not self.p.stdin.closed:
+            self.p.stdin.close()
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"pid {self.pid} did not exit within {timeout} s") from None
+        for t in self._threads:
+            t.join(timeout=10)
+        rest = []
+        while True:
+            line = self._lines.get_nowait() if not self._lines.empty() else None
+            if line is None:
+                break
+            rest.append(line + "\n")
+        return self.p.returncode, "".join(rest), self.stderr
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._err)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(timeout=10)
+
+
+@pytest.fixture
+def procs() -> Iterator[List[Proc]]:
+    """Start processes with procs.append(Proc(...)); every one still running is killed after."""
+    started: List[Proc] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            p.kill()
+            if p.p.stdin is not None:
+                p.p.stdin.close()
+
+
+def worker(*args: object) -> List[str]:
+    return [sys.executable, WORKERS, *map(str, args)]
+
+
+def cli(*args: object) -> List[str]:
+    return [sys.executable, "-m", "pricefeed", *map(str, args)]
+
+
+def blocked_in_futex(pid: int) -> bool:
+    """True when the process sits in a futex system call (Linux: /proc/PID/syscall)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            first = f.read().split(" ", 1)[0]
+    except OSError:
+        return False
+    from pricefeed._wait._futex_linux import _NR
+
+    return first == str(_NR)
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)

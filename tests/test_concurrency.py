@@ -1,0 +1,159 @@
+"""Real processes on a real segment with the real futex: the properties that make the product.
+
+Each test checks a property over many events (never torn, exactly once, in order, nothing lost
+silently) and bounds every wait, so a hang fails instead of stalling the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import Proc, blocked_in_futex, wait_until, worker
+
+from pricefeed import Publisher
+
+
+def test_torn_read_hammer(feed: str, procs: List[Proc]) -> None:
+    """Two reader processes check two million reads in all while a publisher rewrites the
+    same two slots as fast as it can: no read may mix two writes (price != time_ns)."""
+    Publisher.create(feed, capacity=4, ring_size=1024).close()
+    readers = [Proc(worker("hammer_read", feed, 1_000_000)) for _ in range(2)]
+    procs.extend(readers)
+    for r in readers:
+        assert r.readline() == "ready"
+    pub = Proc(worker("hammer_publish", feed, 3_000_000))
+    procs.append(pub)
+    assert pub.readline() == "ready"
+    results = [r.json_line(timeout=240) for r in readers]
+    pub.kill()
+    for res in results:
+        assert res["reads"] == 1_000_000
+        assert res["torn"] == 0, res
+        assert res["backwards"] == 0, res
+        # The readers really raced the writer: they saw many different values.
+        assert res["distinct"] > 1000, res
+
+
+def _check_follower(rows: list, log: List[list], final: Dict[str, float], total: int) -> dict:
+    """The property every follower must have, whatever its speed."""
+    by_seq = {seq: (sym, price) for seq, sym, price in log}
+    seqs = [r[1] for r in rows if r[0] == "c"]
+    assert seqs == sorted(set(seqs)), "duplicate or out-of-order sequence"
+    for kind, *rest in rows:
+        if kind == "c":
+            seq, sym, price = rest
+            assert by_seq[seq] == (sym, price), f"change {seq} delivered as {sym}={price}, published as {by_seq[seq]}"
+    missed = sum(r[1] for r in rows if r[0] == "g")
+    assert len(seqs) + missed == total, f"{len(seqs)} delivered + {missed} missed != {total} published"
+    view: Dict[str, float] = {}
+    for r in rows:
+        if r[0] == "c":
+            view[r[2]] = r[3]
+    assert view == final, "a subscriber's final view differs from the publisher's"
+    gaps = [r for r in rows if r[0] == "g"]
+    # A gap covers changes the follower never saw: none of them may also be delivered.
+    for _, _, first, last in gaps:
+        inside = [s for s in seqs if first <= s <= last]
+        assert len(inside) + [g for g in gaps if g[2] == first][0][1] == last - first + 1
+    return {"delivered": len(seqs), "gaps": len(gaps), "missed": missed}
+
+
+def test_exactly_once_three_subscribers_one_lapped(feed: str, procs: List[Proc], tmp_path: Path) -> None:
+    """100,000 changes (repeats mixed in) to 3 subscriber processes; one is slow enough to be
+    lapped. No duplicate, increasing order, every change delivered or counted in a gap, and
+    every final view equal to the publisher's."""
+    total = 100_000
+    Publisher.create(feed, capacity=64, ring_size=1024).close()
+    outs = [tmp_path / f"sub{i}.json" for i in range(3)]
+    subs = [
+        Proc(worker("follow", feed, outs[0])),
+        Proc(worker("follow", feed, outs[1])),
+        Proc(worker("follow", feed, outs[2], 500)),  # pauses 50 ms every 500 items
+    ]
+    procs.extend(subs)
+    for s in subs:
+        assert s.readline() == "ready"
+    log_path = tmp_path / "log.json"
+    pub = Proc(worker("exactly_publish", feed, total, 7, log_path))
+    procs.append(pub)
+    assert pub.readline() == "ready"
+    summary = pub.json_line(timeout=120)
+    assert summary["changes"] == total and summary["repeats"] > 1000
+    published = json.loads(log_path.read_text())
+    assert [e[0] for e in published["log"]] == list(range(1, total + 1))
+    stats = []
+    for s, out in zip(subs, outs):
+        s.json_line(timeout=180)
+        stats.append(_check_follower(json.loads(out.read_text()), published["log"], published["final"], total))
+    assert stats[2]["gaps"] >= 1, f"the slow subscriber was never lapped: {stats[2]}"
+
+
+def test_no_gap_when_ring_holds_everything(feed: str, procs: List[Proc], tmp_path: Path) -> None:
+    """With a ring larger than the whole run nobody can be lapped: every change is delivered."""
+    total = 20_000
+    Publisher.create(feed, capacity=64, ring_size=32768).close()
+    outs = [tmp_path / f"sub{i}.json" for i in range(2)]
+    subs = [Proc(worker("follow", feed, out)) for out in outs]
+    procs.extend(subs)
+    for s in subs:
+        assert s.readline() == "ready"
+    log_path = tmp_path / "log.json"
+    pub = Proc(worker("exactly_publish", feed, total, 11, log_path))
+    procs.append(pub)
+    assert pub.readline() == "ready"
+    pub.json_line(timeout=120)
+    published = json.loads(log_path.read_text())
+    for s, out in zip(subs, outs):
+        s.json_line(timeout=120)
+        st = _check_follower(json.loads(out.read_text()), published["log"], published["final"], total)
+        assert st == {"delivered": total, "gaps": 0, "missed": 0}
+
+
+def test_conflating_subscriber_never_twice(feed: str, procs: List[Proc], tmp_path: Path) -> None:
+    """A slow conflating subscriber gets fewer items, each the true value of its change, in
+    increasing order, and ends with the publisher's final view."""
+    total = 30_000
+    Publisher.create(feed, capacity=64, ring_size=256).close()
+    out = tmp_path / "conf.json"
+    sub = Proc(worker("follow", feed, out, 200, 1))
+    procs.append(sub)
+    assert sub.readline() == "ready"
+    log_path = tmp_path / "log.json"
+    pub = Proc(worker("exactly_publish", feed, total, 5, log_path))
+    procs.append(pub)
+    assert pub.readline() == "ready"
+    pub.json_line(timeout=120)
+    sub.json_line(timeout=120)
+    published = json.loads(log_path.read_text())
+    by_seq = {seq: (sym, price) for seq, sym, price in published["log"]}
+    rows = json.loads(out.read_text())
+    assert all(r[0] == "c" for r in rows), "conflate mode reports no gaps"
+    seqs = [r[1] for r in rows]
+    assert seqs == sorted(set(seqs))
+    assert all(by_seq[r[1]] == (r[2], r[3]) for r in rows)
+    assert len(rows) < total / 2, "a slow conflating subscriber should have skipped most values"
+    view = {r[2]: r[3] for r in rows}
+    assert view == published["final"]
+
+
+@pytest.mark.parametrize("count", [50])
+def test_fan_out_every_blocked_subscriber_wakes(feed: str, procs: List[Proc], count: int) -> None:
+    """50 subscriber processes blocked in FUTEX_WAIT; one change wakes each of them once."""
+    pub = Publisher.create(feed, capacity=4, ring_size=64)
+    try:
+        subs = [Proc(worker("wait_one", feed)) for _ in range(count)]
+        procs.extend(subs)
+        for s in subs:
+            assert s.readline(timeout=60) == "ready"
+        wait_until(lambda: all(blocked_in_futex(s.pid) for s in subs), 60, "all subscribers to block in futex")
+        assert pub.publish("X", 42.5)
+        for s in subs:
+            got = s.json_line(timeout=30)
+            assert (got["seq"], got["symbol"], got["price"]) == (1, "X", 42.5)
+            code, rest, err = s.finish(timeout=30)
+            assert code == 0 and rest.strip() == "", err
+    finally:
+        pub.close()
