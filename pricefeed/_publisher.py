@@ -53,26 +53,31 @@ class Publisher:
     """
 
     def __init__(self, segment: Segment, geometry: Geometry, backend: Optional[str] = None) -> None:
+        waiter = select(backend)
         self._seg = segment
         self.name = segment.feed
         self.geometry = geometry
         self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry)
         self._futex_view = segment.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
-        self._word: WakeWord = select(backend).word(segment.address + L.OFF_FUTEX, self._futex_view)
-        w = self._w
-        self._capacity = geometry.capacity
-        self._head = w.head()
-        self._count = w.slot_count()
-        self._index: Dict[str, int] = symbols_of(w, 0, self._count)
-        self._last: List[float] = []
-        for i in range(self._count):
-            got = w.read_slot(i)
-            # A slot left odd by a publisher that died mid-write reads as "no price": the next
-            # publish of that symbol is then always a change.
-            self._last.append(got[0] if got is not None else math.nan)
-        self._ended = w.closed()
+        self._word: WakeWord = waiter.word(segment.address + L.OFF_FUTEX, self._futex_view)
+        try:
+            w = self._w
+            self._capacity = geometry.capacity
+            self._head = w.head()
+            self._count = w.slot_count()
+            self._index: Dict[str, int] = symbols_of(w, 0, self._count)
+            self._last: List[float] = []
+            for i in range(self._count):
+                got = w.read_slot(i)
+                # A slot left odd by a publisher that died mid-write reads as "no price": the
+                # next publish of that symbol is then always a change.
+                self._last.append(got[0] if got is not None else math.nan)
+            self._ended = w.closed()
+        except BaseException:
+            self._release()
+            raise
         self.pid = os.getpid()
-        self.epoch = w.set_publisher(self.pid)
+        self.epoch = w.set_publisher(self.pid) if not self._ended else w.publisher_epoch()
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -107,12 +112,13 @@ class Publisher:
         seg, geometry = attach(name, writable=True)
         try:
             pub = cls(seg, geometry, backend)
-            if pub._ended:
-                raise FeedEnded(f"feed {name!r} was ended for good; remove it (pricefeed rm {name}) to start anew")
-            return pub
         except BaseException:
             seg.close()
             raise
+        if pub._ended:
+            pub.close()
+            raise FeedEnded(f"feed {name!r} was ended for good; remove it (pricefeed rm {name}) to start anew")
+        return pub
 
     @classmethod
     def open_or_create(
@@ -263,10 +269,14 @@ class Publisher:
         """Give up the publisher role. The values stay, and another publisher may take over."""
         if self._w is None:
             return
-        self._w.release()
-        self._w = None
-        self._futex_view.release()
+        self._release()
         self._seg.close()
+
+    def _release(self) -> None:
+        if self._w is not None:
+            self._w.release()
+            self._w = None
+        self._futex_view.release()
 
     def __enter__(self) -> Publisher:
         return self

@@ -96,7 +96,7 @@ _ReleaseBuffer.restype = None
 
 def _os_error(exc: BaseException, feed: str, action: str) -> PricefeedError:
     if isinstance(exc, posix_ipc.ExistentialError):
-        if "exists" in str(exc):
+        if action == "create":  # O_CREAT | O_EXCL found the name taken
             return FeedExists(f"feed {feed!r} already exists (use open, or pricefeed rm first)")
         return FeedNotFound(f"no feed named {feed!r} on this machine (create it with pricefeed create)")
     if isinstance(exc, posix_ipc.PermissionsError) or (

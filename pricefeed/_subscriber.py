@@ -58,17 +58,14 @@ class Subscriber:
     """
 
     def __init__(self, name: str, backend: Optional[str] = None) -> None:
+        waiter = select(backend)  # before anything is opened: it is the one step here that can fail
         seg, geometry = attach(name, writable=False)
-        try:
-            self._seg = seg
-            self.name = name
-            self.geometry = geometry
-            self._r: Optional[FeedReader] = FeedReader(seg.view, geometry)
-            self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
-            self._word: WakeWord = select(backend).word(seg.address + L.OFF_FUTEX, self._futex_view)
-        except BaseException:
-            seg.close()
-            raise
+        self._seg = seg
+        self.name = name
+        self.geometry = geometry
+        self._r: Optional[FeedReader] = FeedReader(seg.view, geometry)
+        self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
+        self._word: WakeWord = waiter.word(seg.address + L.OFF_FUTEX, self._futex_view)
         self._index: Dict[str, int] = {}
         self._names: List[str] = []
 

@@ -99,13 +99,11 @@ def follow(feed: str, out_path: str, slow: str = "0", conflate: str = "0") -> No
     with Subscriber(feed) as sub:
         it = sub.updates(timeout=60, conflate=conflate == "1")
         print("ready", flush=True)
-        n = 0
-        for ev in it:
+        for n, ev in enumerate(it, 1):
             if isinstance(ev, Gap):
                 rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
             else:
                 rows.append(["c", ev.seq, ev.symbol, ev.price])
-            n += 1
             if every and n % every == 0:
                 time.sleep(0.05)
     with open(out_path, "w") as f:
