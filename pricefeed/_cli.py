@@ -27,6 +27,23 @@ from ._values import Gap, Quote, check_price, check_symbol
 EXIT_INTERRUPTED = 130
 
 
+def exit_code_table() -> str:
+    """The exit-code table of docs/cli.md, made from the error classes themselves."""
+    from . import _errors
+
+    rows = [(0, "—", "Success (for `subscribe`: the count was reached, or the feed ended).")]
+    rows.append((2, "—", "Usage error: an unknown command or option, a missing argument."))
+    for name in _errors.__all__:
+        cls = getattr(_errors, name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        rows.append((cls.exit_code, f"`{name}`", doc))
+    rows.append((EXIT_INTERRUPTED, "—", "Interrupted by Ctrl-C (SIGINT)."))
+    rows.sort(key=lambda r: r[0])
+    lines = ["| code | error | when |", "|---:|---|---|"]
+    lines += [f"| {code} | {name} | {doc} |" for code, name, doc in rows]
+    return "\n".join(lines)
+
+
 def _parse_mode(text: str) -> int:
     try:
         return int(text, 8)

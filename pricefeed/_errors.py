@@ -51,7 +51,7 @@ __all__ = [
 
 
 class PricefeedError(Exception):
-    """Base class of every pricefeed error."""
+    """Any other failure (the base class of every pricefeed error)."""
 
     exit_code = 1
 
@@ -61,25 +61,25 @@ class PricefeedError(Exception):
 
 
 class FeedNotFound(PricefeedError, FileNotFoundError):
-    """Raised when opening a feed that does not exist."""
+    """No feed has that name on this machine."""
 
     exit_code = 3
 
 
 class SymbolNotFound(PricefeedError, KeyError):
-    """Raised by ``Subscriber[symbol]`` for a symbol the feed has never published."""
+    """The feed has never published that symbol (`get`, `Subscriber[symbol]`)."""
 
     exit_code = 4
 
 
 class FeedExists(PricefeedError, FileExistsError):
-    """Raised by ``Publisher.create`` when the name is already taken."""
+    """`create` was asked for a name that is already taken."""
 
     exit_code = 5
 
 
 class FeedBusy(PricefeedError, BlockingIOError):
-    """Raised when another live publisher holds the feed; ``holder_pid`` names it."""
+    """Another live publisher holds the feed; the message (and `holder_pid`) names it."""
 
     exit_code = 6
 
@@ -89,29 +89,29 @@ class FeedBusy(PricefeedError, BlockingIOError):
 
 
 class InvalidInput(PricefeedError, ValueError):
-    """A value broke a rule; the message states the rule and the value. Nothing was written."""
+    """A value broke a rule; the message states the rule and the value; nothing was written."""
 
     exit_code = 7
 
 
 class InvalidName(InvalidInput):
-    """A feed name that is empty, too long or has characters outside [A-Za-z0-9._-]."""
+    """A feed name is empty, too long, or has characters outside A-Z a-z 0-9 . _ -."""
 
 
 class InvalidSymbol(InvalidInput):
-    """A symbol that is empty, too long, or not printable ASCII without spaces."""
+    """A symbol is empty, too long, or not printable ASCII without spaces."""
 
 
 class InvalidPrice(InvalidInput):
-    """A price that is NaN, infinite, or not a real number."""
+    """A price is NaN, infinite, or not a real number."""
 
 
 class InvalidGeometry(InvalidInput):
-    """A capacity, ring size or permission mode out of range."""
+    """A capacity, ring size, mode or time is out of range."""
 
 
 class FeedFull(PricefeedError, OverflowError):
-    """Raised when a new symbol does not fit: every slot already holds a symbol."""
+    """A new symbol does not fit: every slot already holds a symbol."""
 
     exit_code = 8
 
@@ -133,13 +133,13 @@ class FeedPermissionError(PricefeedError, PermissionError):
 
 
 class FeedEnded(PricefeedError, EOFError):
-    """Raised when publishing to, or taking over, a feed that was ended for good."""
+    """Publishing to, or taking over, a feed that was ended for good."""
 
     exit_code = 11
 
 
 class Timeout(PricefeedError, TimeoutError):
-    """Raised when nothing arrived within the timeout the caller gave."""
+    """Nothing arrived within the timeout the caller gave."""
 
     exit_code = 12
 

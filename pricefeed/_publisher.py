@@ -40,7 +40,7 @@ def _check_time(time_ns: Optional[int]) -> int:
     if time_ns is None:
         return time.time_ns()
     if not isinstance(time_ns, int) or isinstance(time_ns, bool) or not 0 <= time_ns < 1 << 64:
-        raise InvalidInput(f"time_ns must be a whole number of ns from 0 to 2**64-1: time_ns={time_ns!r}")
+        raise InvalidGeometry(f"time_ns must be a whole number of ns from 0 to 2**64-1: time_ns={time_ns!r}")
     return time_ns
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from decimal import Decimal
 from fractions import Fraction
@@ -160,7 +161,7 @@ def test_batch_that_does_not_fit_writes_nothing(feed: str) -> None:
     ],
 )
 def test_bad_geometry_creates_nothing(feed: str, kwargs: dict, message: str) -> None:
-    with pytest.raises(InvalidGeometry, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InvalidGeometry, match=re.escape(message)):
         Publisher.create(feed, **kwargs)
     with pytest.raises(FeedNotFound):
         Subscriber(feed)
@@ -168,7 +169,7 @@ def test_bad_geometry_creates_nothing(feed: str, kwargs: dict, message: str) -> 
 
 @pytest.mark.parametrize("name", ["", "a/b", "x" * 28, ".hidden", "-dash", "sp ace", "\u00e9t\u00e9", None])
 def test_bad_feed_names(name: object) -> None:
-    with pytest.raises(InvalidName, match="feed name must be 1 to 27 characters of A-Z a-z 0-9 . _ -"):
+    with pytest.raises(InvalidName, match=re.escape("feed name must be 1 to 27 characters of A-Z a-z 0-9 . _ -")):
         Publisher.create(name)  # type: ignore[arg-type]
     with pytest.raises(InvalidName):
         Subscriber(name)  # type: ignore[arg-type]
@@ -267,7 +268,8 @@ def test_end_finishes_subscribers_and_refuses_more(feed: str) -> None:
 def test_subscriber_maps_the_feed_read_only(feed: str) -> None:
     Publisher.create(feed).close()
     with Subscriber(feed) as sub:
-        maps = open(f"/proc/{os.getpid()}/maps").read().splitlines()
+        with open(f"/proc/{os.getpid()}/maps") as f:
+            maps = f.read().splitlines()
         mine = [m for m in maps if m.endswith(segment_name(feed))]
         assert mine and all(m.split()[1] == "r--s" for m in mine), mine
         with pytest.raises(TypeError):
@@ -400,11 +402,9 @@ def test_foreign_segment_is_reported(feed: str) -> None:
     shm = posix_ipc.SharedMemory(segment_name(feed), posix_ipc.O_CREX, mode=0o600, size=4096)
     os.write(shm.fd, b"definitely not a price feed")
     shm.close_fd()
+    expected = f"feed '{feed}': not a pricefeed segment: its first 8 bytes are b'definite', expected b'PRCFEED\\x00'"
     for opener in (Subscriber, Publisher.open):
-        with pytest.raises(
-            BadSegment,
-            match=rf"feed '{feed}': not a pricefeed segment: its first 8 bytes are b'definite', expected b'PRCFEED\\x00'",
-        ):
+        with pytest.raises(BadSegment, match=re.escape(expected)):
             opener(feed)
     with pytest.raises(FeedExists):
         Publisher.create(feed)

@@ -1,0 +1,308 @@
+"""The pricefeed command, run as real processes (and through click's runner for parsing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+from conftest import Proc, blocked_in_futex, cli, unique_name, unlink_feed, wait_until
+
+from pricefeed import Publisher, Subscriber
+from pricefeed import _layout as L
+from pricefeed._cli import main
+from pricefeed._segment import segment_name
+
+
+def run(*args: object, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def no_traceback(p: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+
+
+def test_python_m_and_help() -> None:
+    p = run("--help")
+    assert p.returncode == 0 and "subscribe" in p.stdout and "publish" in p.stdout
+    assert run("--version").stdout.strip().endswith("0.1.0")
+
+
+def test_publish_pairs_creates_the_feed_then_get_snapshot_status(feed: str) -> None:
+    p = run("publish", feed, "AAPL=187.5", "MSFT=415", "EUR/USD=1.0851")
+    assert p.returncode == 0, p.stderr
+    assert run("get", feed, "AAPL").stdout == "187.5\n"
+    got = json.loads(run("get", feed, "MSFT", "--json").stdout)
+    assert got == {"symbol": "MSFT", "price": 415.0, "seq": 2, "time_ns": got["time_ns"]}
+    snap = [json.loads(line) for line in run("snapshot", feed, "--json").stdout.splitlines()]
+    assert [(s["symbol"], s["price"], s["seq"]) for s in snap] == [
+        ("AAPL", 187.5, 1),
+        ("MSFT", 415.0, 2),
+        ("EUR/USD", 1.0851, 3),
+    ]
+    text = run("snapshot", feed).stdout.splitlines()
+    assert text[0].split() == ["1", "AAPL", "187.5"]
+    st = json.loads(run("status", feed, "--json").stdout)
+    assert (st["head_seq"], st["symbols"], st["state"], st["publisher_alive"]) == (3, 3, "no publisher", False)
+    assert st["capacity"] == L.DEFAULT_CAPACITY and st["last_change_age_s"] >= 0
+    human = run("status", feed).stdout
+    assert "head seq     3" in human and "no publisher" in human
+
+
+def test_publish_batch_is_all_or_nothing(feed: str) -> None:
+    run("publish", feed, "A=1")
+    p = run("publish", feed, "A=2", "B=nan")
+    assert p.returncode == 7
+    assert "price for symbol 'B' must be a finite number (not NaN or infinite): price=nan" in p.stderr
+    no_traceback(p)
+    with Subscriber(feed) as sub:
+        assert sub.head == 1 and sub["A"].price == 1.0 and sub.get("B") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["publish", "{feed}", "AAPL"], 7, "expected SYMBOL=PRICE, such as AAPL=187.5: got 'AAPL'"),
+        (["publish", "{feed}", "AAPL=abc"], 7, "price for symbol 'AAPL' must be a number: got 'abc'"),
+        (["publish", "{feed}", "AAPL=inf"], 7, "must be a finite number"),
+        (["publish", "{feed}", "=5"], 7, "symbol must be 1 to 31 printable ASCII characters"),
+        (
+            ["publish", "{feed}", "A=1", "--ring", "1000"],
+            7,
+            "ring size must be a power of 2 from 2 to 16777216: ring_size=1000",
+        ),
+        (["create", "{feed}", "--mode", "abc"], 2, "mode must be octal digits such as 0600 or 0644: got 'abc'"),
+        (["create", "{feed}", "--capacity", "0"], 7, "capacity must be a whole number from 1 to 1048576: capacity=0"),
+        (["create", "bad/name"], 7, "feed name must be 1 to 27 characters"),
+        (["get", "{feed}", "A"], 3, "no feed named"),
+        (["subscribe", "{feed}"], 3, "no feed named"),
+        (["status", "{feed}"], 3, "no feed named"),
+        (["rm", "{feed}"], 3, "no feed named"),
+        (["rm"], 2, "name at least one FEED, or use --stale"),
+        (["subscribe", "{feed}", "--count", "0"], 2, "--count"),
+        (["bogus"], 2, "No such command"),
+    ],
+)
+def test_bad_input_exit_codes_and_messages(feed: str, args: List[str], code: int, message: str) -> None:
+    p = run(*[a.format(feed=feed) for a in args])
+    assert p.returncode == code, (p.returncode, p.stderr)
+    assert message in p.stderr
+    no_traceback(p)
+    with pytest.raises(FileNotFoundError):
+        Subscriber(feed)  # nothing was created
+
+
+def test_unknown_symbol_and_foreign_and_versioned_segments(feed: str) -> None:
+    run("publish", feed, "A=1")
+    p = run("get", feed, "B")
+    assert (p.returncode, p.stderr.strip()) == (4, f"pricefeed: feed '{feed}' has no symbol 'B'")
+    with open(f"/dev/shm{segment_name(feed)}", "r+b") as f:
+        f.seek(L.OFF_VERSION)
+        f.write((3).to_bytes(4, "little"))
+    for args in (["get", feed, "A"], ["publish", feed, "A=2"], ["subscribe", feed]):
+        p = run(*args)
+        assert p.returncode == 9 and "layout version 3; this pricefeed reads version 1" in p.stderr, p.stderr
+        no_traceback(p)
+    with open(f"/dev/shm{segment_name(feed)}", "r+b") as f:
+        f.write(b"garbage!")
+    p = run("snapshot", feed)
+    assert p.returncode == 9 and "not a pricefeed segment" in p.stderr
+
+
+def test_create_and_exists(feed: str) -> None:
+    assert run("create", feed, "--capacity", "8", "--ring", "64", "--mode", "0640").returncode == 0
+    assert os.stat(f"/dev/shm{segment_name(feed)}").st_mode & 0o777 == 0o640
+    p = run("create", feed)
+    assert p.returncode == 5 and "already exists" in p.stderr
+    st = json.loads(run("status", feed, "--json").stdout)
+    assert (st["capacity"], st["ring_size"], st["head_seq"]) == (8, 64, 0)
+
+
+def test_full_feed_exit_code(feed: str) -> None:
+    run("create", feed, "--capacity", "1")
+    p = run("publish", feed, "A=1", "B=2")
+    assert p.returncode == 8 and "is full" in p.stderr
+
+
+def test_stream_into_two_json_subscribers(feed: str, procs: List[Proc]) -> None:
+    """A real `publish FEED -` process piped into real `subscribe --json` processes."""
+    run("create", feed, "--ring", "4096")
+    subs = [Proc(cli("subscribe", feed, "--json", "--timeout", "60")) for _ in range(2)]
+    procs.extend(subs)
+    wait_until(lambda: all(blocked_in_futex(s.pid) for s in subs), 30, "subscribers to block")
+    lines = []
+    expected = []
+    for i in range(500):
+        sym, price = f"S{i % 7}", float(i // 3)
+        lines.append(f"{sym} {price}")
+    current: dict = {}
+    for line in lines:
+        sym, price = line.split()
+        if current.get(sym) != float(price):
+            current[sym] = float(price)
+            expected.append((sym, float(price)))
+    lines.insert(10, "this line is bad")
+    lines.insert(20, "# a comment")
+    lines.insert(30, "")
+    lines.insert(40, "X=9.5")
+    pub = subprocess.run(
+        cli("publish", feed, "-", "--end"), input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60
+    )
+    assert pub.returncode == 7, pub.stderr
+    assert "pricefeed: line 11: expected 'SYMBOL PRICE', such as 'AAPL 187.5': got 'this line is bad'" in pub.stderr
+    assert "1 bad line skipped" in pub.stderr
+    for s in subs:
+        code, out, err = s.finish(timeout=60)
+        assert code == 0, err
+        rows = [json.loads(x) for x in out.splitlines()]
+        assert rows[-1] == {"event": "ended", "feed": feed}
+        changes = rows[:-1]
+        assert [r["seq"] for r in changes] == list(range(1, len(changes) + 1))
+        got = [(r["symbol"], r["price"]) for r in changes]
+        assert ("X", 9.5) in got
+        got.remove(("X", 9.5))
+        assert got == expected
+        assert all(set(r) == {"symbol", "price", "seq", "time_ns"} for r in changes)
+
+
+def test_strict_stream_stops_at_the_first_bad_line(feed: str) -> None:
+    p = run("publish", feed, "-", "--strict", stdin="A 1\nB two\nC 3\n")
+    assert p.returncode == 7
+    assert "line 2: price for symbol 'B' must be a number: got 'two'" in p.stderr
+    with Subscriber(feed) as sub:
+        assert sub.symbols() == ["A"]
+
+
+def test_exec_runs_once_per_change(feed: str, procs: List[Proc], tmp_path: Path) -> None:
+    out = tmp_path / "exec.log"
+    run("create", feed)
+    cmd = f'echo "$PRICEFEED_SEQ $PRICEFEED_SYMBOL $PRICEFEED_PRICE $PRICEFEED_FEED" >> {out}; test -n "$PRICEFEED_TIME_NS"'
+    sub = Proc(cli("subscribe", feed, "--exec", cmd, "--count", "30", "--timeout", "60"))
+    procs.append(sub)
+    wait_until(lambda: blocked_in_futex(sub.pid), 30, "subscriber to block")
+    with Publisher.open(feed) as pub:
+        for i in range(40):
+            pub.publish("A" if i % 2 else "B", float(i))
+            pub.publish("A" if i % 2 else "B", float(i))  # repeat: no change, no run
+            time.sleep(0.001)
+    code, stdout, err = sub.finish(timeout=60)
+    assert code == 0, err
+    assert stdout == ""
+    rows = out.read_text().splitlines()
+    assert rows == [f"{i + 1} {'A' if i % 2 else 'B'} {float(i)!r} {feed}" for i in range(30)]
+
+
+def test_count_snapshot_and_filter(feed: str) -> None:
+    run("publish", feed, "A=1", "B=2", "C=3")
+    p = run("subscribe", feed, "B", "C", "--snapshot", "--count", "2", "--timeout", "10")
+    assert p.returncode == 0, p.stderr
+    assert [line.split()[1:] for line in p.stdout.splitlines()] == [["B", "2.0"], ["C", "3.0"]]
+
+
+def test_subscribe_timeout_exit_code(feed: str) -> None:
+    run("create", feed)
+    start = time.monotonic()
+    p = run("subscribe", feed, "--timeout", "0.3")
+    assert p.returncode == 12 and "within the timeout of 0.3 s" in p.stderr
+    assert time.monotonic() - start >= 0.3
+    no_traceback(p)
+
+
+def test_gap_event_in_json(feed: str, procs: List[Proc]) -> None:
+    run("create", feed, "--ring", "8")
+    sub = Proc(cli("subscribe", feed, "--json", "--exec", "sleep 0.2", "--count", "3", "--timeout", "30"))
+    procs.append(sub)
+    wait_until(lambda: blocked_in_futex(sub.pid), 30, "subscriber to block")
+    with Publisher.open(feed) as pub:
+        pub.publish("A", 0.0)
+        time.sleep(0.05)
+        for i in range(1, 50):
+            pub.publish("AB"[i % 2], float(i))
+    code, _, err = sub.finish(timeout=60)
+    assert code == 0
+    gap = json.loads(err.splitlines()[0])
+    assert gap["event"] == "gap" and gap["missed"] > 0 and gap["first_seq"] == 2
+
+
+def test_ctrl_c_stops_a_blocked_subscriber_promptly(feed: str, procs: List[Proc]) -> None:
+    run("create", feed)
+    sub = Proc(cli("subscribe", feed))
+    procs.append(sub)
+    wait_until(lambda: blocked_in_futex(sub.pid), 30, "subscriber to block in futex")
+    sent = time.monotonic()
+    os.kill(sub.pid, signal.SIGINT)
+    code, out, err = sub.finish(timeout=10)
+    assert time.monotonic() - sent < 2.0
+    assert code == 130 and "Traceback" not in err and out == ""
+
+
+def test_second_publisher_is_refused(feed: str, procs: List[Proc]) -> None:
+    first = Proc(cli("publish", feed, "-"), stdin=subprocess.PIPE)
+    procs.append(first)
+    first.stdin.write("A 1\n")
+    first.stdin.flush()
+    wait_until(
+        lambda: os.path.exists(f"/dev/shm{segment_name(feed)}") and Subscriber(feed).head == 1, 30, "first publish"
+    )
+    p = run("publish", feed, "A=2")
+    assert p.returncode == 6
+    assert f"already has a publisher (pid {first.pid})" in p.stderr
+    no_traceback(p)
+    p = run("rm", feed)
+    assert p.returncode == 6 and f"live publisher (pid {first.pid})" in p.stderr
+    p = run("rm", "--stale", feed)
+    assert p.returncode == 0 and "kept" in p.stderr
+    code, _, err = first.finish(timeout=30)
+    assert code == 0, err
+    assert run("publish", feed, "A=2").returncode == 0, "released on exit, not ended"
+    assert run("get", feed, "A").stdout == "2.0\n"
+
+
+def test_ls_and_rm(procs: List[Proc]) -> None:
+    live, idle, ended = unique_name(), unique_name(), unique_name()
+    try:
+        holder = Proc(cli("publish", live, "-"), stdin=subprocess.PIPE)
+        procs.append(holder)
+        holder.stdin.write("A 1\n")
+        holder.stdin.flush()
+        run("publish", idle, "A=1")
+        run("publish", ended, "A=1", "--end")
+        wait_until(lambda: live in run("ls").stdout, 30, "live feed to show")
+        rows = {r["name"]: r for r in map(json.loads, run("ls", "--json").stdout.splitlines())}
+        assert rows[live]["state"] == "live" and rows[live]["publisher_pid"] == holder.pid
+        assert rows[idle]["state"] == "no publisher"
+        assert rows[ended]["state"] == "ended"
+        assert run("rm", "--stale", idle, ended, live).returncode == 0
+        names = run("ls").stdout
+        assert live in names and idle not in names and ended not in names
+        assert run("rm", "--force", live).returncode == 0
+        assert live not in run("ls").stdout
+    finally:
+        for name in (live, idle, ended):
+            unlink_feed(name)
+
+
+def test_demo_runs_and_cleans_up() -> None:
+    before = set(os.listdir("/dev/shm"))
+    p = run("demo", "--seconds", "1", timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("demo: feed") and lines[-1].startswith("demo: done")
+    assert len(lines) > 5
+    assert set(os.listdir("/dev/shm")) <= before
+
+
+def test_main_maps_errors_without_traceback(feed: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["get", feed, "X"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("pricefeed: no feed named") and "Traceback" not in err
+
+
+def test_usage_goes_through_main(capsys: pytest.CaptureFixture) -> None:
+    assert main(["subscribe"]) == 2
+    assert "Missing argument 'FEED'" in capsys.readouterr().err
