@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 from typing import List
 
 from . import _layout as L
@@ -19,37 +18,39 @@ def feed_names() -> List[str]:
 
 
 def remove(name: str, force: bool = False, stale_only: bool = False) -> bool:
-    """Remove a feed's segment. Subscribers still attached see the feed end.
+    """Remove a feed's segment and end it, so that subscribers still attached finish.
 
-    The publisher lock is taken first and held until the name is gone, so a publisher can
-    never take over a feed that is being removed. If a live publisher holds it: with
-    ``stale_only`` nothing happens and False is returned; otherwise FeedBusy is raised unless
-    ``force``, which removes the name anyway (the publisher goes on writing to a segment no new
-    subscriber can open). Raises FeedNotFound if there is no such feed.
+    The publisher lock is taken first and held until the name is gone, so no publisher can
+    take over a feed that is being removed. If a live publisher holds it: with ``stale_only``
+    nothing happens and False is returned; otherwise FeedBusy is raised, unless ``force``,
+    which removes the name anyway without ending the feed (the publisher goes on writing to a
+    segment no new subscriber can open). Raises FeedNotFound if there is no such feed.
     """
-    try:
-        seg = Segment.open(name, writable=True)
-    except FeedPermissionError:
-        seg = Segment.open(name, writable=False)  # we may still be allowed to unlink it
-    try:
+    while True:
         try:
-            fcntl.flock(seg.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if stale_only:
-                return False
-            if not force:
-                pid = seg.holder_pid()
-                raise FeedBusy(
-                    f"feed {name!r} has a live publisher (pid {pid}); stop it first, or use "
-                    "--force to remove the name anyway",
-                    holder_pid=pid,
-                ) from None
-        else:
-            _end_quietly(seg)
-        seg.unlink()
-        return True
-    finally:
-        seg.close()
+            seg = Segment.open(name, writable=True)
+        except FeedPermissionError:
+            seg = Segment.open(name, writable=False)  # we may still be allowed to unlink it
+        try:
+            locked = seg.try_lock()
+            if not locked:
+                if stale_only:
+                    return False
+                if not force:
+                    pid = seg.holder_pid()
+                    raise FeedBusy(
+                        f"feed {name!r} has a live publisher (pid {pid}); stop it first, or use "
+                        "--force to remove the name anyway",
+                        holder_pid=pid or None,
+                    )
+            elif not seg.still_linked():
+                continue  # removed, or removed and re-created, while we took the lock: look again
+            seg.unlink()
+            if locked:
+                _end_quietly(seg)
+            return True
+        finally:
+            seg.close()
 
 
 def _end_quietly(seg: Segment) -> None:

@@ -31,6 +31,11 @@ def attach(feed: str, writable: bool) -> Tuple[Segment, Geometry]:
                     # now leads elsewhere, or nowhere. Start again from the name.
                     seg.close()
                     continue
+            if seg.size == 0 and time.monotonic() < deadline:
+                # Created a moment ago and not sized yet.
+                seg.close()
+                time.sleep(0.005)
+                continue
             if seg.size < L.HEADER_SIZE:
                 raise BadSegment(
                     f"feed {feed!r} is not a pricefeed segment: {seg.size} bytes, smaller than "

@@ -100,6 +100,8 @@ def read_geometry(buf: memoryview) -> Geometry:
         raise BadSegment(
             f"segment is {size} bytes, smaller than a pricefeed header ({L.HEADER_SIZE} bytes): not a pricefeed feed"
         )
+    version = int.from_bytes(buf[L.OFF_VERSION : L.OFF_VERSION + 4], "little")
+    fence_acquire()  # pairs with the release in initialise() before storing version
     head = bytes(buf[: L.HEADER_SIZE])
 
     def u32(off: int) -> int:
@@ -109,10 +111,10 @@ def read_geometry(buf: memoryview) -> Geometry:
         return int.from_bytes(head[off : off + 8], "little")
 
     magic = head[L.OFF_MAGIC : L.OFF_MAGIC + 8]
+    if magic == bytes(8) and version == 0:
+        raise Initialising("segment is still being created (its header is all zeros)")
     if magic != L.MAGIC_BYTES:
         raise BadSegment(f"not a pricefeed segment: its first 8 bytes are {magic!r}, expected {L.MAGIC_BYTES!r}")
-    version = u32(L.OFF_VERSION)
-    fence_acquire()  # pairs with the release in initialise() before storing version
     if version == 0:
         raise Initialising(
             "segment is still being initialised (layout version 0): its creator has not finished, or died before it did"
@@ -158,6 +160,9 @@ class _Views:
 
     def __init__(self, buf: memoryview, geometry: Geometry) -> None:
         self.geometry = geometry
+        # Only the bytes the geometry covers: a longer segment is accepted, and its tail (of
+        # any length, even one a "Q" cast would refuse) is never looked at.
+        buf = buf[: geometry.size]
         self._buf = buf
         self._q = buf.cast("Q")
         self._i = buf.cast("I")
@@ -167,18 +172,27 @@ class _Views:
         self._ring = L.ring_offset(geometry.capacity) // _Q
 
     def release(self) -> None:
-        for view in (self._q, self._i, self._d):
+        for view in (self._q, self._i, self._d, self._buf):
             view.release()
 
     # -- words anyone may read --------------------------------------------------------------
     def head(self) -> int:
-        return self._q[_HEAD]
+        head = self._q[_HEAD]
+        if FENCES:
+            fence_acquire()  # pairs with the release in FeedWriter.set_head()
+        return head
 
     def futex_value(self) -> int:
-        return self._i[_FUTEX]
+        value = self._i[_FUTEX]
+        if FENCES:
+            fence_acquire()  # the head is loaded after the wake word (see _subscriber)
+        return value
 
     def closed(self) -> bool:
-        return self._i[_CLOSED] != 0
+        closed = self._i[_CLOSED] != 0
+        if FENCES:
+            fence_acquire()  # pairs with the release in FeedWriter.set_closed()
+        return closed
 
     def publisher_pid(self) -> int:
         return self._i[L.OFF_PUBLISHER_PID // _I]
@@ -220,12 +234,12 @@ class FeedReader(_Views):
             if lock & 1:
                 continue
             if FENCES:
-                fence_acquire()  # pairs with the release after the odd store in write_change()
+                fence_acquire()  # pairs with the release before the even store in _write_slot()
             price = d[b + _S_PRICE]
             time_ns = q[b + _S_TIME]
             seq = q[b + _S_SEQ]
             if FENCES:
-                fence_acquire()  # pairs with the release before the even store in write_change()
+                fence_acquire()  # pairs with the release after the odd store in _write_slot()
             if q[b + _S_LOCK] == lock:
                 return price, time_ns, seq
         return None
@@ -257,8 +271,10 @@ class FeedWriter(FeedReader):
 
     def write_symbol(self, index: int, symbol: bytes) -> None:
         """Name a slot that ``slot_count`` does not yet cover (Rule 4)."""
-        start = L.slot_offset(index) + L.SLOT_SYMBOL
-        self._buf[start : start + L.SYMBOL_FIELD] = symbol.ljust(L.SYMBOL_FIELD, b"\0")
+        start = L.slot_offset(index)
+        # No reader looks at a slot slot_count does not cover, so it may be reset wholesale,
+        # odd lock and all (a publisher may have died while adding it).
+        self._buf[start : start + L.SLOT_SIZE] = bytes(L.SLOT_SYMBOL) + symbol.ljust(L.SYMBOL_FIELD, b"\0")
 
     def set_slot_count(self, n: int) -> None:
         if FENCES:
@@ -267,30 +283,55 @@ class FeedWriter(FeedReader):
 
     def write_change(self, index: int, price: float, time_ns: int, seq: int) -> None:
         """Write one change into its slot and its ring record (Rules 1 and 2)."""
+        self._write_slot(index, price, time_ns, seq)
         q = self._q
-        d = self._d
-        b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
-        lock = q[b + _S_LOCK]
-        q[b + _S_LOCK] = lock + 1
-        if FENCES:
-            fence_release()  # pairs with the first acquire in read_slot()
-        d[b + _S_PRICE] = price
-        q[b + _S_TIME] = time_ns
-        q[b + _S_SEQ] = seq
-        if FENCES:
-            fence_release()  # pairs with the second acquire in read_slot()
-        q[b + _S_LOCK] = lock + 2
-
         r = self._ring + (seq & self._mask) * _REC_WORDS
         q[r + _R_SEQ] = 0
         if FENCES:
             fence_release()  # pairs with the second acquire in read_record()
         self._i[2 * r + _R_SLOT] = index
-        d[r + _R_PRICE] = price
+        self._d[r + _R_PRICE] = price
         q[r + _R_TIME] = time_ns
         if FENCES:
             fence_release()  # pairs with the first acquire in read_record()
         q[r + _R_SEQ] = seq
+
+    def _write_slot(self, index: int, price: float, time_ns: int, seq: int) -> None:
+        q = self._q
+        b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
+        lock = q[b + _S_LOCK]
+        q[b + _S_LOCK] = lock + 1
+        if FENCES:
+            fence_release()  # pairs with the second acquire in read_slot()
+        self._d[b + _S_PRICE] = price
+        q[b + _S_TIME] = time_ns
+        q[b + _S_SEQ] = seq
+        if FENCES:
+            fence_release()  # pairs with the first acquire in read_slot()
+        q[b + _S_LOCK] = lock + 2
+
+    # -- repair after a publisher died mid-change (the caller holds the publisher lock) ------
+    def slot_raw(self, index: int) -> Tuple[int, float, int, int]:
+        """(lock, price, time_ns, seq) as they are, with no seqlock: only for the lock holder."""
+        b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
+        return self._q[b + _S_LOCK], self._d[b + _S_PRICE], self._q[b + _S_TIME], self._q[b + _S_SEQ]
+
+    def restore_slot(self, index: int, price: float, time_ns: int, seq: int) -> None:
+        """Make a slot's lock even again and give it these values, without a ring record."""
+        b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
+        lock = self._q[b + _S_LOCK]
+        if lock & 1:
+            self._q[b + _S_LOCK] = lock + 1
+        self._write_slot(index, price, time_ns, seq)
+
+    def newest_records(self, head: int) -> Dict[int, Tuple[int, float, int]]:
+        """slot -> (seq, price, time_ns) of its newest change still in the ring, up to head."""
+        found: Dict[int, Tuple[int, float, int]] = {}
+        for seq in range(head, max(0, head - self.geometry.ring_size), -1):
+            rec = self.read_record(seq)
+            if rec is not None and rec[0] not in found:
+                found[rec[0]] = (seq, rec[1], rec[2])
+        return found
 
     def set_head(self, seq: int) -> None:
         if FENCES:
@@ -299,9 +340,13 @@ class FeedWriter(FeedReader):
 
     def bump_futex(self) -> None:
         i = self._i
+        if FENCES:
+            fence_release()  # the head is visible before the word that announces it
         i[_FUTEX] = (i[_FUTEX] + 1) & 0xFFFFFFFF
 
     def set_closed(self) -> None:
+        if FENCES:
+            fence_release()  # pairs with the acquire in closed(): the last head comes first
         self._i[_CLOSED] = 1
         self.bump_futex()
 
@@ -314,8 +359,15 @@ class FeedWriter(FeedReader):
 
 
 def symbols_of(reader: _Views, start: int, stop: int) -> Dict[str, int]:
-    """Map symbol -> slot index for slots [start, stop); raises BadSegment on a bad name."""
-    return {reader.symbol_at(i): i for i in range(start, stop)}
+    """Map symbol -> slot index for slots [start, stop); raises BadSegment on a bad or
+    repeated name (a repeat would shift every later slot's name)."""
+    found: Dict[str, int] = {}
+    for i in range(start, stop):
+        name = reader.symbol_at(i)
+        if name in found:
+            raise BadSegment(f"damaged slot table: symbol {name!r} is in slots {found[name]} and {i}")
+        found[name] = i
+    return found
 
 
 def latest_since(reader: FeedReader, slots: List[int], after: int, upto: int) -> List[Tuple[int, int, float, int]]:

@@ -9,14 +9,25 @@ reads nothing back from shared memory.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import secrets
 import time
+import warnings
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _layout as L
 from ._attach import attach
-from ._errors import FeedEnded, FeedExists, FeedFull, FeedNotFound, InvalidGeometry, InvalidInput, PricefeedError
+from ._errors import (
+    BadSegment,
+    FeedEnded,
+    FeedExists,
+    FeedFull,
+    FeedNotFound,
+    InvalidGeometry,
+    InvalidInput,
+    PricefeedError,
+)
 from ._feed import FeedWriter, Geometry, initialise, read_geometry, symbols_of
 from ._segment import Segment
 from ._values import check_price, check_symbol
@@ -39,9 +50,13 @@ def _check_mode(mode: int) -> int:
 def _check_time(time_ns: Optional[int]) -> int:
     if time_ns is None:
         return time.time_ns()
-    if not isinstance(time_ns, int) or isinstance(time_ns, bool) or not 0 <= time_ns < 1 << 64:
+    try:
+        t = operator.index(time_ns)  # int, numpy integers; not float, not bool
+    except TypeError:
+        t = -1
+    if isinstance(time_ns, bool) or not 0 <= t < 1 << 64:
         raise InvalidGeometry(f"time_ns must be a whole number of ns from 0 to 2**64-1: time_ns={time_ns!r}")
-    return time_ns
+    return t
 
 
 class Publisher:
@@ -60,24 +75,67 @@ class Publisher:
         self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry)
         self._futex_view = segment.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
         self._word: WakeWord = waiter.word(segment.address + L.OFF_FUTEX, self._futex_view)
+        self._capacity = geometry.capacity
         try:
-            w = self._w
-            self._capacity = geometry.capacity
-            self._head = w.head()
-            self._count = w.slot_count()
-            self._index: Dict[str, int] = symbols_of(w, 0, self._count)
-            self._last: List[float] = []
-            for i in range(self._count):
-                got = w.read_slot(i)
-                # A slot left odd by a publisher that died mid-write reads as "no price": the
-                # next publish of that symbol is then always a change.
-                self._last.append(got[0] if got is not None else math.nan)
-            self._ended = w.closed()
+            self._load_state()
         except BaseException:
             self._release()
             raise
         self.pid = os.getpid()
+        w = self._writer_unchecked()
         self.epoch = w.set_publisher(self.pid) if not self._ended else w.publisher_epoch()
+
+    def _load_state(self) -> None:
+        """(Re)build what this publisher keeps in its own memory from the segment, after
+        repairing anything a previous writer left half-done. Used when taking the feed over,
+        and after an exception (a KeyboardInterrupt, say) cut a publish short."""
+        w = self._writer_unchecked()
+        self._head = w.head()
+        self._count = w.slot_count()
+        self._index: Dict[str, int] = symbols_of(w, 0, self._count)
+        self._ended = w.closed()
+        if not self._ended:
+            self._repair()
+        self._last: List[float] = [w.slot_raw(i)[1] for i in range(self._count)]
+
+    def _repair(self) -> None:
+        """Finish what a publisher that died in the middle of a change left behind.
+
+        A dead publisher can leave a slot with an odd lock (it died inside the slot's write),
+        or a slot whose sequence is past the head (the slot was written, the head never
+        moved: a change nobody was told of, whose number we are about to hand out again).
+        For each such slot: if its price is the one of its newest published change, that
+        change is put back (no event); otherwise the price it holds, which is whole since
+        every field is a single store, is published now as a new change, so subscribers get
+        the symbol's final state and no sequence number is ever used twice.
+        """
+        w = self._writer_unchecked()
+        head = self._head
+        broken = []
+        for i in range(self._count):
+            lock, _, _, seq = w.slot_raw(i)
+            if lock & 1 or seq > head:
+                broken.append(i)
+        if not broken:
+            return
+        newest = w.newest_records(head)
+        now = time.time_ns()
+        for i in broken:
+            _, price, _, _ = w.slot_raw(i)
+            known = newest.get(i)
+            if known is not None and (known[1] == price or price - price):
+                w.restore_slot(i, known[1], known[2], known[0])
+            elif price - price:  # not finite, and nothing to restore it from
+                raise BadSegment(f"feed {self.name!r}: slot {i} holds no valid price and none is left in the ring")
+            else:
+                w.restore_slot(i, price, now, head)  # made consistent; the change below re-sets it
+                head += 1
+                w.write_change(i, price, now, head)
+        if head != self._head:
+            w.set_head(head)
+            self._head = head
+            w.bump_futex()
+            self._word.wake()
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -149,24 +207,38 @@ class Publisher:
         w = self._writer()
         p = check_price(price, symbol)
         t = _check_time(time_ns)
-        index = self._index.get(symbol)
+        try:
+            index = self._index.get(symbol)
+        except TypeError:  # unhashable
+            index = None
         if index is None:
-            index = self._new_slot(symbol)
-            grown = True
+            raw = check_symbol(symbol)
+            if self._count >= self._capacity:
+                raise FeedFull(self._full_message(1))
+            index = self._count
         elif self._last[index] == p:
             return False
-        else:
-            grown = False
-        seq = self._head + 1
-        w.write_change(index, p, t, seq)
-        self._last[index] = p
-        if grown:
-            self._count += 1
-            w.set_slot_count(self._count)
-        w.set_head(seq)
-        self._head = seq
-        w.bump_futex()  # Rule 3 of _feed: store the word, then always wake
-        self._word.wake()
+        # Past this point only an asynchronous exception (Ctrl-C) can interrupt, and then the
+        # local state is rebuilt from the segment, repairing what was left half-written.
+        try:
+            seq = self._head + 1
+            if index == self._count:
+                w.write_symbol(index, raw)
+                w.write_change(index, p, t, seq)
+                w.set_slot_count(index + 1)  # Rule 4: the slot is complete before it is counted
+                self._index[symbol] = index
+                self._last.append(p)
+                self._count = index + 1
+            else:
+                w.write_change(index, p, t, seq)
+                self._last[index] = p
+            w.set_head(seq)
+            self._head = seq
+            w.bump_futex()  # Rule 3 of _feed: store the word, then always wake
+            self._word.wake()
+        except BaseException:
+            self._resync()
+            raise
         return True
 
     def publish_many(self, items: Items, time_ns: Optional[int] = None) -> int:
@@ -184,46 +256,47 @@ class Publisher:
                     f"publish_many takes (symbol, price) pairs or a mapping: got item {pair!r}"
                 ) from None
             p = check_price(price, symbol)
-            if symbol not in self._index and symbol not in new:
+            try:
+                known = symbol in self._index or symbol in new
+            except TypeError:  # unhashable
+                known = False
+            if not known:
                 new[symbol] = check_symbol(symbol)
             plan.append((symbol, p))
         if self._count + len(new) > self._capacity:
             raise FeedFull(self._full_message(len(new)))
         t = _check_time(time_ns)
-        for symbol, raw in new.items():
-            index = len(self._last)
-            w.write_symbol(index, raw)
-            self._index[symbol] = index
-            self._last.append(math.nan)  # unequal to every price: the first publish is a change
-        seq = self._head
-        last = self._last
-        for symbol, p in plan:
-            index = self._index[symbol]
-            if last[index] == p:
-                continue
-            seq += 1
-            w.write_change(index, p, t, seq)
-            last[index] = p
-        if new:
-            self._count += len(new)
-            w.set_slot_count(self._count)
-        changed = seq - self._head
-        if changed:
-            w.set_head(seq)
-            self._head = seq
-            w.bump_futex()
-            self._word.wake()
+        try:
+            for symbol, raw in new.items():
+                w.write_symbol(len(self._last), raw)
+                self._index[symbol] = len(self._last)
+                self._last.append(math.nan)  # unequal to every price: the first publish is a change
+            seq = self._head
+            last = self._last
+            for symbol, p in plan:
+                index = self._index[symbol]
+                if last[index] == p:
+                    continue
+                seq += 1
+                w.write_change(index, p, t, seq)
+                last[index] = p
+            if new:
+                self._count += len(new)
+                w.set_slot_count(self._count)
+            changed = seq - self._head
+            if changed:
+                w.set_head(seq)
+                self._head = seq
+                w.bump_futex()
+                self._word.wake()
+        except BaseException:
+            self._resync()
+            raise
         return changed
 
-    def _new_slot(self, symbol: str) -> int:
-        raw = check_symbol(symbol)
-        if self._count >= self._capacity:
-            raise FeedFull(self._full_message(1))
-        index = self._count
-        self._writer().write_symbol(index, raw)
-        self._index[symbol] = index
-        self._last.append(math.nan)
-        return index
+    def _resync(self) -> None:
+        if self._w is not None:
+            self._load_state()
 
     def _full_message(self, wanted: int) -> str:
         return (
@@ -231,12 +304,16 @@ class Publisher:
             f"{wanted} more were asked for (create the feed with a larger --capacity)"
         )
 
-    def _writer(self) -> FeedWriter:
+    def _writer_unchecked(self) -> FeedWriter:
         if self._w is None:
             raise PricefeedError(f"publisher of feed {self.name!r} is closed")
+        return self._w
+
+    def _writer(self) -> FeedWriter:
+        w = self._writer_unchecked()
         if self._ended:
             raise FeedEnded(f"feed {self.name!r} was ended for good; no more changes can be published")
-        return self._w
+        return w
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -283,6 +360,13 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # A dropped publisher must not keep the feed's lock (and a descriptor, and a mapping)
+        # for the rest of the process's life.
+        if getattr(self, "_w", None) is not None:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._w is None else f"head={self._head}, symbols={self._count}"

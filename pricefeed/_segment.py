@@ -174,36 +174,42 @@ class Segment:
         return cls(feed, shm, writable)
 
     # -- the publisher lock -------------------------------------------------------------------
-    def lock_publisher(self) -> None:
-        """Take the single-publisher lock or raise FeedBusy naming the holder."""
+    def try_lock(self) -> bool:
+        """Take the publisher lock if nobody holds it. A liveness probe (below) holds a shared
+        lock for a few microseconds, so a refusal is retried for LOCK_RETRY_SECONDS."""
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    break
+                    return False
                 time.sleep(0.002)
+
+    def lock_publisher(self) -> None:
+        """Take the single-publisher lock or raise FeedBusy naming the holder."""
+        if self.try_lock():
+            return
         pid = self.holder_pid()
         who = f"pid {pid}" if pid else "another process"
         raise FeedBusy(
             f"feed {self.feed!r} already has a publisher ({who}); a feed has one publisher at a time",
-            holder_pid=pid,
+            holder_pid=pid or None,
         )
 
     def holder_pid(self) -> Optional[int]:
-        """Pid of the process holding the publisher lock, None when nobody holds it, and 0
-        when somebody does but this system cannot say who."""
-        pid = _flock_holder(self.inode)
-        if pid is not None:
-            return pid or None
-        # No /proc/locks here: probe. A shared lock is refused while a publisher holds its
-        # exclusive one; when it is granted we give it back at once.
+        """None when nobody holds the publisher lock; otherwise the holder's pid, or 0 when the
+        system cannot say (no /proc/locks, or a holder in another pid namespace).
+
+        Whether the lock is held is asked of the lock itself: a shared lock is refused while a
+        publisher holds its exclusive one (and given back at once when granted). /proc/locks
+        only names the holder: it shows pid 0 for holders it cannot name, so it cannot be
+        trusted to say that nobody holds the lock."""
         try:
             fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return 0
+            return _flock_holder(self.inode) or 0
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         return None
 
@@ -220,7 +226,10 @@ class Segment:
         return (st.st_dev, st.st_ino) == self.inode
 
     def unlink(self) -> None:
-        _unlink_quietly(segment_name(self.feed))
+        try:
+            _unlink_quietly(segment_name(self.feed))
+        except (posix_ipc.Error, OSError) as exc:
+            raise _os_error(exc, self.feed, "remove") from None
 
     def close(self) -> None:
         self.view.release()
@@ -242,15 +251,15 @@ def _unlink_quietly(name: str) -> None:
         pass
 
 
-def _flock_holder(inode: tuple[int, int]) -> Optional[int]:
-    """From /proc/locks: the pid holding an flock on this inode, 0 for none, None if unknown."""
+def _flock_holder(inode: tuple[int, int]) -> int:
+    """From /proc/locks: the pid holding an exclusive flock on this inode, 0 if not found."""
     dev, ino = inode
     want = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
     try:
         with open("/proc/locks") as f:
             lines = f.read().splitlines()
     except OSError:
-        return None
+        return 0
     for line in lines:
         parts = line.split()
         # "1: FLOCK  ADVISORY  WRITE 1234 00:19:5678 0 EOF"; blocked waiters say "1: ->" and

@@ -18,6 +18,7 @@ wait returns at once (pairs with Rule 3 of ``_feed``).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Union
 
 from . import _layout as L
@@ -54,7 +55,8 @@ class Subscriber:
     """A read-only view of a feed: ``get``, ``snapshot`` and ``updates``.
 
     The mapping is read-only, so nothing a subscriber does can damage the feed. Close it (or
-    use ``with``) to release the mapping and its descriptor.
+    use ``with``) to release the mapping and its descriptor; iterators from ``updates()`` must
+    not be used after that. A Subscriber is for one thread at a time: give each thread its own.
     """
 
     def __init__(self, name: str, backend: Optional[str] = None) -> None:
@@ -82,8 +84,21 @@ class Subscriber:
         known = len(self._names)
         if n > known:
             found = symbols_of(r, known, n)
+            repeated = found.keys() & self._index.keys()
+            if repeated:
+                raise BadSegment(f"damaged slot table: symbols {sorted(repeated)} appear in two slots")
             self._index.update(found)
             self._names.extend(found)
+
+    def _refresh_for(self, index: int, seq: int) -> int:
+        """Learn new symbols because change ``seq`` names slot ``index``; returns how many are
+        known. A slot the publisher has not counted yet means a damaged ring (Rule 5)."""
+        self._refresh()
+        if index >= len(self._names):
+            raise BadSegment(
+                f"feed {self.name!r}: change {seq} names slot {index}, but only {len(self._names)} slots hold a symbol"
+            )
+        return len(self._names)
 
     def _slot(self, symbol: str) -> Optional[int]:
         index = self._index.get(symbol)
@@ -200,6 +215,8 @@ class Subscriber:
             for s in [symbols] if isinstance(symbols, str) else symbols:
                 check_symbol(s)
                 wanted.add(s)
+        if timeout is not None and timeout == float("inf"):
+            timeout = None
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0 or None: timeout={timeout!r}")
         # The start is taken now, not at the first next(): changes published between this call
@@ -281,8 +298,7 @@ class Subscriber:
                     if index == L.SLOT_VOID:
                         yield Gap(1, seq, seq)
                         continue
-                    self._refresh()
-                    known = len(names)
+                    known = self._refresh_for(index, seq)
                     interest = self._interest(wanted)
                 if interest is None or index in interest:
                     yield Quote(names[index], price, time_ns, seq)
@@ -326,8 +342,7 @@ class Subscriber:
                 if index >= known:
                     if index == L.SLOT_VOID:
                         continue
-                    self._refresh()
-                    known = len(names)
+                    known = self._refresh_for(index, seq)
                     interest = self._interest(wanted)
                 if interest is None or index in interest:
                     pending.pop(index, None)
@@ -355,6 +370,12 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # A dropped subscriber must not keep its descriptor and mapping for the process's life.
+        if getattr(self, "_r", None) is not None:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+            self.close()
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.name!r}{' closed' if self._r is None else ''}>"

@@ -31,6 +31,7 @@ _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 _WAKE_ALL = 0x7FFFFFFF
+_MAX_SLICE = 86400.0  # longest single FUTEX_WAIT; longer timeouts wait in several
 
 
 class _Timespec(ctypes.Structure):
@@ -67,6 +68,7 @@ class FutexWord:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
+                left = min(left, _MAX_SLICE)  # a C long of seconds cannot hold every float
                 sec = int(left)
                 self._ts.tv_sec = sec
                 self._ts.tv_nsec = int((left - sec) * 1e9)
@@ -76,9 +78,7 @@ class FutexWord:
             err = ctypes.get_errno()
             if err == errno.EAGAIN:  # the word already differs
                 return True
-            if err == errno.ETIMEDOUT:
-                return False
-            if err != errno.EINTR:
+            if err not in (errno.EINTR, errno.ETIMEDOUT):  # both: go round, with what is left
                 raise OSError(err, f"FUTEX_WAIT failed: {os.strerror(err)}")
 
 
