@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_generated_sections_are_current() -> None:
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_docs.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0, p.stderr
 
 
@@ -22,7 +24,9 @@ def test_generated_section_check_can_fail(tmp_path: Path) -> None:
         import gen_docs
     finally:
         sys.path.pop(0)
-    text = (ROOT / "docs" / "layout.md").read_text().replace("| 64 | 8 | u64 | `head_seq`", "| 72 | 8 | u64 | `head_seq`")
+    text = (
+        (ROOT / "docs" / "layout.md").read_text().replace("| 64 | 8 | u64 | `head_seq`", "| 72 | 8 | u64 | `head_seq`")
+    )
     assert gen_docs.render(text, "TABLES", gen_docs.SECTIONS[("docs/layout.md", "TABLES")]()) != text
 
 
