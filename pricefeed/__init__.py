@@ -15,6 +15,7 @@ from ._errors import (
     FeedFull,
     FeedNotFound,
     FeedPermissionError,
+    FeedReset,
     InvalidGeometry,
     InvalidInput,
     InvalidName,
@@ -29,7 +30,7 @@ from ._errors import (
 from ._layout import LAYOUT_VERSION
 from ._publisher import Publisher
 from ._subscriber import Event, FeedStatus, Subscriber
-from ._values import Gap, Quote
+from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,9 @@ __all__ = [
     "Subscriber",
     "Quote",
     "Gap",
+    "PublisherGone",
+    "PublisherRestarted",
+    "Reset",
     "Event",
     "FeedStatus",
     "feed_names",
@@ -59,5 +63,6 @@ __all__ = [
     "FeedPermissionError",
     "FeedEnded",
     "Timeout",
+    "FeedReset",
     "UnsupportedPlatform",
 ]

@@ -21,8 +21,8 @@ from . import _layout as L
 from ._admin import feed_names, remove
 from ._errors import FeedNotFound, InvalidInput, PricefeedError
 from ._publisher import Publisher
-from ._subscriber import FeedStatus, Subscriber
-from ._values import Gap, Quote, check_price, check_symbol
+from ._subscriber import Event, FeedStatus, Subscriber
+from ._values import EVENT_NAMES, Quote, check_price, check_symbol
 
 EXIT_INTERRUPTED = 130
 
@@ -175,8 +175,11 @@ def _publish_stream(pub: Publisher, lines: IO[str], strict: bool) -> int:
 @click.option("--conflate", is_flag=True, help="Only the newest value of each symbol when falling behind.")
 @click.option("--snapshot", is_flag=True, help="Start with the current value of every symbol.")
 @click.option("--exec", "command", metavar="CMD", help="Run CMD (with sh) once per change instead of printing it.")
+@click.option("--wait", is_flag=True, help="If FEED does not exist yet, wait for it.")
+@click.option("--exit-on-reset", is_flag=True, help="Exit (code 13) if FEED is removed and created anew.")
 def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optional[int],
-              timeout: Optional[float], conflate: bool, snapshot: bool, command: Optional[str]) -> None:  # fmt: skip
+              timeout: Optional[float], conflate: bool, snapshot: bool, command: Optional[str],
+              wait: bool, exit_on_reset: bool) -> None:  # fmt: skip
     """Print each change of FEED (or of SYMBOLS only) once, in order, as it happens.
 
     --exec runs CMD once per change with PRICEFEED_FEED, PRICEFEED_SYMBOL, PRICEFEED_PRICE,
@@ -185,11 +188,13 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
     values of the symbols that changed meanwhile.
     """
     seen = 0
-    with Subscriber(feed) as sub:
-        events = sub.updates(symbols or None, timeout=timeout, conflate=conflate, snapshot=snapshot)
+    with Subscriber(feed, wait=wait) as sub:
+        events = sub.updates(
+            symbols or None, timeout=timeout, conflate=conflate, snapshot=snapshot, reattach=not exit_on_reset
+        )
         for event in events:
-            if isinstance(event, Gap):
-                _print_gap(event, as_json, to_stderr=command is not None)
+            if not isinstance(event, Quote):
+                _print_event(event, as_json, to_stderr=command is not None)
                 continue
             if command is not None:
                 _run(command, feed, event)
@@ -200,16 +205,19 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
             seen += 1
             if count is not None and seen >= count:
                 return
-    if as_json and command is None:
-        _out(json.dumps({"event": "ended", "feed": feed}))
+    if command is None:
+        _print_event(None, as_json, to_stderr=False, feed=feed)
 
 
-def _print_gap(gap: Gap, as_json: bool, to_stderr: bool) -> None:
+def _print_event(event: Optional[Event], as_json: bool, to_stderr: bool, feed: str = "") -> None:
+    """An event line: JSON {"event": name, ...fields}, or a comment line in text mode.
+    ``None`` stands for the end of the feed."""
+    name = "ended" if event is None else EVENT_NAMES[type(event)]
+    fields: Dict[str, Any] = {"feed": feed} if event is None else event._asdict()
     if as_json:
-        line = json.dumps({"event": "gap", "missed": gap.missed, "first_seq": gap.first_seq, "last_seq": gap.last_seq})
+        line = json.dumps({"event": name, **fields})
     else:
-        line = (f"# gap: {gap.missed} change(s) missed in seq {gap.first_seq}..{gap.last_seq}; "
-                "latest values follow")  # fmt: skip
+        line = "# " + " ".join([name.replace("_", " ")] + [f"{k}={v}" for k, v in fields.items()])
     if to_stderr:
         click.echo(line, err=True)
     else:

@@ -13,7 +13,7 @@ from ._admin import remove
 from ._errors import FeedNotFound, Timeout
 from ._publisher import Publisher
 from ._subscriber import Subscriber
-from ._values import Gap
+from ._values import Quote
 
 SYMBOLS = {"AAPL": 187.0, "MSFT": 415.0, "EURUSD": 1.085, "BTCUSD": 67000.0, "ES": 5200.0}
 
@@ -51,8 +51,8 @@ def run_demo(seconds: float, out: Callable[[str], None]) -> None:
             out(f"{'seq':>10} {'symbol':<8} {'price':>12}  {'latency':>10}")
             try:
                 for event in sub.updates(timeout=seconds + 5):
-                    if isinstance(event, Gap):
-                        out(f"# gap: {event.missed} missed")
+                    if not isinstance(event, Quote):
+                        out(f"# {event!r}")
                         continue
                     lat = (time.time_ns() - event.time_ns) / 1000
                     out(f"{event.seq:>10} {event.symbol:<8} {event.price:>12.5g}  {lat:>7.0f} µs")

@@ -19,6 +19,7 @@ The tree (each class also subclasses the nearest builtin, so ``except FileNotFou
     ├── FeedPermissionError (PermissionError) exit 10 the OS refused access to the segment
     ├── FeedEnded (EOFError)               exit 11  the feed was ended for good
     ├── Timeout (TimeoutError)             exit 12  nothing arrived within the timeout
+    ├── FeedReset                          exit 13  the segment was re-created (reattach=False)
     └── UnsupportedPlatform (OSError)      exit 1   this CPU or OS lacks what the protocol needs
 
 ``docs/cli.md`` lists the same codes; a test keeps the two in agreement. Errors that come from
@@ -46,6 +47,7 @@ __all__ = [
     "FeedPermissionError",
     "FeedEnded",
     "Timeout",
+    "FeedReset",
     "UnsupportedPlatform",
 ]
 
@@ -142,6 +144,12 @@ class Timeout(PricefeedError, TimeoutError):
     """Nothing arrived within the timeout the caller gave."""
 
     exit_code = 12
+
+
+class FeedReset(PricefeedError):
+    """The feed was removed and created anew while following it, and re-attaching was refused."""
+
+    exit_code = 13
 
 
 class UnsupportedPlatform(PricefeedError, OSError):

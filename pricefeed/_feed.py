@@ -24,7 +24,7 @@ Rule 5 (trust nothing). The reader checks every index and count it loads from th
 
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _layout as L
 from ._errors import BadSegment, LayoutVersionMismatch
@@ -180,6 +180,8 @@ class _Views:
         head = self._q[_HEAD]
         if FENCES:
             fence_acquire()  # pairs with the release in FeedWriter.set_head()
+        if head >> 63:  # 2**63 changes would take centuries: only damage gets here
+            raise BadSegment(f"damaged header: head_seq is {head}, beyond any real sequence")
         return head
 
     def futex_value(self) -> int:
@@ -241,6 +243,8 @@ class FeedReader(_Views):
             if FENCES:
                 fence_acquire()  # pairs with the release after the odd store in _write_slot()
             if q[b + _S_LOCK] == lock:
+                if price - price:  # NaN or infinite: never written by a publisher (Rule 5)
+                    raise BadSegment(f"damaged slot {index}: its price is {price}")
                 return price, time_ns, seq
         return None
 
@@ -259,11 +263,25 @@ class FeedReader(_Views):
             fence_acquire()  # pairs with the release after the 0 store in write_change()
         if lapped(q[r + _R_SEQ], seq):
             return None
-        if slot >= self._capacity and slot != L.SLOT_VOID:
+        if (slot >= self._capacity and slot != L.SLOT_VOID) or price - price:
             raise BadSegment(
-                f"damaged ring record for change {seq}: slot {slot} is outside the table of {self._capacity}"
+                f"damaged ring record for change {seq}: slot {slot} (table of {self._capacity}), price {price}"
             )
         return slot, price, time_ns
+
+    def newest_records(self, head: int, only: Optional[int] = None) -> Dict[int, Tuple[int, float, int]]:
+        """slot -> (seq, price, time_ns) of its newest change still in the ring, up to head
+        (of slot ``only`` alone, if given). What a slot held when its last change was
+        announced: the fallback for a slot a dead publisher left mid-write."""
+        found: Dict[int, Tuple[int, float, int]] = {}
+        for seq in range(head, max(0, head - self.geometry.ring_size), -1):
+            rec = self.read_record(seq)
+            if rec is None or rec[0] in found or (only is not None and rec[0] != only):
+                continue
+            found[rec[0]] = (seq, rec[1], rec[2])
+            if only is not None:
+                break
+        return found
 
 
 class FeedWriter(FeedReader):
@@ -324,15 +342,6 @@ class FeedWriter(FeedReader):
             self._q[b + _S_LOCK] = lock + 1
         self._write_slot(index, price, time_ns, seq)
 
-    def newest_records(self, head: int) -> Dict[int, Tuple[int, float, int]]:
-        """slot -> (seq, price, time_ns) of its newest change still in the ring, up to head."""
-        found: Dict[int, Tuple[int, float, int]] = {}
-        for seq in range(head, max(0, head - self.geometry.ring_size), -1):
-            rec = self.read_record(seq)
-            if rec is not None and rec[0] not in found:
-                found[rec[0]] = (seq, rec[1], rec[2])
-        return found
-
     def set_head(self, seq: int) -> None:
         if FENCES:
             fence_release()  # Rule 3: the record is complete before head covers it
@@ -370,16 +379,20 @@ def symbols_of(reader: _Views, start: int, stop: int) -> Dict[str, int]:
     return found
 
 
-def latest_since(reader: FeedReader, slots: List[int], after: int, upto: int) -> List[Tuple[int, int, float, int]]:
+def latest_since(
+    read_slot: Callable[[int], Optional[Tuple[float, int, int]]], slots: List[int], after: int, upto: int
+) -> List[Tuple[int, int, float, int]]:
     """The current (seq, slot, price, time_ns) of every listed slot whose change falls in
     (after, upto], in feed order. A slot changed again after ``upto`` is left out: that newer
     change is still ahead of the reader in the ring, so giving the older value now would hand
-    the caller a price that is already stale (and the symbol twice)."""
+    the caller a price that is already stale (and the symbol twice). ``read_slot`` returns None
+    for a slot that is being written right now: its sequence will be > upto, so it is left out
+    too."""
     out = []
     for index in slots:
-        got = reader.read_slot(index)
+        got = read_slot(index)
         if got is None:
-            continue  # mid-write now, so its seq will be > upto: it is ahead in the ring
+            continue
         price, time_ns, seq = got
         if after < seq <= upto:
             out.append((seq, index, price, time_ns))

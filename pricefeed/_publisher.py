@@ -76,14 +76,17 @@ class Publisher:
         self._futex_view = segment.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
         self._word: WakeWord = waiter.word(segment.address + L.OFF_FUTEX, self._futex_view)
         self._capacity = geometry.capacity
+        self.pid = os.getpid()
+        w = self._writer_unchecked()
         try:
+            self._ended = w.closed()
+            # Announce the takeover before repairing, so that a subscriber sees the
+            # PublisherRestarted event before any change the repair publishes.
+            self.epoch = w.set_publisher(self.pid) if not self._ended else w.publisher_epoch()
             self._load_state()
         except BaseException:
             self._release()
             raise
-        self.pid = os.getpid()
-        w = self._writer_unchecked()
-        self.epoch = w.set_publisher(self.pid) if not self._ended else w.publisher_epoch()
 
     def _load_state(self) -> None:
         """(Re)build what this publisher keeps in its own memory from the segment, after

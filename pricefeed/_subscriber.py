@@ -13,27 +13,40 @@ so no price is delivered stale and none twice.
 To sleep, it loads the wake word *before* checking the head one last time, and waits only
 while the word still holds that value: a change published in between bumps the word, and the
 wait returns at once (pairs with Rule 3 of ``_feed``).
+
+It waits in slices of WATCH_SLICE seconds. A slice that passes with nothing new is the moment
+to look at what cannot wake it: whether a publisher still holds the feed (PublisherGone), and
+whether the feed's name still leads to this segment (a re-created feed: re-attach, Reset).
+A new publisher is noticed by the epoch it writes into the header (PublisherRestarted).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Union
+from typing import Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Union
 
 from . import _layout as L
 from ._attach import attach
-from ._errors import BadSegment, PricefeedError, SymbolNotFound, Timeout
+from ._errors import BadSegment, FeedNotFound, FeedReset, PricefeedError, SymbolNotFound, Timeout
 from ._feed import FeedReader, latest_since, symbols_of
-from ._values import Gap, Quote, check_symbol
+from ._segment import Segment
+from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol
 from ._wait import WakeWord, select
 
 __all__ = ["Subscriber", "FeedStatus", "Event"]
 
-Event = Union[Quote, Gap]
+Event = Union[Quote, Gap, PublisherGone, PublisherRestarted, Reset]
 
-#: A slot whose lock stays odd this long is checked for a dead writer.
+#: A slot whose lock stays odd this long is checked again for a dead writer.
 STUCK_CHECK_SECONDS = 0.5
+#: Longest single wait: how soon a dead publisher or a re-created feed is noticed.
+WATCH_SLICE = 0.25
+#: How often a subscriber told to wait for a feed looks for it.
+APPEAR_POLL = 0.02
+
+_ENDED = object()
+_RESET = object()
 
 
 class FeedStatus(NamedTuple):
@@ -49,6 +62,7 @@ class FeedStatus(NamedTuple):
     incarnation: int
     created_ns: int
     size: int
+    publisher_epoch: int
 
 
 class Subscriber:
@@ -59,17 +73,42 @@ class Subscriber:
     not be used after that. A Subscriber is for one thread at a time: give each thread its own.
     """
 
-    def __init__(self, name: str, backend: Optional[str] = None) -> None:
-        waiter = select(backend)  # before anything is opened: it is the one step here that can fail
-        seg, geometry = attach(name, writable=False)
-        self._seg = seg
+    def __init__(self, name: str, backend: Optional[str] = None, wait: Union[bool, float] = False) -> None:
+        """Open feed ``name`` read-only. ``wait``: if the feed does not exist yet, wait for it
+        (True: as long as it takes; a number: that many seconds) instead of raising
+        FeedNotFound at once."""
+        self._waiter = select(backend)  # before anything is opened: the one step that can refuse
         self.name = name
+        self._r: Optional[FeedReader] = None
+        deadline = None if wait is True else time.monotonic() + (0.0 if wait is False else float(wait))
+        while True:
+            try:
+                self._attach()
+                return
+            except FeedNotFound:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            time.sleep(APPEAR_POLL)
+
+    def _attach(self) -> None:
+        seg, geometry = attach(self.name, writable=False)
+        self._seg: Segment = seg
         self.geometry = geometry
-        self._r: Optional[FeedReader] = FeedReader(seg.view, geometry)
+        self._r = FeedReader(seg.view, geometry)
         self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
-        self._word: WakeWord = waiter.word(seg.address + L.OFF_FUTEX, self._futex_view)
+        self._word: WakeWord = self._waiter.word(seg.address + L.OFF_FUTEX, self._futex_view)
         self._index: Dict[str, int] = {}
         self._names: List[str] = []
+        self._epoch = self._r.publisher_epoch()
+        self._gone_reported = False
+
+    def _detach(self) -> None:
+        if self._r is None:
+            return
+        self._r.release()
+        self._r = None
+        self._futex_view.release()
+        self._seg.close()
 
     # -- symbols ---------------------------------------------------------------------------------
     def _reader(self) -> FeedReader:
@@ -115,29 +154,37 @@ class Subscriber:
     # -- reads -----------------------------------------------------------------------------------
     def _read_slot(self, index: int) -> tuple[float, int, int]:
         got = self._reader().read_slot(index)
-        while got is None:
-            got = self._read_slot_slowly(index)
-        return got
+        return got if got is not None else self._read_stuck_slot(index)
 
-    def _read_slot_slowly(self, index: int) -> Optional[tuple[float, int, int]]:
-        # The writer is mid-write: a Python publisher may be descheduled there for a while, or
-        # may have died. Sleep instead of spinning, and give up only if nobody holds the lock.
+    def _read_stuck_slot(self, index: int) -> tuple[float, int, int]:
+        """A slot whose lock stayed odd (or kept moving) through SPIN_TRIES copies. Either the
+        publisher is writing it (a Python publisher may be descheduled mid-write: sleep and
+        retry, never spin), or the publisher died mid-write and nobody will finish: then the
+        value to give is the slot's last announced one, which the ring still holds."""
         r = self._reader()
-        check_at = time.monotonic() + STUCK_CHECK_SECONDS
+        check_at = 0.0
         pause = 1e-5
         while True:
+            if time.monotonic() >= check_at:
+                if self._seg.holder_pid() is None:
+                    got = r.read_slot(index)  # a publisher may have finished or repaired it
+                    if got is not None:
+                        return got
+                    rec = r.newest_records(r.head(), only=index).get(index)
+                    if rec is None:
+                        raise BadSegment(
+                            f"feed {self.name!r}: slot {index} ({self._names[index]!r}) was left mid-write by a "
+                            "publisher that is gone, and the ring no longer holds its last value; the next "
+                            "publisher to take the feed over repairs it"
+                        )
+                    seq, price, time_ns = rec
+                    return price, time_ns, seq
+                check_at = time.monotonic() + STUCK_CHECK_SECONDS
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
             got = r.read_slot(index)
             if got is not None:
                 return got
-            if time.monotonic() >= check_at:
-                if self._seg.holder_pid() is None:
-                    raise BadSegment(
-                        f"feed {self.name!r}: slot {index} ({self._names[index]!r}) was left "
-                        "mid-write by a publisher that is gone; the next publisher repairs it"
-                    )
-                check_at = time.monotonic() + STUCK_CHECK_SECONDS
 
     def get(self, symbol: str) -> Optional[Quote]:
         """The symbol's current value, or None if the feed has never published it."""
@@ -181,13 +228,12 @@ class Subscriber:
         if head:
             rec = r.read_record(head)
             last = rec[2] if rec is not None else max(self._read_slot(i)[1] for i in range(len(self._names)))
-        pid = self._seg.holder_pid()
-        alive = pid is not None
+        holder = self._seg.holder_pid()
         g = self.geometry
         return FeedStatus(
             self.name, head, len(self._names), g.capacity, g.ring_size,
-            (pid or r.publisher_pid() or None) if alive else (r.publisher_pid() or None),
-            alive, last, r.closed(), g.incarnation, g.created_ns, g.size,
+            holder or r.publisher_pid() or None, holder is not None,
+            last, r.closed(), g.incarnation, g.created_ns, g.size, r.publisher_epoch(),
         )  # fmt: skip
 
     # -- following changes -----------------------------------------------------------------------
@@ -197,17 +243,21 @@ class Subscriber:
         timeout: Optional[float] = None,
         conflate: bool = False,
         snapshot: bool = False,
+        reattach: bool = True,
     ) -> Iterator[Event]:
-        """Yield each change from now on, exactly once and in feed order, as a Quote.
+        """Yield each change from now on, exactly once and in feed order, as a Quote, with
+        events among them: Gap, PublisherGone, PublisherRestarted, Reset (see each class).
 
         ``symbols``: only these symbols (they need not exist yet). ``timeout``: seconds to wait
-        for the next item before raising Timeout (None: forever). ``snapshot``: first yield the
-        current value of every (chosen) symbol. ``conflate``: yield only the newest value of
-        each symbol that changed since the last item was taken: a consumer that is slow gets
-        fewer, fresher items and never a Gap, and still never the same change twice.
+        for the next Quote before raising Timeout (None or inf: forever). ``snapshot``: first
+        yield the current value of every (chosen) symbol. ``conflate``: yield only the newest
+        value of each symbol that changed since the last item was taken: a consumer that is
+        slow gets fewer, fresher items and never a Gap, and still never the same change twice.
+        ``reattach``: when the feed is removed and created anew, follow the new one (after a
+        Reset event); False raises FeedReset instead.
 
-        After a Gap (see its doc) come the latest values of the symbols changed meanwhile. The
-        iteration ends when the publisher ends the feed and every change has been yielded.
+        After a Gap come the latest values of the symbols changed meanwhile. The iteration ends
+        when the publisher ends the feed and every change has been yielded.
         """
         wanted: Optional[Set[str]] = None
         if symbols is not None:
@@ -223,9 +273,27 @@ class Subscriber:
         # and the first next() are delivered.
         self._refresh()
         start = self._reader().head()
-        if conflate:
-            return self._conflated(wanted, timeout, snapshot, start)
-        return self._changes(wanted, timeout, snapshot, start)
+        return self._follow(wanted, timeout, conflate, snapshot, reattach, start)
+
+    def _follow(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
+        reattach: bool, cursor: int,
+    ) -> Iterator[Event]:  # fmt: skip
+        follow = self._conflated if conflate else self._changes
+        while True:
+            outcome = yield from follow(wanted, timeout, snapshot, cursor)
+            if outcome is not _RESET:
+                return
+            old = self.geometry.incarnation
+            if not reattach:
+                raise FeedReset(
+                    f"feed {self.name!r} was removed and created anew (incarnation {old:#x}); "
+                    "not following the new one, as asked"
+                )
+            self._detach()
+            self._attach()
+            yield Reset(self.geometry.incarnation, self._reader().head())
+            snapshot, cursor = True, 0  # the new feed's current values, then its changes
 
     def _interest(self, wanted: Optional[Set[str]]) -> Optional[Set[int]]:
         """Slot indices of the wanted symbols known so far (None: all)."""
@@ -235,28 +303,56 @@ class Subscriber:
 
     def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:
         self._refresh()
-        slots = range(len(self._names))
-        if wanted is not None:
-            slots = [i for i in slots if self._names[i] in wanted]  # type: ignore[assignment]
         names = self._names
-        return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._reader(), list(slots), after, upto)]
+        slots = [i for i in range(len(names)) if wanted is None or names[i] in wanted]
+        return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._read_slot, slots, after, upto)]
 
-    def _sleep(self, cursor: int, deadline: Optional[float], timeout: Optional[float]) -> bool:
-        """Wait until the head passes ``cursor``. False when the feed ended with nothing new;
-        raises Timeout at ``deadline``."""
+    def _sleep(self, cursor: int, deadline: Optional[float], timeout: Optional[float]) -> object:
+        """Wait until the head passes ``cursor``: returns None then, _ENDED when the feed
+        ended with nothing new, _RESET when the feed was re-created, or an event to yield
+        first. Raises Timeout at ``deadline``."""
         r = self._reader()
         while True:
             expected = r.futex_value()  # before the head: see the module docstring
             if r.head() != cursor:
-                return True
+                return None
             if r.closed():
-                return r.head() != cursor
+                return None if r.head() != cursor else _ENDED
             if deadline is None:
-                self._word.wait(expected, None)
+                woken = self._word.wait(expected, WATCH_SLICE)
+            else:
+                left = deadline - time.monotonic()
+                woken = left > 0 and self._word.wait(expected, min(left, WATCH_SLICE))
+            if woken or r.head() != cursor:
                 continue
-            left = deadline - time.monotonic()
-            if (left <= 0 or not self._word.wait(expected, left)) and r.head() == cursor:
-                self._check_deadline(deadline, timeout)
+            self._check_deadline(deadline, timeout)
+            event = self._watch()
+            if event is not None:
+                return event
+
+    def _watch(self) -> object:
+        """What an idle slice checks: the publisher's lock and the feed's name."""
+        if not self._gone_reported and self._seg.holder_pid() is None:
+            self._gone_reported = True
+            r = self._reader()
+            return PublisherGone(r.publisher_pid() or None, r.head())
+        if not self._seg.still_linked():
+            try:
+                Segment.open(self.name, writable=False).close()
+            except PricefeedError:
+                return None  # removed, not (yet) re-created: keep following this segment
+            return _RESET
+        return None
+
+    def _restarted(self) -> Optional[PublisherRestarted]:
+        """A PublisherRestarted event if a new publisher took over since we last looked."""
+        r = self._reader()
+        epoch = r.publisher_epoch()
+        if epoch == self._epoch:
+            return None
+        self._epoch = epoch
+        self._gone_reported = False
+        return PublisherRestarted(r.publisher_pid() or None, epoch, r.head())
 
     def _check_deadline(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         if deadline is not None and time.monotonic() >= deadline:
@@ -264,7 +360,7 @@ class Subscriber:
 
     def _changes(
         self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, object]:
         r = self._reader()
         ring_size = self.geometry.ring_size
         names = self._names
@@ -273,7 +369,16 @@ class Subscriber:
         known = len(names)
         interest = self._interest(wanted)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._sleep(cursor, deadline, timeout):
+        while True:
+            outcome = self._sleep(cursor, deadline, timeout)
+            if outcome is _ENDED or outcome is _RESET:
+                return outcome
+            if outcome is not None:
+                yield outcome  # type: ignore[misc]
+                continue
+            restarted = self._restarted()
+            if restarted is not None:
+                yield restarted
             head = r.head()
             while cursor < head:
                 seq = cursor + 1
@@ -311,7 +416,7 @@ class Subscriber:
 
     def _conflated(
         self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, object]:
         r = self._reader()
         ring_size = self.geometry.ring_size
         names = self._names
@@ -323,6 +428,9 @@ class Subscriber:
         interest = self._interest(wanted)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            restarted = self._restarted()
+            if restarted is not None:
+                yield restarted
             head = r.head()
             while cursor < head:  # drain everything available into `pending`
                 seq = cursor + 1
@@ -353,17 +461,15 @@ class Subscriber:
                     deadline = time.monotonic() + timeout
                 continue
             self._check_deadline(deadline, timeout)
-            if not self._sleep(cursor, deadline, timeout):
-                return
+            outcome = self._sleep(cursor, deadline, timeout)
+            if outcome is _ENDED or outcome is _RESET:
+                return outcome
+            if outcome is not None:
+                yield outcome  # type: ignore[misc]
 
     # -- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:
-        if self._r is None:
-            return
-        self._r.release()
-        self._r = None
-        self._futex_view.release()
-        self._seg.close()
+        self._detach()
 
     def __enter__(self) -> Subscriber:
         return self

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from . import _layout as L
 from ._errors import InvalidPrice, InvalidSymbol
 
-__all__ = ["Quote", "Gap", "check_symbol", "check_price"]
+__all__ = ["Quote", "Gap", "PublisherGone", "PublisherRestarted", "Reset", "check_symbol", "check_price"]
 
 
 class Quote(NamedTuple):
@@ -63,3 +63,36 @@ def check_price(price: object, symbol: object = None) -> float:
 def _price_msg(price: object, symbol: object, rule: str) -> str:
     where = f" for symbol {symbol!r}" if symbol is not None else ""
     return f"price{where} must be {rule}: price={price!r}"
+
+
+class PublisherGone(NamedTuple):
+    """No publisher holds the feed any more: the last one exited or died (``pid``, when known)
+    and none has taken over yet. Reported once, within a second, while the subscriber waits;
+    changes resume, after a PublisherRestarted, when a new publisher takes over."""
+
+    pid: Optional[int]
+    head_seq: int
+
+
+class PublisherRestarted(NamedTuple):
+    """A new publisher (``pid``) has taken the feed over; ``epoch`` counts takeovers. The
+    sequence continues from ``head_seq``: nothing is delivered twice, and anything the old
+    publisher left half-done was repaired or published by the new one."""
+
+    pid: Optional[int]
+    epoch: int
+    head_seq: int
+
+
+class Reset(NamedTuple):
+    """The feed's segment was removed and created anew under the same name (a new
+    ``incarnation``); the subscriber has re-attached to it. Its sequence numbers start again,
+    so they are not comparable with those before. Right after this come the current values of
+    the new feed's (chosen) symbols, then its live changes."""
+
+    incarnation: int
+    head_seq: int
+
+
+#: The name of each event in JSON output and in docs: {"event": NAME, ...its fields}.
+EVENT_NAMES = {Gap: "gap", PublisherGone: "publisher_gone", PublisherRestarted: "publisher_restarted", Reset: "reset"}

@@ -11,7 +11,8 @@ import random
 import sys
 import time
 
-from pricefeed import Gap, Publisher, Subscriber
+from pricefeed import Gap, Publisher, Quote, Subscriber
+from pricefeed._values import EVENT_NAMES
 
 
 def hammer_publish(feed: str, count: str) -> None:
@@ -102,8 +103,10 @@ def follow(feed: str, out_path: str, slow: str = "0", conflate: str = "0") -> No
         for n, ev in enumerate(it, 1):
             if isinstance(ev, Gap):
                 rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
-            else:
+            elif isinstance(ev, Quote):
                 rows.append(["c", ev.seq, ev.symbol, ev.price])
+            else:
+                rows.append(["e", EVENT_NAMES[type(ev)], list(ev)])
             if every and n % every == 0:
                 time.sleep(0.05)
     with open(out_path, "w") as f:

@@ -84,7 +84,7 @@ class FeedModel(RuleBasedStateMachine):
         head = len(self.changes)
         for after in {0, head // 2, max(0, head - 1), head}:
             want = sorted((v[2], i, v[0], v[1]) for i, v in self.values.items() if after < v[2] <= head)
-            assert latest_since(self.r, list(self.values), after, head) == want
+            assert latest_since(self.r.read_slot, list(self.values), after, head) == want
 
 
 FeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from pricefeed import BadSegment, Publisher, Subscriber
+from pricefeed import BadSegment, Publisher, PublisherRestarted, Subscriber
 from pricefeed import _layout as L
 from pricefeed._segment import segment_name
 
@@ -71,6 +71,8 @@ def test_odd_lock_with_a_new_price_is_published_as_a_change(feed: str) -> None:
             assert pub.head == 3
             assert pub.publish("A", 1.5) is False
             pub.publish("B", 2.5)
+        restarted = next(it)
+        assert isinstance(restarted, PublisherRestarted) and restarted.pid == os.getpid()
         assert [(q.symbol, q.price, q.seq) for q in [next(it), next(it)]] == [("A", 1.5, 3), ("B", 2.5, 4)]
 
 
@@ -84,6 +86,7 @@ def test_a_change_written_but_never_announced_does_not_reuse_its_number(feed: st
         with Publisher.open(feed) as pub:
             assert pub.head == 3
             pub.publish("B", 7.0)
+        assert isinstance(next(it), PublisherRestarted)
         got = [next(it), next(it)]
         assert [(q.symbol, q.price, q.seq) for q in got] == [("A", 5.0, 3), ("B", 7.0, 4)]
         assert sub["A"].seq == 3 and sub["B"].seq == 4
