@@ -263,7 +263,8 @@ def snapshot(feed: str, as_json: bool) -> None:
 def _status_dict(s: FeedStatus) -> Dict[str, Any]:
     d = s._asdict()
     d["last_change_age_s"] = None if s.last_change_ns is None else max(0.0, (time.time_ns() - s.last_change_ns) / 1e9)
-    d["state"] = "ended" if s.ended else ("live" if s.publisher_alive else "no publisher")
+    d["publisher_gone"] = not s.publisher_alive
+    d["state"] = "ended" if s.ended else ("live" if s.publisher_alive else "publisher gone")
     return d
 
 

@@ -101,6 +101,9 @@ class Publisher:
             self._repair()
         self._last: List[float] = [w.slot_raw(i)[1] for i in range(self._count)]
 
+    #: Slots the last takeover (or resync) found half-written and repaired.
+    repaired = 0
+
     def _repair(self) -> None:
         """Finish what a publisher that died in the middle of a change left behind.
 
@@ -119,6 +122,7 @@ class Publisher:
             lock, _, _, seq = w.slot_raw(i)
             if lock & 1 or seq > head:
                 broken.append(i)
+        self.repaired = len(broken)
         if not broken:
             return
         newest = w.newest_records(head)

@@ -130,5 +130,45 @@ def hold_publisher(feed: str) -> None:
         sys.stdin.read()
 
 
+def churn_publish(feed: str, seed: str) -> None:
+    """Take the feed over and publish self-checking changes as fast as possible until killed:
+    the price is the change's own sequence + 0.5, the time its sequence, the symbol S{seq % 37}.
+    A change that a takeover republishes keeps its price but gets a later sequence and time."""
+    rng = random.Random(int(seed))
+    with Publisher.open(feed) as pub:
+        print(json.dumps({"repaired": pub.repaired, "head": pub.head}), flush=True)
+        while True:
+            if rng.random() < 0.1:
+                batch = []
+                for k in range(rng.randint(2, 20)):
+                    s = pub.head + 1 + k
+                    batch.append((f"S{s % 37}", s + 0.5))
+                pub.publish_many(batch, time_ns=0)
+            else:
+                s = pub.head + 1
+                pub.publish(f"S{s % 37}", s + 0.5, time_ns=s)
+
+
+def follow_all(feed: str, out_path: str, slow: str = "0") -> None:
+    """Like follow, with time_ns in each change row, until the feed ends."""
+    every = int(slow)
+    rows = []
+    with Subscriber(feed) as sub:
+        it = sub.updates(timeout=120)
+        print("ready", flush=True)
+        for n, ev in enumerate(it, 1):
+            if isinstance(ev, Gap):
+                rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
+            elif isinstance(ev, Quote):
+                rows.append(["c", ev.seq, ev.symbol, ev.price, ev.time_ns])
+            else:
+                rows.append(["e", EVENT_NAMES[type(ev)], list(ev)])
+            if every and n % every == 0:
+                time.sleep(0.02)
+    with open(out_path, "w") as f:
+        json.dump(rows, f)
+    print(json.dumps({"rows": len(rows)}), flush=True)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

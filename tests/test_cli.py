@@ -48,10 +48,10 @@ def test_publish_pairs_creates_the_feed_then_get_snapshot_status(feed: str) -> N
     text = run("snapshot", feed).stdout.splitlines()
     assert text[0].split() == ["1", "AAPL", "187.5"]
     st = json.loads(run("status", feed, "--json").stdout)
-    assert (st["head_seq"], st["symbols"], st["state"], st["publisher_alive"]) == (3, 3, "no publisher", False)
+    assert (st["head_seq"], st["symbols"], st["state"], st["publisher_alive"]) == (3, 3, "publisher gone", False)
     assert st["capacity"] == L.DEFAULT_CAPACITY and st["last_change_age_s"] >= 0
     human = run("status", feed).stdout
-    assert "head seq     3" in human and "no publisher" in human
+    assert "head seq     3" in human and "(gone)" in human
 
 
 def test_publish_batch_is_all_or_nothing(feed: str) -> None:
@@ -278,7 +278,7 @@ def test_ls_and_rm(procs: List[Proc]) -> None:
         wait_until(lambda: live in run("ls").stdout, 30, "live feed to show")
         rows = {r["name"]: r for r in map(json.loads, run("ls", "--json").stdout.splitlines())}
         assert rows[live]["state"] == "live" and rows[live]["publisher_pid"] == holder.pid
-        assert rows[idle]["state"] == "no publisher"
+        assert rows[idle]["state"] == "publisher gone" and rows[idle]["publisher_gone"]
         assert rows[ended]["state"] == "ended"
         assert run("rm", "--stale", idle, ended, live).returncode == 0
         names = run("ls").stdout
