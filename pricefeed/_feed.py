@@ -50,6 +50,7 @@ _R_SLOT = L.REC_SLOT // _I
 _R_PRICE = L.REC_PRICE // _Q
 _R_TIME = L.REC_TIME // _Q
 _SLOT_WORDS = L.SLOT_SIZE // _Q
+_LOCK_MASK = (1 << 63) - 1  # keeps lock + 2 inside a u64 whatever the word held
 _REC_WORDS = L.RECORD_SIZE // _Q
 
 
@@ -317,7 +318,7 @@ class FeedWriter(FeedReader):
     def _write_slot(self, index: int, price: float, time_ns: int, seq: int) -> None:
         q = self._q
         b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
-        lock = q[b + _S_LOCK]
+        lock = q[b + _S_LOCK] & _LOCK_MASK  # the mask only matters for a damaged lock word
         q[b + _S_LOCK] = lock + 1
         if FENCES:
             fence_release()  # pairs with the second acquire in read_slot()
@@ -337,9 +338,9 @@ class FeedWriter(FeedReader):
     def restore_slot(self, index: int, price: float, time_ns: int, seq: int) -> None:
         """Make a slot's lock even again and give it these values, without a ring record."""
         b = (L.SLOTS_OFFSET // _Q) + index * _SLOT_WORDS
-        lock = self._q[b + _S_LOCK]
+        lock = self._q[b + _S_LOCK] & _LOCK_MASK
         if lock & 1:
-            self._q[b + _S_LOCK] = lock + 1
+            self._q[b + _S_LOCK] = lock + 1  # forward, never back to a value readers saw
         self._write_slot(index, price, time_ns, seq)
 
     def set_head(self, seq: int) -> None:

@@ -24,12 +24,14 @@ import fcntl
 import mmap
 import os
 import re
+import stat
 import time
 from typing import List, Optional
 
 import posix_ipc
 
 from ._errors import (
+    BadSegment,
     FeedBusy,
     FeedExists,
     FeedNotFound,
@@ -167,6 +169,7 @@ class Segment:
     @classmethod
     def open(cls, feed: str, writable: bool) -> Segment:
         name = segment_name(feed)
+        _refuse_non_files(feed, name)
         try:
             shm = posix_ipc.SharedMemory(name, 0, read_only=not writable)
         except (posix_ipc.Error, OSError) as exc:
@@ -242,6 +245,25 @@ class Segment:
         if self.fd >= 0:
             self._shm.close_fd()  # also drops the flock, if this descriptor held it
             self.fd = -1
+
+
+def _refuse_non_files(feed: str, name: str) -> None:
+    """Look before shm_open where the segments are visible: a FIFO under the feed's name would
+    block the open forever, and a directory or device would fail later with a confusing error.
+    (shm_open itself refuses symbolic links.)"""
+    try:
+        st = os.lstat(os.path.join(SHM_DIR, name[1:]))
+    except OSError:
+        return  # missing (shm_open will say so), or a system without SHM_DIR
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a symbolic link"
+            if stat.S_ISLNK(st.st_mode)
+            else "not a regular file"
+        )
+        raise BadSegment(f"feed {feed!r} is not a pricefeed segment: {SHM_DIR}/{name[1:]} is {kind}")
 
 
 def _unlink_quietly(name: str) -> None:

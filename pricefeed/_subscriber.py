@@ -227,7 +227,8 @@ class Subscriber:
         last = None
         if head:
             rec = r.read_record(head)
-            last = rec[2] if rec is not None else max(self._read_slot(i)[1] for i in range(len(self._names)))
+            times = [rec[2]] if rec is not None else [self._read_slot(i)[1] for i in range(len(self._names))]
+            last = max(times, default=None)
         holder = self._seg.holder_pid()
         g = self.geometry
         return FeedStatus(
