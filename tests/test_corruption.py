@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import time
+from pathlib import Path
 from typing import Iterator, List
 
 import posix_ipc
@@ -154,7 +155,7 @@ def test_things_that_only_carry_the_feeds_name(feed: str, kind: str, tmp_path) -
     path = f"/dev/shm{segment_name(feed)}"
     made = {"directory": lambda: os.mkdir(path), "fifo": lambda: os.mkfifo(path),
             "symlink": lambda: os.symlink(tmp_path / "target", path),
-            "text file": lambda: open(path, "w").write("hello, I am not a feed\n" * 20)}  # fmt: skip
+            "text file": lambda: Path(path).write_text("hello, I am not a feed\n" * 20)}  # fmt: skip
     made[kind]()
     try:
         for args in (["get", feed, "A"], ["subscribe", feed], ["status", feed], ["publish", feed, "A=1"]):
