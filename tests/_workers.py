@@ -7,6 +7,7 @@ JSON line (or a JSON file where the output is large).
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -168,6 +169,83 @@ def follow_all(feed: str, out_path: str, slow: str = "0") -> None:
     with open(out_path, "w") as f:
         json.dump(rows, f)
     print(json.dumps({"rows": len(rows)}), flush=True)
+
+
+def _sleep_until(start: str) -> None:
+    delay = float(start) - time.time()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def race_take(feed: str, start: str) -> None:
+    """At `start` (epoch seconds), try to take the feed over; report, then hold it until stdin closes."""
+    from pricefeed import PricefeedError
+
+    _sleep_until(start)
+    try:
+        pub = Publisher.open(feed)
+    except PricefeedError as exc:
+        print(json.dumps({"held": False, "error": type(exc).__name__}), flush=True)
+        return
+    seg = pub._seg
+    print(json.dumps({"held": True, "inode": list(seg.inode), "linked": seg.still_linked()}), flush=True)
+    sys.stdin.read()
+    pub.close()
+
+
+def race_remove(feed: str, start: str) -> None:
+    """At `start`, remove the feed if it is stale."""
+    from pricefeed import PricefeedError, remove
+
+    _sleep_until(start)
+    try:
+        print(json.dumps({"removed": remove(feed, stale_only=True)}), flush=True)
+    except PricefeedError as exc:
+        print(json.dumps({"removed": False, "error": type(exc).__name__}), flush=True)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def soak_publish(feed: str, changes: str) -> None:
+    """Publish `changes` self-checking changes in batches of 100: change s sets S{s % 64} to s + 0.5."""
+    total = int(changes)
+    rss = []
+    with Publisher.open(feed) as pub:
+        print("ready", flush=True)
+        while pub.head < total:
+            first = pub.head + 1
+            n = min(100, total - pub.head)
+            pub.publish_many([(f"S{s % 64}", s + 0.5) for s in range(first, first + n)])
+            if pub.head % 1_000_000 < 100:
+                rss.append(_rss_kib())
+        pub.end()
+    print(json.dumps({"head": total, "rss_kib": rss}), flush=True)
+
+
+def soak_follow(feed: str) -> None:
+    """Follow a soak feed to its end, checking every change as it comes; report a summary."""
+    last = delivered = missed = bad = 0
+    rss = []
+    with Subscriber(feed) as sub:
+        it = sub.updates(timeout=300)
+        print("ready", flush=True)
+        for ev in it:
+            if isinstance(ev, Gap):
+                missed += ev.missed
+            elif isinstance(ev, Quote):
+                if ev.seq <= last:
+                    bad += 1
+                last = ev.seq
+                delivered += 1
+                intended = int(ev.price - 0.5)
+                if ev.symbol != f"S{intended % 64}" or (intended != ev.seq and ev.time_ns < 10**18):
+                    bad += 1
+                if delivered % 1_000_000 == 0:
+                    rss.append(_rss_kib())
+    print(json.dumps({"delivered": delivered, "missed": missed, "bad": bad, "last": last, "rss_kib": rss}), flush=True)
 
 
 if __name__ == "__main__":

@@ -215,3 +215,39 @@ def test_wait_for_a_feed_that_does_not_exist_yet(feed: str, procs: List[Proc]) -
     assert [json.loads(line)["symbol"] for line in out.splitlines() if "symbol" in line] == ["A"]
     with pytest.raises(FileNotFoundError):
         Subscriber("never-" + feed[:20], wait=0.2)
+
+
+def test_a_reader_sleeps_on_a_stuck_writer_and_recovers_when_it_dies(feed: str, procs: List[Proc]) -> None:
+    """A slot left odd while its publisher is alive (descheduled mid-write, say): get() sleeps
+    rather than spins. Once the publisher is dead, get() gives the slot's last announced value
+    at once instead of waiting for a write nobody will finish."""
+    import resource
+    import struct
+    import threading
+
+    from pricefeed import _layout as L
+
+    with Publisher.create(feed, ring_size=16) as pub:
+        pub.publish("A", 1.0)
+        pub.publish("A", 2.0)
+    holder = Proc(worker("hold_publisher", feed), stdin=subprocess.PIPE)
+    procs.append(holder)
+    assert holder.readline() == "ready"
+    with open(f"/dev/shm/pf-{feed}", "r+b") as f:  # as if it stopped inside a write of A
+        f.seek(L.slot_offset(0) + L.SLOT_LOCK)
+        (lock,) = struct.unpack("<Q", f.read(8))
+        f.seek(L.slot_offset(0) + L.SLOT_LOCK)
+        f.write(struct.pack("<Qd", lock + 1, 3.0))
+    got: list = []
+    with Subscriber(feed) as sub:
+        t = threading.Thread(target=lambda: got.append(sub["A"]), daemon=True)
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        t.start()
+        time.sleep(1.0)
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        spent = (used.ru_utime - cpu.ru_utime) + (used.ru_stime - cpu.ru_stime)
+        assert t.is_alive() and not got, "the reader should still be waiting for the live writer"
+        assert spent < 0.5, f"the waiting reader burned {spent:.2f} s of CPU in 1 s"
+        holder.kill()
+        t.join(timeout=5)
+        assert got and (got[0].price, got[0].seq) == (2.0, 2), got
