@@ -93,23 +93,24 @@ def exactly_publish(feed: str, changes: str, seed: str, log_path: str) -> None:
     print(json.dumps({"changes": len(log), "repeats": repeats}), flush=True)
 
 
-def follow(feed: str, out_path: str, slow: str = "0", conflate: str = "0") -> None:
-    """Follow every change until the feed ends; write ["c", seq, symbol, price] and
-    ["g", missed, first, last] rows to out_path. With slow=N, pause 50 ms every N items."""
-    every = int(slow)
+def follow(feed: str, out_path: str, every: str = "0", pause_ms: str = "50", conflate: str = "0") -> None:
+    """Follow every change until the feed ends; write ["c", seq, symbol, price, time_ns],
+    ["g", missed, first, last] and ["e", event name, fields] rows to out_path. With every=N,
+    pause pause_ms every N items, to be lapped on purpose."""
+    n_every, pause = int(every), int(pause_ms) / 1000
     rows = []
     with Subscriber(feed) as sub:
-        it = sub.updates(timeout=60, conflate=conflate == "1")
+        it = sub.updates(timeout=120, conflate=conflate == "1")
         print("ready", flush=True)
         for n, ev in enumerate(it, 1):
             if isinstance(ev, Gap):
                 rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
             elif isinstance(ev, Quote):
-                rows.append(["c", ev.seq, ev.symbol, ev.price])
+                rows.append(["c", ev.seq, ev.symbol, ev.price, ev.time_ns])
             else:
                 rows.append(["e", EVENT_NAMES[type(ev)], list(ev)])
-            if every and n % every == 0:
-                time.sleep(0.05)
+            if n_every and n % n_every == 0:
+                time.sleep(pause)
     with open(out_path, "w") as f:
         json.dump(rows, f)
     print(json.dumps({"rows": len(rows)}), flush=True)
@@ -148,27 +149,6 @@ def churn_publish(feed: str, seed: str) -> None:
             else:
                 s = pub.head + 1
                 pub.publish(f"S{s % 37}", s + 0.5, time_ns=s)
-
-
-def follow_all(feed: str, out_path: str, slow: str = "0") -> None:
-    """Like follow, with time_ns in each change row, until the feed ends."""
-    every = int(slow)
-    rows = []
-    with Subscriber(feed) as sub:
-        it = sub.updates(timeout=120)
-        print("ready", flush=True)
-        for n, ev in enumerate(it, 1):
-            if isinstance(ev, Gap):
-                rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
-            elif isinstance(ev, Quote):
-                rows.append(["c", ev.seq, ev.symbol, ev.price, ev.time_ns])
-            else:
-                rows.append(["e", EVENT_NAMES[type(ev)], list(ev)])
-            if every and n % every == 0:
-                time.sleep(0.02)
-    with open(out_path, "w") as f:
-        json.dump(rows, f)
-    print(json.dumps({"rows": len(rows)}), flush=True)
 
 
 def _sleep_until(start: str) -> None:

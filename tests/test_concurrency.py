@@ -44,7 +44,7 @@ def _check_follower(rows: list, log: List[list], final: Dict[str, float], total:
     assert seqs == sorted(set(seqs)), "duplicate or out-of-order sequence"
     for kind, *rest in rows:
         if kind == "c":
-            seq, sym, price = rest
+            seq, sym, price = rest[:3]
             assert by_seq[seq] == (sym, price), f"change {seq} delivered as {sym}={price}, published as {by_seq[seq]}"
     missed = sum(r[1] for r in rows if r[0] == "g")
     assert len(seqs) + missed == total, f"{len(seqs)} delivered + {missed} missed != {total} published"
@@ -118,7 +118,7 @@ def test_conflating_subscriber_never_twice(feed: str, procs: List[Proc], tmp_pat
     total = 30_000
     Publisher.create(feed, capacity=64, ring_size=256).close()
     out = tmp_path / "conf.json"
-    sub = Proc(worker("follow", feed, out, 200, 1))
+    sub = Proc(worker("follow", feed, out, 200, 50, 1))
     procs.append(sub)
     assert sub.readline() == "ready"
     log_path = tmp_path / "log.json"

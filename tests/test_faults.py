@@ -54,7 +54,7 @@ def _kill_publishers(feed: str, kills: int, tmp_path: Path, procs: List[Proc], s
     rng = random.Random(seed)
     Publisher.create(feed, capacity=64, ring_size=512).close()
     outs = [tmp_path / "fast.json", tmp_path / "slow.json"]
-    subs = [Proc(worker("follow_all", feed, outs[0])), Proc(worker("follow_all", feed, outs[1], 300))]
+    subs = [Proc(worker("follow", feed, outs[0])), Proc(worker("follow", feed, outs[1], 300, 20))]
     procs.extend(subs)
     for s in subs:
         assert s.readline() == "ready"
@@ -171,22 +171,25 @@ def _rows(p: Proc, n: int) -> List[dict]:
     return rows
 
 
-def test_feed_recreated_under_running_subscribers(feed: str, procs: List[Proc]) -> None:
-    with Publisher.create(feed) as pub:
-        pub.publish("OLD", 1.0)
+def _follower_and_quitter(feed: str, procs: List[Proc]) -> tuple[Proc, Proc]:
+    """Two blocked CLI subscribers: one follows a re-created feed, one exits on it."""
     follower = Proc(cli("subscribe", feed, "--json", "--timeout", "60"))
     quitter = Proc(cli("subscribe", feed, "--json", "--timeout", "60", "--exit-on-reset"))
     procs.extend([follower, quitter])
     wait_until(lambda: blocked_in_futex(follower.pid) and blocked_in_futex(quitter.pid), 30, "subscribers to block")
+    return follower, quitter
+
+
+def test_feed_recreated_under_running_subscribers(feed: str, procs: List[Proc]) -> None:
+    with Publisher.create(feed) as pub:
+        pub.publish("OLD", 1.0)
+    follower, quitter = _follower_and_quitter(feed, procs)
     remove(feed)
     # rm ended the old feed: both finish, as after any end.
     assert follower.finish(timeout=10)[0] == 0 and quitter.finish(timeout=10)[0] == 0
     with Publisher.create(feed) as pub:
         pub.publish("OLD", 1.0)
-    follower = Proc(cli("subscribe", feed, "--json", "--timeout", "60"))
-    quitter = Proc(cli("subscribe", feed, "--json", "--timeout", "60", "--exit-on-reset"))
-    procs.extend([follower, quitter])
-    wait_until(lambda: blocked_in_futex(follower.pid) and blocked_in_futex(quitter.pid), 30, "subscribers to block")
+    follower, quitter = _follower_and_quitter(feed, procs)
     # This time the name is unlinked behind pricefeed's back (no end), and a new feed made.
     os.unlink(f"/dev/shm/pf-{feed}")
     with Publisher.create(feed) as pub:
