@@ -1,0 +1,608 @@
+"""One sender (this process) and its receiver processes: pricefeed, and each baseline.
+
+Every link carries numbered changes 1, 2, 3, ... The sender takes t0 = CLOCK_MONOTONIC right
+before the call that sends change i, and t0 travels with the change: in the quote's
+``time_ns`` for pricefeed, in a ring of stamps in shared memory for the futex, semaphore,
+eventfd and iceoryx2 baselines, in the message itself for Pipe and ZeroMQ. Each receiver reads
+the clock the moment the change is in its hands (pricefeed: when ``updates()`` yields it) and
+records (i, t1 - t0). CLOCK_MONOTONIC is one clock for every process on Linux, so t1 - t0 is
+a true interval across processes.
+
+Each receiver also reports its voluntary context switches between "ready" and its end:
+``wakeups``, the number of times it blocked and was woken.
+
+The baselines are the shortest correct Python for each mechanism, written here and not taken
+from pricefeed, so that they stay fixed while pricefeed changes:
+
+``futex``      a futex word and a stamp ring in shared memory, ctypes ``syscall`` with the
+               address as a ``c_void_p`` built once (the cheapest form measured)
+``Pipe``       ``multiprocessing.Pipe``, 16-byte messages through ``send_bytes``
+``semaphore``  a ``posix_ipc`` semaphore (one post per change) and the stamp ring
+``eventfd``    ``os.eventfd`` (one write per change) and the stamp ring
+``ZeroMQ``     pyzmq PUB/SUB over ipc, if importable
+``iceoryx2``   an iceoryx2 event service (one notification per change), if importable
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import resource
+import struct
+import time
+from multiprocessing import Pipe
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from pricefeed import Publisher, Quote, Subscriber
+
+from . import procs, resources
+
+__all__ = [
+    "Link",
+    "PricefeedLink",
+    "FutexLink",
+    "PipeLink",
+    "SemaphoreLink",
+    "EventfdLink",
+    "ZmqLink",
+    "IceoryxLink",
+    "Received",
+    "optional_links",
+]
+
+now = time.monotonic_ns
+READY_TIMEOUT = 30.0
+RESULT_TIMEOUT = 60.0
+RING = 4096  # stamps kept in the baselines' ring: far more than can be in flight
+
+
+class Received:
+    """What one receiver saw: latency by change number, and how often it was woken."""
+
+    def __init__(self, raw: Dict[str, Any]) -> None:
+        flat: List[int] = raw["pairs"]
+        self.latency: Dict[int, int] = dict(zip(flat[0::2], flat[1::2]))
+        self.wakeups: int = raw["wakeups"]
+        self.extra: Dict[str, Any] = {k: v for k, v in raw.items() if k not in ("pairs", "wakeups")}
+
+
+def _voluntary_switches() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
+def rss_kib() -> int:
+    """This process's resident memory, in KiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def _receiver(
+    ready: Callable[[], None], loop: Callable[[List[int]], None], extra: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """The common frame of every receiver: say ready, run ``loop`` until the sender stops it,
+    return what it recorded."""
+    pairs: List[int] = []
+    ready()
+    before = _voluntary_switches()
+    loop(pairs)
+    return {"pairs": pairs, "wakeups": _voluntary_switches() - before, **(extra or {})}
+
+
+class Link:
+    """A sender and ``receivers`` worker processes. Use as a context manager."""
+
+    name = "link"
+
+    def __init__(self, receivers: int = 1) -> None:
+        self.receivers = receivers
+        self._children: List[procs.Child] = []
+
+    # Subclasses provide these three.
+    def send(self, i: int) -> int:
+        """Send change ``i`` (1, 2, ...); returns how long the sending call took, in ns."""
+        raise NotImplementedError
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        """What receiver number ``k`` runs."""
+        raise NotImplementedError
+
+    def _stop(self, last: int) -> None:
+        """Tell every receiver that ``last`` was the final change."""
+        raise NotImplementedError
+
+    def concerned(self, i: int) -> Optional[int]:
+        """The one receiver that change ``i`` is meant for, or None if it is for all of them."""
+        return None
+
+    def open(self) -> Link:
+        self._children = procs.fork_many(self.name, [self._body(k) for k in range(self.receivers)], READY_TIMEOUT)
+        self._opened()
+        time.sleep(0.02)  # let each receiver reach its blocking wait
+        return self
+
+    def _opened(self) -> None:
+        """Called once every receiver is ready."""
+
+    def pids(self) -> List[int]:
+        """The receivers' process ids."""
+        return [child.pid for child in self._children]
+
+    def finish(self, last: int) -> List[Received]:
+        """Stop the receivers after change ``last`` and collect what each one saw."""
+        self._stop(last)
+        out = [Received(child.result(RESULT_TIMEOUT)) for child in self._children]
+        self._children = []
+        return out
+
+    def close(self) -> None:
+        for child in self._children:
+            child.kill()
+        self._children = []
+
+    def __enter__(self) -> Link:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- pricefeed -------------------------------------------------------------------------------------
+class PricefeedLink(Link):
+    """A feed of ``symbols`` symbols; change i sets symbol ``i % symbols`` to the price i.
+
+    ``own_symbol``: receiver k follows only symbol k (else every receiver follows every symbol,
+    or just the one when there is one). ``options``: extra keyword arguments for updates().
+    """
+
+    name = "pricefeed"
+
+    def __init__(
+        self,
+        receivers: int = 1,
+        symbols: int = 1,
+        own_symbol: bool = False,
+        ring_size: Optional[int] = None,
+        options: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        super().__init__(receivers)
+        self.symbols = [f"S{k}" for k in range(symbols)]
+        self.own_symbol = own_symbol
+        self.options = options or {}
+        self.feed = resources.feed_name("lat")
+        geometry: Dict[str, Any] = {"capacity": max(symbols, receivers if own_symbol else 1)}
+        if ring_size is not None:
+            geometry["ring_size"] = ring_size
+        self.pub = Publisher.create(self.feed, **geometry)
+        self.pub.publish_many([(s, 0.5) for s in self.symbols])
+
+    def _wanted(self, k: int) -> Optional[List[str]]:
+        if self.own_symbol:
+            return [self.symbols[k % len(self.symbols)]]
+        return self.symbols if len(self.symbols) == 1 else None
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        feed, wanted, options = self.feed, self._wanted(k), self.options
+
+        def body(channel: procs.Channel) -> object:
+            before = rss_kib()
+            with Subscriber(feed) as sub:
+                changes = sub.updates(wanted, **options)  # learns every symbol's slot now
+                growth = {"rss_growth_kib": rss_kib() - before}
+
+                def loop(pairs: List[int]) -> None:
+                    for q in changes:
+                        t1 = now()
+                        if isinstance(q, Quote):  # the other events (Gap, PublisherGone, ...) are no change
+                            pairs.append(int(q.price))
+                            pairs.append(t1 - q.time_ns)
+
+                return _receiver(lambda: channel.send("ready"), loop, growth)
+
+        return body
+
+    def concerned(self, i: int) -> Optional[int]:
+        return i % len(self.symbols) if self.own_symbol else None
+
+    def _opened(self) -> None:
+        self.pub.unlink()  # every subscriber has attached: the name is no longer needed
+
+    def send(self, i: int) -> int:
+        symbol = self.symbols[i % len(self.symbols)]
+        t0 = now()
+        self.pub.publish(symbol, float(i), time_ns=t0)
+        return now() - t0
+
+    def _stop(self, last: int) -> None:
+        self.pub.end()
+
+    def close(self) -> None:
+        super().close()
+        self.pub.close()
+        resources.forget_feed(self.feed)
+
+
+# -- the stamp ring shared by the futex, semaphore, eventfd and iceoryx2 baselines ------------------
+class StampRing:
+    """A futex word (u32 at offset 0) and RING stamps (i64 from offset 64) in shared memory.
+    Stamp i is t0 of change i; -1 marks the final change. Each store is one aligned store."""
+
+    def __init__(self, tag: str) -> None:
+        self.mm = resources.shared_memory(tag, 64 + 8 * RING)
+        self.word = memoryview(self.mm)[0:4].cast("I")
+        self.stamps = memoryview(self.mm)[64:].cast("q")
+        self._anchor = ctypes.c_char.from_buffer(self.mm)
+        self.address = ctypes.c_void_p(ctypes.addressof(self._anchor))
+
+    def put(self, i: int, t0: int) -> None:
+        self.stamps[i % RING] = t0
+
+    def take(self, i: int, t1: int, pairs: List[int]) -> bool:
+        """Record change i as seen at t1; False if it was the final one."""
+        t0 = self.stamps[i % RING]
+        if t0 < 0:
+            return False
+        pairs.append(i)
+        pairs.append(t1 - t0)
+        return True
+
+    def close(self) -> None:
+        del self._anchor
+        self.word.release()
+        self.stamps.release()
+        self.mm.close()
+
+
+#: The futex syscall's number here (-1: a CPU this benchmark does not know).
+SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower(), -1)
+
+
+def check_futex() -> None:
+    """Refuse to set up a futex baseline where the syscall number is unknown: its waiters
+    would spin on ENOSYS instead of sleeping."""
+    if SYS_FUTEX < 0:
+        raise OSError(f"no futex syscall number known for CPU {platform.machine()!r}")
+
+
+_FUTEX_WAIT, _FUTEX_WAKE, _ALL = 0, 1, 0x7FFFFFFF
+syscall = ctypes.CDLL(None, use_errno=True).syscall
+syscall.restype = ctypes.c_long
+
+
+class FutexLink(Link):
+    """The bare ctypes futex: store the stamp, store the word, FUTEX_WAKE everyone."""
+
+    name = "futex (ctypes)"
+
+    def __init__(self, receivers: int = 1) -> None:
+        check_futex()
+        super().__init__(receivers)
+        self.ring = StampRing("fx")
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        ring = self.ring
+
+        def loop(pairs: List[int]) -> None:
+            seen = ring.word[0]
+            while True:
+                word = ring.word[0]
+                if word == seen:
+                    syscall(SYS_FUTEX, ring.address, _FUTEX_WAIT, seen, None, None, 0)
+                    continue
+                t1 = now()
+                for i in range(seen + 1, word + 1):
+                    if not ring.take(i, t1, pairs):
+                        return
+                seen = word
+
+        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
+
+    def send(self, i: int) -> int:
+        t0 = now()
+        self.ring.put(i, t0)
+        self.ring.word[0] = i
+        syscall(SYS_FUTEX, self.ring.address, _FUTEX_WAKE, _ALL, None, None, 0)
+        return now() - t0
+
+    def _stop(self, last: int) -> None:
+        self.ring.put(last + 1, -1)
+        self.ring.word[0] = last + 1
+        syscall(SYS_FUTEX, self.ring.address, _FUTEX_WAKE, _ALL, None, None, 0)
+
+    def close(self) -> None:
+        super().close()
+        self.ring.close()
+
+
+# -- kernel-delivered baselines --------------------------------------------------------------------
+_MESSAGE = struct.Struct("qq")  # change number, t0
+
+
+class PipeLink(Link):
+    """multiprocessing.Pipe: each change is one 16-byte message."""
+
+    name = "multiprocessing.Pipe"
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.rx, self.tx = Pipe(duplex=False)
+        os.set_blocking(self.tx.fileno(), False)  # a dead receiver must not block us: see send_patiently
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        rx = self.rx
+
+        def loop(pairs: List[int]) -> None:
+            while True:
+                data = rx.recv_bytes()
+                t1 = now()
+                i, t0 = _MESSAGE.unpack(data)
+                if t0 < 0:
+                    return
+                pairs.append(i)
+                pairs.append(t1 - t0)
+
+        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
+
+    def send(self, i: int) -> int:
+        t0 = now()
+        try:
+            self.tx.send_bytes(_MESSAGE.pack(i, t0))
+        except BlockingIOError:  # never while the receiver keeps up
+            procs.send_patiently(lambda: self.tx.send_bytes(_MESSAGE.pack(i, t0)), self.tx.fileno())
+        return now() - t0
+
+    def _stop(self, last: int) -> None:
+        procs.send_patiently(lambda: self.tx.send_bytes(_MESSAGE.pack(last + 1, -1)), self.tx.fileno())
+
+    def close(self) -> None:
+        super().close()
+        self.rx.close()
+        self.tx.close()
+
+
+class SemaphoreLink(Link):
+    """A posix_ipc semaphore, posted once per change, and the stamp ring."""
+
+    name = "posix_ipc semaphore"
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.ring = StampRing("sm")
+        self.sem = resources.semaphore("sem")
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        ring, sem = self.ring, self.sem
+
+        def loop(pairs: List[int]) -> None:
+            i = 0
+            while True:
+                sem.acquire()
+                i += 1
+                if not ring.take(i, now(), pairs):
+                    return
+
+        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
+
+    def send(self, i: int) -> int:
+        t0 = now()
+        self.ring.put(i, t0)
+        self.sem.release()
+        return now() - t0
+
+    def _stop(self, last: int) -> None:
+        self.ring.put(last + 1, -1)
+        self.sem.release()
+
+    def close(self) -> None:
+        super().close()
+        self.sem.close()
+        self.ring.close()
+
+
+class EventfdLink(Link):
+    """os.eventfd (a counter in the kernel), written once per change, and the stamp ring."""
+
+    name = "os.eventfd"
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.ring = StampRing("ev")
+        self.fd = os.eventfd(0)  # type: ignore[attr-defined,unused-ignore]  # 3.10+, checked by the caller
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        ring, fd = self.ring, self.fd
+
+        def loop(pairs: List[int]) -> None:
+            i = 0
+            while True:
+                count = os.eventfd_read(fd)  # type: ignore[attr-defined,unused-ignore]
+                t1 = now()
+                for _ in range(count):
+                    i += 1
+                    if not ring.take(i, t1, pairs):
+                        return
+
+        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
+
+    def send(self, i: int) -> int:
+        t0 = now()
+        self.ring.put(i, t0)
+        os.eventfd_write(self.fd, 1)  # type: ignore[attr-defined,unused-ignore]
+        return now() - t0
+
+    def _stop(self, last: int) -> None:
+        self.ring.put(last + 1, -1)
+        os.eventfd_write(self.fd, 1)  # type: ignore[attr-defined,unused-ignore]
+
+    def close(self) -> None:
+        super().close()
+        os.close(self.fd)
+        self.ring.close()
+
+
+# -- optional extras: used only if their package is importable ------------------------------------
+class ZmqLink(Link):
+    """pyzmq PUB/SUB over an ipc socket file; each change is one 16-byte message."""
+
+    name = "ZeroMQ ipc PUB/SUB"
+
+    def __init__(self) -> None:
+        import zmq  # type: ignore[import-not-found,unused-ignore]
+
+        super().__init__(1)
+        self.zmq = zmq
+        self.path = resources.temp_path("zmq")
+        self.context: Any = None
+        self.socket: Any = None
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        zmq, address = self.zmq, "ipc://" + self.path
+
+        def body(channel: procs.Channel) -> object:
+            context = zmq.Context()  # a fresh context: one is never shared across fork
+            sub = context.socket(zmq.SUB)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(address)
+            try:
+                while _MESSAGE.unpack(sub.recv())[1] != 0:  # probes (t0 = 0) until subscribed
+                    pass
+
+                def loop(pairs: List[int]) -> None:
+                    while True:
+                        data = sub.recv()
+                        t1 = now()
+                        i, t0 = _MESSAGE.unpack(data)
+                        if t0 < 0:
+                            return
+                        if t0 > 0:
+                            pairs.append(i)
+                            pairs.append(t1 - t0)
+
+                return _receiver(lambda: channel.send("ready"), loop)
+            finally:
+                sub.close(linger=0)
+                context.term()
+
+        return body
+
+    def open(self) -> Link:
+        self.context = self.zmq.Context()
+        self.socket = self.context.socket(self.zmq.PUB)
+        self.socket.bind("ipc://" + self.path)
+        self._children = [procs.fork(self.name, self._body(0))]
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:  # PUB drops messages until the subscription has reached it: probe
+            self.socket.send(_MESSAGE.pack(0, 0))
+            try:
+                self._children[0].recv(0.01)
+                break
+            except procs.ChildFailed:
+                if time.monotonic() > deadline:
+                    raise
+        self.socket.send(_MESSAGE.pack(0, 0))  # the probe that ends the receiver's probe loop
+        time.sleep(0.02)
+        return self
+
+    def send(self, i: int) -> int:
+        t0 = now()
+        self.socket.send(_MESSAGE.pack(i, t0))
+        return now() - t0
+
+    def _stop(self, last: int) -> None:
+        self.socket.send(_MESSAGE.pack(last + 1, -1))
+
+    def close(self) -> None:
+        super().close()
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.context.term()
+            self.socket = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+class IceoryxLink(Link):
+    """An iceoryx2 event service: one notification per change, and the stamp ring."""
+
+    name = "iceoryx2 event"
+
+    def __init__(self) -> None:
+        import iceoryx2  # type: ignore[import-not-found,unused-ignore]
+
+        super().__init__(1)
+        self.iox: Any = iceoryx2
+        self.ring = StampRing("ix")
+        self.service = f"bench-{resources.PID}-events"
+        self.node: Any = None
+        self.notifier: Any = None
+
+    def _event(self) -> Any:
+        iox = self.iox
+        node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
+        return node, node.service_builder(iox.ServiceName.new(self.service)).event().open_or_create()
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        ring, iox = self.ring, self.iox
+
+        def body(channel: procs.Channel) -> object:
+            _node, event = self._event()  # the node must live as long as the listener
+            listener = event.listener_builder().create()
+            wait = getattr(listener, "blocking_wait_all", None)
+            if wait is None:  # older bindings: a long timed wait
+                timed = listener.timed_wait_all if hasattr(listener, "timed_wait_all") else listener.timed_wait
+                wait = lambda: timed(iox.Duration.from_secs(3600))  # noqa: E731
+
+            def loop(pairs: List[int]) -> None:
+                i = 0
+                while True:
+                    wait()
+                    t1 = now()
+                    while i < ring.word[0]:
+                        i += 1
+                        if not ring.take(i, t1, pairs):
+                            return
+
+            return _receiver(lambda: channel.send("ready"), loop)
+
+        return body
+
+    def open(self) -> Link:
+        self.node, event = self._event()
+        self.notifier = event.notifier_builder().create()
+        return super().open()
+
+    def send(self, i: int) -> int:
+        t0 = now()
+        self.ring.put(i, t0)
+        self.ring.word[0] = i
+        self.notifier.notify()
+        return now() - t0
+
+    def _stop(self, last: int) -> None:
+        self.ring.put(last + 1, -1)
+        self.ring.word[0] = last + 1
+        self.notifier.notify()
+
+    def close(self) -> None:
+        super().close()
+        self.notifier = None
+        self.node = None
+        self.ring.close()
+
+
+def optional_links() -> Dict[str, Optional[Callable[[], Link]]]:
+    """Each optional baseline: a factory, or None (with the reason in the note) if unavailable."""
+    found: Dict[str, Optional[Callable[[], Link]]] = {}
+    found["os.eventfd"] = EventfdLink if hasattr(os, "eventfd") else None
+    for module, factory in (("zmq", ZmqLink), ("iceoryx2", IceoryxLink)):
+        try:
+            __import__(module)
+            found[factory.name] = factory
+        except ImportError:
+            found[factory.name] = None
+    return found
+
+
+def kernel_baselines() -> Sequence[str]:
+    """The baselines that deliver through the kernel: pricefeed's p50 must beat each of them."""
+    return (PipeLink.name, SemaphoreLink.name, ZmqLink.name, IceoryxLink.name)

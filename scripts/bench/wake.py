@@ -1,0 +1,208 @@
+"""The latency suites: wake latency, bursts, fan-out, targeted wake-ups, latency against scale.
+
+Each suite returns a dict for the JSON file; each series in it is named after its contender,
+and carries its ratio to the suite's baseline, measured in the same interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from pricefeed import Subscriber
+
+from . import links, procs, stats
+from .latency import Contender, Gaps, Series, c_futex, interleave, pause, python, uniform_gaps
+from .plan import Plan
+
+__all__ = ["wake_latency", "bursts", "fan_out", "targeted_wakeups", "latency_vs", "spin_option"]
+
+Result = Dict[str, Any]
+Maker = Tuple[str, Callable[[], Contender]]
+
+
+def _with_ratios(series: Dict[str, Series], baseline: Optional[str]) -> Result:
+    """Each series as a dict, with its p50 and p99 as ratios to the baseline's."""
+    out: Result = {}
+    base = series.get(baseline) if baseline else None
+    for name, s in series.items():
+        d = s.as_dict()
+        if base is not None:
+            for p in ("p50", "p99"):
+                d[f"{p}_ratio"] = stats.ratio(d["latency_ns"].get(p), base.as_dict()["latency_ns"].get(p))
+        out[name] = d
+    return out
+
+
+def wake_latency(plan: Plan, binary: Optional[str], notes: List[str]) -> Result:
+    """(1) One blocked receiver per contender; pricefeed against every baseline."""
+    makers: List[Maker] = [("pricefeed", python(links.PricefeedLink))]
+    if binary:
+        makers.append(("C futex", c_futex(binary)))
+    makers += [
+        (links.FutexLink.name, python(links.FutexLink)),
+        (links.PipeLink.name, python(links.PipeLink)),
+        (links.SemaphoreLink.name, python(links.SemaphoreLink)),
+    ]
+    for name, factory in links.optional_links().items():
+        if factory is None:
+            notes.append(f"{name}: not available here (needs {_needs(name)}), skipped")
+        else:
+            makers.append((name, python(factory)))
+    gaps = uniform_gaps(plan.latency_per_round, plan.gap_low, plan.gap_high)
+    series = interleave(makers, plan.latency_rounds, gaps, seed=1, notes=notes)
+    baseline = "C futex" if "C futex" in series else None
+    return {
+        "baseline": baseline,
+        "pacing_ns": [plan.gap_low, plan.gap_high],
+        "series": _with_ratios(series, baseline),
+    }
+
+
+def _needs(name: str) -> str:
+    return {
+        "os.eventfd": "Python 3.10+",
+        links.ZmqLink.name: "pyzmq",
+        links.IceoryxLink.name: "the iceoryx2 Python package",
+    }.get(name, "?")
+
+
+def spin_option() -> Optional[Tuple[str, Any]]:
+    """The keyword of updates() that sets a spin-before-block budget, if this pricefeed has one,
+    with a 50 µs budget in its unit (a name ending _us: µs; _ns: ns; else seconds, like timeout)."""
+    for name in inspect.signature(Subscriber.updates).parameters:
+        if "spin" in name:
+            value: Any = 50 if name.endswith("_us") else 50_000 if name.endswith("_ns") else 50e-6
+            return name, value
+    return None
+
+
+def _burst_gaps(plan: Plan) -> Gaps:
+    def gaps(rng: random.Random) -> List[int]:
+        out = []
+        for _ in range(plan.bursts_per_round):
+            out.append(rng.randint(*plan.burst_pause))
+            out += [rng.randint(*plan.burst_gap) for _ in range(plan.burst_size - 1)]
+        return out
+
+    return gaps
+
+
+def bursts(plan: Plan, notes: List[str]) -> Result:
+    """(2) Bursty traffic: the first change of a burst finds the receiver blocked, the others
+    arrive 10-40 µs after the one before, inside a spin budget if the receiver has one."""
+    makers: List[Maker] = [("pricefeed", python(links.PricefeedLink))]
+    spin = spin_option()
+    if spin is None:
+        notes.append("spin-before-block: not available in this pricefeed (no 'spin' option in updates())")
+    else:
+        name, value = spin
+        label = f"pricefeed {name}={value}"
+        makers.append((label, python(lambda: links.PricefeedLink(options={name: value}), label)))
+    makers.append((links.FutexLink.name, python(links.FutexLink)))
+    series = interleave(makers, plan.burst_rounds, _burst_gaps(plan), seed=2, notes=notes)
+    out: Result = {
+        "spin_option": None if spin is None else {"name": spin[0], "value": spin[1]},
+        "burst": {"size": plan.burst_size, "gap_ns": list(plan.burst_gap), "pause_ns": list(plan.burst_pause)},
+        "series": {},
+    }
+    for name, s in series.items():
+        first = [v for i, v in enumerate(s.aligned) if v is not None and i % plan.burst_size == 0]
+        inside = [v for i, v in enumerate(s.aligned) if v is not None and i % plan.burst_size != 0]
+        out["series"][name] = {
+            "first_of_burst_ns": stats.summarise(first),
+            "inside_burst_ns": stats.summarise(inside),
+            "lost": s.lost,
+        }
+    return out
+
+
+def fan_out(plan: Plan, binary: Optional[str], sizes: Sequence[int], notes: List[str]) -> Result:
+    """(5, 7) k blocked receivers and one change at a time: time until the last has it, and
+    the cost of the sender's call, for pricefeed, the C futex and the ctypes futex."""
+    out: Result = {"baseline": "C futex" if binary else None, "sizes": {}}
+    for k in sizes:
+        makers: List[Maker] = [("pricefeed", python(_receivers(links.PricefeedLink, k)))]
+        if binary:
+            makers.append(("C futex", c_futex(binary, k)))
+        makers.append((links.FutexLink.name, python(_receivers(links.FutexLink, k))))
+        gaps = uniform_gaps(plan.fan_count(k), *plan.fan_gap(k))
+        series = interleave(makers, plan.fan_rounds, gaps, seed=3 + k, notes=notes)
+        out["sizes"][str(k)] = {"pacing_ns": list(plan.fan_gap(k)), "series": _with_ratios(series, out["baseline"])}
+    return out
+
+
+def _receivers(kind: Callable[..., links.Link], k: int) -> Callable[[], links.Link]:
+    return lambda: kind(receivers=k)
+
+
+def targeted_wakeups(plan: Plan, notes: List[str]) -> Result:
+    """(targets) k receivers, each following its own symbol, and changes spread over the k
+    symbols: how many times were the receivers woken, against the changes that concern them?
+
+    Wake-ups are read from each receiver's /proc/PID/status (voluntary context switches). A
+    subscriber may also wake on a timer while idle (to notice a dead publisher, say): that rate
+    is measured first, over an idle second, and taken off, so the figure counts the wake-ups
+    the changes caused."""
+    k = plan.targeted_receivers
+    link = links.PricefeedLink(receivers=k, symbols=k, own_symbol=True)
+    try:
+        link.open()
+        pids = link.pids()
+        idle_seconds = 1.0
+        before_idle = procs.voluntary_switches(pids)
+        time.sleep(idle_seconds)
+        before = procs.voluntary_switches(pids)
+        started = time.monotonic()
+        rng = random.Random(4)
+        low, high = plan.fan_gap(k)
+        for i in range(1, plan.targeted_changes + 1):
+            pause(rng.randint(low, high))
+            link.send(i)
+        elapsed = time.monotonic() - started
+        after = procs.voluntary_switches(pids)
+        received = link.finish(plan.targeted_changes)
+    finally:
+        link.close()
+    idle_rate = (before - before_idle) / idle_seconds
+    driven = max(0.0, after - before - idle_rate * elapsed)
+    changes = plan.targeted_changes
+    owners = [received[i % k].latency.get(i) for i in range(1, changes + 1)]  # change i concerns receiver i % k
+    latency = [v for v in owners if v is not None]
+    return {
+        "receivers": k,
+        "changes": changes,
+        "wakeups": round(driven),
+        "wakeups_per_concerning_change": driven / changes,
+        "idle_wakeups_per_second_per_receiver": idle_rate / k,
+        "latency_ns": stats.summarise(latency),
+        "lost": changes - len(latency),
+    }
+
+
+def latency_vs(
+    plan: Plan, label: str, points: Sequence[int], factory: Callable[[int], links.PricefeedLink], notes: List[str]
+) -> Result:
+    """(7) Wake latency and memory of pricefeed at each point of a scale (symbols, ring size),
+    the points interleaved, each as a ratio to the first point."""
+    feeds: Dict[str, int] = {}
+
+    def maker(point: int) -> Maker:
+        name = f"{label}={point}"
+
+        def make() -> Contender:
+            link = factory(point)
+            feeds[name] = link.pub.geometry.size
+            return python(lambda: link, name)()
+
+        return name, make
+
+    gaps = uniform_gaps(plan.scale_per_round, plan.gap_low, plan.gap_high)
+    series = interleave([maker(p) for p in points], plan.scale_rounds, gaps, seed=5, notes=notes)
+    first = f"{label}={points[0]}"
+    out = _with_ratios(series, first)
+    for name, d in out.items():
+        d["segment_bytes"] = feeds.get(name)
+    return {"baseline": first, "points": list(points), "series": out}
