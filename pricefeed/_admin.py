@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import List
 
 from . import _layout as L
+from ._announce import Announcer
 from ._errors import BadSegment, FeedBusy, FeedPermissionError
 from ._feed import FeedWriter, read_geometry
 from ._segment import Segment, list_feeds
+from ._wait import select
 
 __all__ = ["feed_names", "remove"]
 
@@ -63,15 +65,11 @@ def _end_quietly(seg: Segment) -> None:
         geometry = read_geometry(seg.view)
     except BadSegment:
         return
-    from ._wait import select
-
     w = FeedWriter(seg.view, geometry)
+    wake = Announcer(select(), seg)
     try:
         w.set_closed()
-        futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
-        try:
-            select().word(seg.address + L.OFF_FUTEX, futex_view).wake()
-        finally:
-            futex_view.release()
+        wake.everyone()
     finally:
+        wake.release()
         w.release()

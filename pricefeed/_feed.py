@@ -11,10 +11,10 @@ Rule 2 (ring record). The writer stores 0 in the record's ``seq``, writes the fi
         stores the change's sequence. A reader that wants change ``s`` copies the fields
         between two loads of ``seq``; unless both equal ``s`` the record was overwritten: the
         reader was lapped (``lapped()``).
-Rule 3 (order of a change). Slot first, ring record second, ``head_seq`` third, the wake word
-        and FUTEX_WAKE last (the last is the caller's). So a change whose sequence is <= head
-        has its record and its slot written, and a reader that loads the wake word before
-        ``head_seq`` cannot miss a wake-up.
+Rule 3 (order of a change). Slot first, ring record second, ``head_seq`` third, then the
+        slot's word in the wake table and the header's wake word, and the wake-up last (the
+        caller's). So a change whose sequence is <= head has its record and its slot written,
+        and a reader that loads a wake word before ``head_seq`` cannot miss a wake-up.
 Rule 4 (new symbols). The symbol's bytes and its first value go into the slot before
         ``slot_count`` covers it, so a reader never sees a half-made slot.
 Rule 5 (trust nothing). The reader checks every index and count it loads from the segment
@@ -24,7 +24,7 @@ Rule 5 (trust nothing). The reader checks every index and count it loads from th
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from . import _layout as L
 from ._errors import BadSegment, LayoutVersionMismatch
@@ -39,6 +39,9 @@ _I = 4  # bytes per "I" item
 
 _HEAD = L.OFF_HEAD_SEQ // _Q
 _FUTEX = L.OFF_FUTEX // _I
+_WAKE = L.WAKE_OFFSET // _I
+_WAKE_MASK = L.WAKE_WORDS - 1
+_FUTEX_MASK = 0x7FFFFFFF  # the header's word stays below 2**31 (see FUTEX_WAKE_OP in _wait)
 _CLOSED = L.OFF_CLOSED // _I
 _SLOT_COUNT = L.OFF_SLOT_COUNT // _I
 _S_LOCK = L.SLOT_LOCK // _Q
@@ -87,6 +90,7 @@ def initialise(buf: memoryview, capacity: int, ring_size: int, incarnation: int,
         q[L.OFF_CREATED_NS // _Q] = created_ns
         q[L.OFF_SLOTS_OFFSET // _Q] = L.SLOTS_OFFSET
         q[L.OFF_RING_OFFSET // _Q] = L.ring_offset(capacity)
+        i[L.OFF_WAKE_WORDS // _I] = L.WAKE_WORDS
         fence_release()  # pairs with the acquire in read_geometry() after loading version
         i[L.OFF_VERSION // _I] = L.LAYOUT_VERSION
     finally:
@@ -126,6 +130,7 @@ def read_geometry(buf: memoryview) -> Geometry:
         )
     expected = {
         "header_size": (u32(L.OFF_HEADER_SIZE), L.HEADER_SIZE),
+        "wake_words": (u32(L.OFF_WAKE_WORDS), L.WAKE_WORDS),
         "slot_size": (u32(L.OFF_SLOT_SIZE), L.SLOT_SIZE),
         "record_size": (u32(L.OFF_RECORD_SIZE), L.RECORD_SIZE),
         "slots_offset": (u64(L.OFF_SLOTS_OFFSET), L.SLOTS_OFFSET),
@@ -190,6 +195,14 @@ class _Views:
         if FENCES:
             fence_acquire()  # the head is loaded after the wake word (see _subscriber)
         return value
+
+    def wake_values(self, words: List[int]) -> List[int]:
+        """The current values of these words of the wake table."""
+        i = self._i
+        values = [i[_WAKE + w] for w in words]
+        if FENCES:
+            fence_acquire()  # the head is loaded after the wake words (see _subscriber)
+        return values
 
     def closed(self) -> bool:
         closed = self._i[_CLOSED] != 0
@@ -348,17 +361,39 @@ class FeedWriter(FeedReader):
             fence_release()  # Rule 3: the record is complete before head covers it
         self._q[_HEAD] = seq
 
-    def bump_futex(self) -> None:
+    def announce(self, index: int) -> None:
+        """Bump the wake words a change of slot ``index`` concerns: its word in the wake
+        table, then the header's (Rule 3); the caller wakes both."""
+        i = self._i
+        w = _WAKE + (index & _WAKE_MASK)
+        if FENCES:
+            fence_release()  # the head is visible before the words that announce it
+        i[w] = (i[w] + 1) & 0xFFFFFFFF
+        i[_FUTEX] = (i[_FUTEX] + 1) & _FUTEX_MASK
+
+    def announce_words(self, words: Iterable[int]) -> None:
+        """Bump these words of the wake table, then the header's (a batch: Rule 3)."""
         i = self._i
         if FENCES:
-            fence_release()  # the head is visible before the word that announces it
-        i[_FUTEX] = (i[_FUTEX] + 1) & 0xFFFFFFFF
+            fence_release()  # the head is visible before the words that announce it
+        for w in words:
+            i[_WAKE + w] = (i[_WAKE + w] + 1) & 0xFFFFFFFF
+        i[_FUTEX] = (i[_FUTEX] + 1) & _FUTEX_MASK
+
+    def bump_all(self) -> None:
+        """Bump every wake word (for what concerns every subscriber: the end, a takeover)."""
+        i = self._i
+        if FENCES:
+            fence_release()
+        for w in range(_WAKE, _WAKE + L.WAKE_WORDS):
+            i[w] = (i[w] + 1) & 0xFFFFFFFF
+        i[_FUTEX] = (i[_FUTEX] + 1) & _FUTEX_MASK
 
     def set_closed(self) -> None:
         if FENCES:
             fence_release()  # pairs with the acquire in closed(): the last head comes first
         self._i[_CLOSED] = 1
-        self.bump_futex()
+        self.bump_all()
 
     def set_publisher(self, pid: int) -> int:
         """Record a new publisher; returns its epoch (how many have taken the feed)."""

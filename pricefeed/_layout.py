@@ -13,13 +13,18 @@ Rule 4. Words that the publisher writes on every change (the head sequence, the 
 Rule 5. ``docs/layout.md`` is checked against the tables here (``markdown_tables()``), so the
         spec and the code cannot drift apart.
 
-The segment is three blocks, one after the other::
+The segment is four blocks, one after the other::
 
-    0                 HEADER_SIZE          RING_OFFSET(capacity)          segment_size(...)
-    +-----------------+--------------------+------------------------------+
-    | header (4 lines)| slot table          | change ring                  |
-    |                 | capacity x 64 bytes | ring_size x 32 bytes         |
-    +-----------------+--------------------+------------------------------+
+    0            256           768                 ring_offset(capacity)     segment_size(...)
+    +------------+-------------+-------------------+--------------------------+
+    | header     | wake table  | slot table        | change ring              |
+    | (4 lines)  | 128 x u32   | capacity x 64     | ring_size x 32 bytes     |
+    +------------+-------------+-------------------+--------------------------+
+
+The wake table gives subscribers that follow a few symbols a futex word of their own to sleep
+on: slot ``i`` belongs to word ``i & (WAKE_WORDS - 1)``, which the publisher bumps and wakes
+for every change of such a slot (together with the header's ``futex`` word, in one system
+call). So a subscriber is woken for the symbols it asked for, not for every change.
 
 A slot (one cache line, its own seqlock)::
 
@@ -40,7 +45,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, NamedTuple, Tuple
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 MAGIC_BYTES = b"PRCFEED\x00"
 MAGIC = int.from_bytes(MAGIC_BYTES, "little")
 CACHE_LINE = 64
@@ -54,6 +59,11 @@ SYMBOL_MAX = SYMBOL_FIELD - 1
 #: died between taking the sequence number and finishing the record). Readers count it as
 #: missed. Reserved in version 1 so that repair never needs a layout change.
 SLOT_VOID = 0xFFFFFFFF
+
+#: Number of words in the wake table: a power of two. A subscriber waits on at most 127 of them
+#: at once (futex_waitv takes 128 words, one kept for the header's); one that would need more
+#: waits on the header's word instead.
+WAKE_WORDS = 128
 
 MIN_CAPACITY = 1
 MAX_CAPACITY = 1 << 20
@@ -106,7 +116,7 @@ HEADER = _Block(
     "Header",
     [
         ("magic", "u64", 'The bytes "PRCFEED\\0": identifies a pricefeed segment.'),
-        ("version", "u32", "Layout version (1). 0 while the creator is initialising; written last."),
+        ("version", "u32", "Layout version (2). 0 while the creator is initialising; written last."),
         ("header_size", "u32", "Size of this header in bytes (256)."),
         ("incarnation", "u64", "Random non-zero id chosen when the segment is created."),
         ("capacity", "u32", "Number of slots in the slot table."),
@@ -120,14 +130,15 @@ HEADER = _Block(
         ("head_seq", "u64", "Sequence of the newest change whose ring record is complete."),
         ("_pad1", "pad56", ""),
         # Line 2: written on every wake-up; the one word subscribers wait on.
-        ("futex", "u32", "Wake word: bumped (mod 2^32) before every FUTEX_WAKE."),
+        ("futex", "u32", "Wake word for every change: bumped (mod 2^31) before every wake-up."),
         ("_pad2", "pad60", ""),
         # Line 3: written rarely.
         ("closed", "u32", "1 once the feed has been ended for good; 0 before."),
         ("slot_count", "u32", "Number of slots in use; slots [0, slot_count) hold a symbol."),
         ("publisher_pid", "u32", "Pid of the newest publisher (informational; the lock decides)."),
         ("publisher_epoch", "u32", "Number of times a publisher has taken the feed."),
-        ("_pad3", "pad48", ""),
+        ("wake_words", "u32", "Number of words in the wake table (128)."),
+        ("_pad3", "pad44", ""),
     ],
 )
 
@@ -154,10 +165,12 @@ RECORD = _Block(
 )
 
 HEADER_SIZE = HEADER.size
+WAKE_OFFSET = HEADER_SIZE
+WAKE_SIZE = WAKE_WORDS * 4
 SLOT_SIZE = SLOT.size
 RECORD_SIZE = RECORD.size
-SLOTS_OFFSET = HEADER_SIZE
-assert HEADER_SIZE % CACHE_LINE == 0 and SLOT_SIZE == CACHE_LINE
+SLOTS_OFFSET = WAKE_OFFSET + WAKE_SIZE
+assert HEADER_SIZE % CACHE_LINE == 0 and SLOT_SIZE == CACHE_LINE and WAKE_SIZE % CACHE_LINE == 0
 assert CACHE_LINE % RECORD_SIZE == 0
 
 # Byte offsets in the header.
@@ -178,6 +191,7 @@ OFF_CLOSED = HEADER["closed"]
 OFF_SLOT_COUNT = HEADER["slot_count"]
 OFF_PUBLISHER_PID = HEADER["publisher_pid"]
 OFF_PUBLISHER_EPOCH = HEADER["publisher_epoch"]
+OFF_WAKE_WORDS = HEADER["wake_words"]
 
 # Byte offsets inside a slot and inside a ring record.
 SLOT_LOCK = SLOT["lock"]
@@ -204,6 +218,15 @@ def slot_offset(index: int) -> int:
     return SLOTS_OFFSET + index * SLOT_SIZE
 
 
+def wake_word_of(slot: int) -> int:
+    """Index in the wake table of the word that announces changes of ``slot``."""
+    return slot & (WAKE_WORDS - 1)
+
+
+def wake_offset(word: int) -> int:
+    return WAKE_OFFSET + 4 * word
+
+
 def check_geometry(capacity: int, ring_size: int) -> None:
     """Raise ValueError naming the rule and the value when a feed cannot have this shape."""
     if not isinstance(capacity, int) or not MIN_CAPACITY <= capacity <= MAX_CAPACITY:
@@ -226,4 +249,12 @@ def markdown_tables() -> str:
             meaning = f.meaning or "Zero; keeps the next field on its own cache line."
             out.append(f"| {f.offset} | {f.size} | {f.ctype} | {name} | {meaning} |")
         out.append("")
+        if block is HEADER:
+            last = WAKE_WORDS - 1
+            out.append(f"#### Wake table ({WAKE_SIZE} bytes, at offset {WAKE_OFFSET})\n")
+            out.append("| offset in table | size | type | field | meaning |")
+            out.append("|---:|---:|---|---|---|")
+            meaning = f"Wake word of the slots whose index & {last} == i: bumped (mod 2^32) before their wake-ups."
+            out.append(f"| 4 * i | 4 | u32 | `word[i]`, 0 <= i <= {last} | {meaning} |")
+            out.append("")
     return "\n".join(out)

@@ -17,6 +17,7 @@ import warnings
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _layout as L
+from ._announce import Announcer
 from ._attach import attach
 from ._errors import (
     BadSegment,
@@ -31,9 +32,11 @@ from ._errors import (
 from ._feed import FeedWriter, Geometry, initialise, read_geometry, symbols_of
 from ._segment import Segment
 from ._values import check_price, check_symbol
-from ._wait import WakeWord, select
+from ._wait import select
 
 __all__ = ["Publisher"]
+
+_WAKE_MASK = L.WAKE_WORDS - 1
 
 Items = Union[Mapping[str, float], Iterable[Tuple[str, float]]]
 
@@ -73,16 +76,20 @@ class Publisher:
         self.name = segment.feed
         self.geometry = geometry
         self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry)
-        self._futex_view = segment.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
-        self._word: WakeWord = waiter.word(segment.address + L.OFF_FUTEX, self._futex_view)
+        self._wake = Announcer(waiter, segment)
         self._capacity = geometry.capacity
         self.pid = os.getpid()
         w = self._writer_unchecked()
         try:
             self._ended = w.closed()
-            # Announce the takeover before repairing, so that a subscriber sees the
-            # PublisherRestarted event before any change the repair publishes.
-            self.epoch = w.set_publisher(self.pid) if not self._ended else w.publisher_epoch()
+            if not self._ended:
+                # Announce the takeover before repairing, so that a subscriber sees the
+                # PublisherRestarted event before any change the repair publishes.
+                self.epoch = w.set_publisher(self.pid)
+                w.bump_all()
+                self._wake.everyone()
+            else:
+                self.epoch = w.publisher_epoch()
             self._load_state()
         except BaseException:
             self._release()
@@ -141,8 +148,8 @@ class Publisher:
         if head != self._head:
             w.set_head(head)
             self._head = head
-            w.bump_futex()
-            self._word.wake()
+            w.bump_all()  # a rare path: wake everyone rather than work out who
+            self._wake.everyone()
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -241,8 +248,8 @@ class Publisher:
                 self._last[index] = p
             w.set_head(seq)
             self._head = seq
-            w.bump_futex()  # Rule 3 of _feed: store the word, then always wake
-            self._word.wake()
+            w.announce(index)  # Rule 3 of _feed: store the words, then always wake
+            self._wake.change(index)
         except BaseException:
             self._resync()
             raise
@@ -280,6 +287,7 @@ class Publisher:
                 self._last.append(math.nan)  # unequal to every price: the first publish is a change
             seq = self._head
             last = self._last
+            words = set()
             for symbol, p in plan:
                 index = self._index[symbol]
                 if last[index] == p:
@@ -287,6 +295,7 @@ class Publisher:
                 seq += 1
                 w.write_change(index, p, t, seq)
                 last[index] = p
+                words.add(index & _WAKE_MASK)
             if new:
                 self._count += len(new)
                 w.set_slot_count(self._count)
@@ -294,8 +303,8 @@ class Publisher:
             if changed:
                 w.set_head(seq)
                 self._head = seq
-                w.bump_futex()
-                self._word.wake()
+                w.announce_words(words)
+                self._wake.changes(words)
         except BaseException:
             self._resync()
             raise
@@ -341,7 +350,7 @@ class Publisher:
         change, and no publisher may take the feed again. The values stay readable."""
         w = self._writer()
         w.set_closed()
-        self._word.wake()
+        self._wake.everyone()
         self._ended = True
 
     def unlink(self) -> None:
@@ -360,7 +369,7 @@ class Publisher:
         if self._w is not None:
             self._w.release()
             self._w = None
-        self._futex_view.release()
+        self._wake.release()
 
     def __enter__(self) -> Publisher:
         return self

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Union
+from typing import Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 from . import _layout as L
 from ._attach import attach
@@ -32,7 +32,7 @@ from ._errors import BadSegment, FeedNotFound, FeedReset, PricefeedError, Symbol
 from ._feed import FeedReader, latest_since, symbols_of
 from ._segment import Segment
 from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol
-from ._wait import WakeWord, select
+from ._wait import MultiWait, WakeWord, select
 
 __all__ = ["Subscriber", "FeedStatus", "Event"]
 
@@ -44,6 +44,12 @@ STUCK_CHECK_SECONDS = 0.5
 WATCH_SLICE = 0.25
 #: How often a subscriber told to wait for a feed looks for it.
 APPEAR_POLL = 0.02
+
+
+class _WaitPlan(NamedTuple):
+    words: List[int]  # indices in the wake table
+    multi: MultiWait
+
 
 _ENDED = object()
 _RESET = object()
@@ -101,6 +107,11 @@ class Subscriber:
         self._names: List[str] = []
         self._epoch = self._r.publisher_epoch()
         self._gone_reported = False
+        self._table: Dict[int, WakeWord] = {}
+        self._table_views: List[memoryview] = []
+        #: How many of this subscriber's waits ended because a word it slept on changed or was
+        #: woken (not by a timeout): a measure of how often it was disturbed.
+        self.wakeups = 0
 
     def _detach(self) -> None:
         if self._r is None:
@@ -108,6 +119,8 @@ class Subscriber:
         self._r.release()
         self._r = None
         self._futex_view.release()
+        for view in self._table_views:
+            view.release()
         self._seg.close()
 
     # -- symbols ---------------------------------------------------------------------------------
@@ -296,11 +309,32 @@ class Subscriber:
             yield Reset(self.geometry.incarnation, self._reader().head())
             snapshot, cursor = True, 0  # the new feed's current values, then its changes
 
-    def _interest(self, wanted: Optional[Set[str]]) -> Optional[Set[int]]:
-        """Slot indices of the wanted symbols known so far (None: all)."""
+    def _targets(self, wanted: Optional[Set[str]]) -> Tuple[Optional[Set[int]], Optional[_WaitPlan]]:
+        """The slot indices of the wanted symbols known so far (None: all), and the words to
+        sleep on for them (None: the header's word, woken by every change).
+
+        A subscriber of a few symbols sleeps on their words of the wake table, so changes of
+        other symbols do not wake it; one that follows everything, a symbol the feed does not
+        have yet (any change may be its first), or more words than one wait takes, or that
+        runs where no kernel can wait on several words, sleeps on the header's word."""
         if wanted is None:
-            return None
-        return {i for i, s in enumerate(self._names) if s in wanted}
+            return None, None
+        interest = {i for i, s in enumerate(self._names) if s in wanted}
+        if len(interest) < len(wanted) or not self._waiter.can_wait_many():
+            return interest, None
+        words = sorted({i & (L.WAKE_WORDS - 1) for i in interest})
+        if len(words) >= L.WAKE_WORDS:
+            return interest, None
+        return interest, _WaitPlan(words, self._waiter.multi([self._table_word(w) for w in words]))
+
+    def _table_word(self, word: int) -> WakeWord:
+        found = self._table.get(word)
+        if found is None:
+            offset = L.wake_offset(word)
+            view = self._seg.view[offset : offset + 4].cast("I")
+            self._table_views.append(view)
+            found = self._table[word] = self._waiter.word(self._seg.address + offset, view)
+        return found
 
     def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:
         self._refresh()
@@ -308,23 +342,31 @@ class Subscriber:
         slots = [i for i in range(len(names)) if wanted is None or names[i] in wanted]
         return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._read_slot, slots, after, upto)]
 
-    def _sleep(self, cursor: int, deadline: Optional[float], timeout: Optional[float]) -> object:
-        """Wait until the head passes ``cursor``: returns None then, _ENDED when the feed
-        ended with nothing new, _RESET when the feed was re-created, or an event to yield
-        first. Raises Timeout at ``deadline``."""
+    def _sleep(
+        self, cursor: int, deadline: Optional[float], timeout: Optional[float], plan: Optional[_WaitPlan]
+    ) -> object:
+        """Wait until the head passes ``cursor`` (with a plan: until a change of one of its
+        words' slots): returns None then, _ENDED when the feed ended with nothing new, _RESET
+        when the feed was re-created, or an event to yield first. Raises Timeout at
+        ``deadline``."""
         r = self._reader()
         while True:
-            expected = r.futex_value()  # before the head: see the module docstring
+            # The wake words are loaded before the head: see the module docstring.
+            if plan is None:
+                expected = r.futex_value()
+            else:
+                values = r.wake_values(plan.words)
             if r.head() != cursor:
                 return None
             if r.closed():
                 return None if r.head() != cursor else _ENDED
-            if deadline is None:
-                woken = self._word.wait(expected, WATCH_SLICE)
-            else:
-                left = deadline - time.monotonic()
-                woken = left > 0 and self._word.wait(expected, min(left, WATCH_SLICE))
-            if woken or r.head() != cursor:
+            limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
+            if limit > 0:
+                woken = self._word.wait(expected, limit) if plan is None else plan.multi.wait(values, limit)
+                if woken:
+                    self.wakeups += 1
+                    continue
+            if r.head() != cursor:
                 continue
             self._check_deadline(deadline, timeout)
             event = self._watch()
@@ -368,10 +410,10 @@ class Subscriber:
         if snapshot:
             yield from self._catch_up(wanted, 0, cursor)
         known = len(names)
-        interest = self._interest(wanted)
+        interest, plan = self._targets(wanted)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            outcome = self._sleep(cursor, deadline, timeout)
+            outcome = self._sleep(cursor, deadline, timeout, plan)
             if outcome is _ENDED or outcome is _RESET:
                 return outcome
             if outcome is not None:
@@ -388,7 +430,7 @@ class Subscriber:
                     head = r.head()
                     values = self._catch_up(wanted, cursor, head)
                     known = len(names)
-                    interest = self._interest(wanted)
+                    interest, plan = self._targets(wanted)
                     missed = head - cursor - len(values)
                     cursor = head
                     if missed:
@@ -405,7 +447,7 @@ class Subscriber:
                         yield Gap(1, seq, seq)
                         continue
                     known = self._refresh_for(index, seq)
-                    interest = self._interest(wanted)
+                    interest, plan = self._targets(wanted)
                 if interest is None or index in interest:
                     yield Quote(names[index], price, time_ns, seq)
                     if timeout is not None:
@@ -426,7 +468,7 @@ class Subscriber:
             for q in self._catch_up(wanted, 0, cursor):
                 pending[self._index[q.symbol]] = q
         known = len(names)
-        interest = self._interest(wanted)
+        interest, plan = self._targets(wanted)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             restarted = self._restarted()
@@ -443,7 +485,7 @@ class Subscriber:
                         pending.pop(index, None)
                         pending[index] = q
                     known = len(names)
-                    interest = self._interest(wanted)
+                    interest, plan = self._targets(wanted)
                     cursor = head
                     break
                 index, price, time_ns = rec
@@ -452,7 +494,7 @@ class Subscriber:
                     if index == L.SLOT_VOID:
                         continue
                     known = self._refresh_for(index, seq)
-                    interest = self._interest(wanted)
+                    interest, plan = self._targets(wanted)
                 if interest is None or index in interest:
                     pending.pop(index, None)
                     pending[index] = Quote(names[index], price, time_ns, seq)
@@ -462,7 +504,7 @@ class Subscriber:
                     deadline = time.monotonic() + timeout
                 continue
             self._check_deadline(deadline, timeout)
-            outcome = self._sleep(cursor, deadline, timeout)
+            outcome = self._sleep(cursor, deadline, timeout, plan)
             if outcome is _ENDED or outcome is _RESET:
                 return outcome
             if outcome is not None:

@@ -125,6 +125,15 @@ def wait_one(feed: str) -> None:
         print(json.dumps({"seq": q.seq, "symbol": q.symbol, "price": q.price, "t": time.time_ns()}), flush=True)
 
 
+def count_wakeups(feed: str, symbol: str) -> None:
+    """Follow one symbol until the feed ends; report its prices and how often it was woken."""
+    with Subscriber(feed) as sub:
+        it = sub.updates([symbol], timeout=120)
+        print("ready", flush=True)
+        prices = [q.price for q in it if isinstance(q, Quote)]
+        print(json.dumps({"prices": prices, "wakeups": sub.wakeups}), flush=True)
+
+
 def hold_publisher(feed: str) -> None:
     """Hold the publisher role until stdin closes."""
     with Publisher.open_or_create(feed):

@@ -154,15 +154,15 @@ def cli(*args: object) -> List[str]:
 
 
 def blocked_in_futex(pid: int) -> bool:
-    """True when the process sits in a futex system call (Linux: /proc/PID/syscall)."""
+    """True when the process sits in futex or futex_waitv (Linux: /proc/PID/syscall)."""
     try:
         with open(f"/proc/{pid}/syscall") as f:
             first = f.read().split(" ", 1)[0]
     except OSError:
         return False
-    from pricefeed._wait._futex_linux import _NR
+    from pricefeed._wait._futex_linux import _NR, _SYS_FUTEX_WAITV
 
-    return first == str(_NR)
+    return first in (str(_NR), str(_SYS_FUTEX_WAITV))
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

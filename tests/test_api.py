@@ -425,7 +425,7 @@ def _poke(feed: str, offset: int, data: bytes) -> None:
 def test_other_layout_version_names_both(feed: str) -> None:
     Publisher.create(feed).close()
     _poke(feed, L.OFF_VERSION, (7).to_bytes(4, "little"))
-    with pytest.raises(LayoutVersionMismatch, match="layout version 7; this pricefeed reads version 1"):
+    with pytest.raises(LayoutVersionMismatch, match="layout version 7; this pricefeed reads version 2"):
         Subscriber(feed)
     with pytest.raises(LayoutVersionMismatch):
         Publisher.open(feed)
@@ -434,7 +434,7 @@ def test_other_layout_version_names_both(feed: str) -> None:
 def test_truncated_segment_is_reported(feed: str) -> None:
     Publisher.create(feed, capacity=8, ring_size=16).close()
     os.truncate(f"/dev/shm{segment_name(feed)}", 600)
-    with pytest.raises(BadSegment, match="truncated: 600 bytes, expected at least 1280"):
+    with pytest.raises(BadSegment, match="truncated: 600 bytes, expected at least 1792"):
         Subscriber(feed)
 
 

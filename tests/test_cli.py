@@ -106,7 +106,7 @@ def test_unknown_symbol_and_foreign_and_versioned_segments(feed: str) -> None:
         f.write((3).to_bytes(4, "little"))
     for args in (["get", feed, "A"], ["publish", feed, "A=2"], ["subscribe", feed]):
         p = run(*args)
-        assert p.returncode == 9 and "layout version 3; this pricefeed reads version 1" in p.stderr, p.stderr
+        assert p.returncode == 9 and "layout version 3; this pricefeed reads version 2" in p.stderr, p.stderr
         no_traceback(p)
     with open(f"/dev/shm{segment_name(feed)}", "r+b") as f:
         f.write(b"garbage!")

@@ -7,6 +7,7 @@ silently) and bounds every wait, so a hang fails instead of stalling the run.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -158,3 +159,40 @@ def test_fan_out_every_blocked_subscriber_wakes(feed: str, procs: List[Proc], co
             assert code == 0 and rest.strip() == "", err
     finally:
         pub.close()
+
+
+def test_subscribers_wake_only_for_their_own_symbols(feed: str, procs: List[Proc], tmp_path: Path) -> None:
+    """20 subscriber processes, each following one symbol of its own, blocked; 400 changes
+    spread over those symbols and 20 others. Each subscriber gets exactly its symbol's
+    changes, and all of them together wake at most twice per change that concerns them
+    (one futex word shared by everyone would wake each of them 400 times)."""
+    import random
+
+    from pricefeed._wait import select
+
+    if not select().can_wait_many():
+        pytest.skip("no multi-word wait on this kernel (Linux < 5.16): every change wakes every subscriber")
+    n = 20
+    with Publisher.create(feed, capacity=64, ring_size=1024) as pub:
+        pub.publish_many({f"S{i}": 0.0 for i in range(2 * n)})  # known symbols: subscribers can target them
+        subs = [Proc(worker("count_wakeups", feed, f"S{i}")) for i in range(n)]
+        procs.extend(subs)
+        for s in subs:
+            assert s.readline(timeout=60) == "ready"
+        wait_until(lambda: all(blocked_in_futex(s.pid) for s in subs), 60, "subscribers to block")
+        rng = random.Random(8)
+        sent: Dict[str, List[float]] = {f"S{i}": [] for i in range(2 * n)}
+        for k in range(400):
+            symbol = f"S{rng.randrange(2 * n)}"
+            pub.publish(symbol, float(k + 1))
+            sent[symbol].append(float(k + 1))
+            time.sleep(0.001)
+        pub.end()
+    concerning = sum(len(sent[f"S{i}"]) for i in range(n))
+    total_wakeups = 0
+    for i, s in enumerate(subs):
+        got = s.json_line(timeout=60)
+        assert got["prices"] == sent[f"S{i}"], f"S{i}: got {got['prices']}, sent {sent[f'S{i}']}"
+        total_wakeups += got["wakeups"]
+    # +n: the end of the feed wakes everyone once.
+    assert total_wakeups <= 2 * concerning + n, f"{total_wakeups} wake-ups for {concerning} changes that concern them"

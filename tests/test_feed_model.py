@@ -52,8 +52,12 @@ class FeedModel(RuleBasedStateMachine):
     @rule()
     def wake(self) -> None:
         before = self.r.futex_value()
-        self.w.bump_futex()
-        assert self.r.futex_value() == (before + 1) & 0xFFFFFFFF
+        words = list(range(L.WAKE_WORDS))
+        table = self.r.wake_values(words)
+        self.w.announce(5)
+        assert self.r.futex_value() == (before + 1) & 0x7FFFFFFF
+        after = self.r.wake_values(words)
+        assert [a - b for a, b in zip(after, table)] == [1 if w == 5 else 0 for w in words]
 
     @invariant()
     def slot_table_matches(self) -> None:

@@ -31,9 +31,10 @@ def test_hot_words_sit_on_cache_lines_of_their_own() -> None:
 
 
 def test_sizes_and_offsets() -> None:
-    assert (L.HEADER_SIZE, L.SLOT_SIZE, L.RECORD_SIZE) == (256, 64, 32)
-    assert L.ring_offset(10) == 256 + 10 * 64
-    assert L.segment_size(10, 16) == 256 + 10 * 64 + 16 * 32
+    assert (L.HEADER_SIZE, L.WAKE_SIZE, L.SLOT_SIZE, L.RECORD_SIZE) == (256, 512, 64, 32)
+    assert L.ring_offset(10) == 768 + 10 * 64
+    assert L.segment_size(10, 16) == 768 + 10 * 64 + 16 * 32
+    assert [L.wake_word_of(i) for i in (0, 1, 127, 128, 300)] == [0, 1, 127, 0, 44]
     assert L.MAGIC.to_bytes(8, "little") == b"PRCFEED\0"
 
 
@@ -82,27 +83,27 @@ def test_version_zero_means_initialising() -> None:
 
 def test_other_version_names_both() -> None:
     buf = _fresh()
-    buf[L.OFF_VERSION : L.OFF_VERSION + 4] = (2).to_bytes(4, "little")
-    with pytest.raises(LayoutVersionMismatch, match="layout version 2; this pricefeed reads version 1"):
+    buf[L.OFF_VERSION : L.OFF_VERSION + 4] = (3).to_bytes(4, "little")
+    with pytest.raises(LayoutVersionMismatch, match="layout version 3; this pricefeed reads version 2"):
         read_geometry(memoryview(buf))
 
 
 def test_truncated_segment() -> None:
     buf = _fresh(4, 8)
-    with pytest.raises(BadSegment, match=r"truncated: 700 bytes, expected at least 768"):
-        read_geometry(memoryview(buf[:700]))
+    with pytest.raises(BadSegment, match=r"truncated: 1000 bytes, expected at least 1280"):
+        read_geometry(memoryview(buf[:1000]))
 
 
 @settings(max_examples=2000, deadline=None)
 @given(
     offset=st.integers(0, L.HEADER_SIZE - 1),
     data=st.binary(min_size=1, max_size=16),
-    cut=st.integers(0, 900),
+    cut=st.integers(0, 1400),
 )
 def test_damaged_headers_give_a_geometry_or_a_clear_error(offset: int, data: bytes, cut: int) -> None:
     buf = _fresh(4, 8)
     buf[offset : offset + len(data)] = data
-    buf = buf[: L.segment_size(4, 8) - cut] if cut < 768 else buf + bytes(cut)
+    buf = buf[: L.segment_size(4, 8) - cut] if cut < 1280 else buf + bytes(cut)
     try:
         g = read_geometry(memoryview(buf))
     except BadSegment as exc:

@@ -174,3 +174,98 @@ def test_backend_selection() -> None:
     assert select().name == BACKENDS[0]
     with pytest.raises(UnsupportedPlatform, match=r"unknown wait backend 'nope'; expected one of"):
         select("nope")
+
+
+_MULTI_WAITER = textwrap.dedent(
+    """
+    import sys
+    from pricefeed._segment import Segment
+    from pricefeed._wait import select
+    name, backend, offsets, rounds = sys.argv[1], sys.argv[2], [int(o) for o in sys.argv[3].split(",")], int(sys.argv[4])
+    seg = Segment.open(name, writable=False)
+    seg.map(seg.size)
+    b = select(backend)
+    views = [seg.view[o : o + 4].cast("I") for o in offsets]
+    multi = b.multi([b.word(seg.address + o, v) for o, v in zip(offsets, views)])
+    seen = [v[0] for v in views]
+    print("ready", flush=True)
+    for _ in range(rounds):
+        while [v[0] for v in views] == seen:
+            if not multi.wait(seen, 30.0):
+                print("timeout", flush=True)
+                sys.exit(1)
+        now = [v[0] for v in views]
+        print(",".join(str(i) for i, (a, c) in enumerate(zip(seen, now)) if a != c), flush=True)
+        seen = now
+    """
+)
+
+
+def test_many_words_are_waited_on_where_it_matters(backend: str) -> None:
+    if backend == "futex" and sys.platform.startswith("linux"):
+        import platform
+
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+        assert select(backend).can_wait_many() == ((major, minor) >= (5, 16))
+
+
+def test_a_multi_wait_returns_for_any_of_its_words(word, backend: str, procs: List[Proc]) -> None:  # type: ignore[no-untyped-def]
+    """200 rounds: the waiter (another process, read-only mapping) sleeps on three words and
+    must come back for whichever one changes, and not before."""
+    import random
+
+    if not select(backend).can_wait_many():
+        pytest.skip("no multi-word wait on this kernel (Linux < 5.16)")
+    seg, _, _ = word
+    offsets = [OFFSET + 4, OFFSET + 64, OFFSET + 1024]
+    views = [seg.view[o : o + 4].cast("I") for o in offsets]
+    words = [select(backend).word(seg.address + o, v) for o, v in zip(offsets, views)]
+    p = Proc([sys.executable, "-c", _MULTI_WAITER, seg.feed, backend, ",".join(map(str, offsets)), "200"])
+    procs.append(p)
+    try:
+        assert p.readline() == "ready"
+        rng = random.Random(1)
+        for _ in range(200):
+            k = rng.randrange(3)
+            views[k][0] = (views[k][0] + 1) & 0xFFFFFFFF
+            words[k].wake()
+            assert p.readline(timeout=30) == str(k)
+        assert p.finish(timeout=30)[0] == 0
+    finally:
+        for v in views:
+            v.release()
+
+
+def test_a_multi_wait_times_out(word, backend: str) -> None:  # type: ignore[no-untyped-def]
+    _, w, view = word
+    b = select(backend)
+    if not b.can_wait_many():
+        pytest.skip("no multi-word wait on this kernel (Linux < 5.16)")
+    multi = b.multi([w])
+    start = time.monotonic()
+    assert multi.wait([view[0]], 0.2) is False
+    assert 0.19 <= time.monotonic() - start < 5.0
+    assert multi.wait([view[0] + 1], 5.0) is True  # differs already: at once
+
+
+def test_wake_with_wakes_the_waiters_of_both_words(word, backend: str, procs: List[Proc]) -> None:  # type: ignore[no-untyped-def]
+    """One call wakes a waiter of each word; the second word keeps its value (below 2**31)."""
+    seg, w, view = word
+    other_off = OFFSET + 256
+    other_view = seg.view[other_off : other_off + 4].cast("I")
+    other = select(backend).word(seg.address + other_off, other_view)
+    try:
+        other_view[0] = 0x7FFFFFF0
+        a = Proc([sys.executable, "-c", _WAITER, seg.feed, backend, str(OFFSET), "1"])
+        b = Proc([sys.executable, "-c", _WAITER, seg.feed, backend, str(other_off), "1"])
+        procs.extend([a, b])
+        assert a.readline() == "ready 0" and b.readline() == f"ready {0x7FFFFFF0}"
+        if backend == "futex":
+            wait_until(lambda: blocked_in_futex(a.pid) and blocked_in_futex(b.pid), 30, "waiters to block")
+        view[0] = 1
+        other_view[0] = 0x7FFFFFF1
+        w.wake_with(other)
+        assert a.readline(timeout=30) == "1" and b.readline(timeout=30) == str(0x7FFFFFF1)
+        assert other_view[0] == 0x7FFFFFF1, "the kernel's no-op must leave the word as it was"
+    finally:
+        other_view.release()

@@ -21,6 +21,16 @@ each of them:
     either sleeps and is woken or sees the new value and never sleeps. No waiter count is kept,
     because keeping one would need subscribers to write to the feed.
 
+``WakeWord.wake_with(other) -> None``
+    Wake every waiter of this word and of ``other``, in one system call where the platform has
+    one. ``other`` must be writable by the caller and hold a value below 2**31.
+
+``backend.multi(words) -> MultiWait`` and ``MultiWait.wait(expected, timeout) -> bool``
+    Sleep until any of up to 128 words differs from its expected value or is woken; the same
+    return values as ``WakeWord.wait``. ``backend.can_wait_many()`` says whether this is a
+    real kernel wait here; where it is not (Linux before 5.16), callers wait on one word that
+    every change wakes instead.
+
 Backends are chosen by feature test, never by a platform ``if`` in the publisher or subscriber:
 ``select(name)`` returns the named one, or the best that works here. One module per mechanism
 sits beside this file.
@@ -28,17 +38,23 @@ sits beside this file.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Protocol
+from typing import Any, Dict, Optional, Protocol, Sequence
 
 from .._errors import UnsupportedPlatform
 
-__all__ = ["WakeWord", "Backend", "select", "available"]
+__all__ = ["WakeWord", "MultiWait", "Backend", "select", "available"]
 
 
 class WakeWord(Protocol):
     def wait(self, expected: int, timeout: Optional[float]) -> bool: ...
 
     def wake(self) -> None: ...
+
+    def wake_with(self, other: Any) -> None: ...
+
+
+class MultiWait(Protocol):
+    def wait(self, expected: Sequence[int], timeout: Optional[float]) -> bool: ...
 
 
 class Backend(Protocol):
@@ -47,6 +63,10 @@ class Backend(Protocol):
     def usable(self) -> bool: ...
 
     def word(self, address: int, view: memoryview) -> WakeWord: ...
+
+    def can_wait_many(self) -> bool: ...
+
+    def multi(self, words: Sequence[Any]) -> MultiWait: ...
 
 
 def _candidates() -> Dict[str, Backend]:

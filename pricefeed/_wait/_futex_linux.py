@@ -24,13 +24,22 @@ import os
 import platform
 import sys
 import time
-from typing import Optional
+from typing import Any, Optional, Sequence
 
-# The syscall number is the only per-CPU fact here.
+# The syscall number is the only per-CPU fact here (futex_waitv has one number everywhere).
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
+_SYS_FUTEX_WAITV = 449
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
+_FUTEX_WAKE_OP = 5
 _WAKE_ALL = 0x7FFFFFFF
+# FUTEX_WAKE_OP's encoded operation: OR 0 into the second word (no change), then wake its
+# waiters if its old value, as a signed int, is >= 0: always, for a word kept below 2**31.
+_OP_OR, _CMP_GE = 2, 5
+_WAKE_OP_ALWAYS = (_OP_OR << 28) | (_CMP_GE << 24)
+_FUTEX2_SIZE_U32 = 0x02  # futex_waitv flags: a 32-bit word, shared (no FUTEX2_PRIVATE)
+_CLOCK_MONOTONIC = 1
+_MAX_WAITV = 128
 _MAX_SLICE = 86400.0  # longest single FUTEX_WAIT; longer timeouts wait in several
 
 
@@ -45,10 +54,20 @@ if _libc is not None:
 _NR = _SYS_FUTEX.get(platform.machine().lower())
 
 
+class _Waitv(ctypes.Structure):
+    _fields_ = [
+        ("val", ctypes.c_uint64),
+        ("uaddr", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
 class FutexWord:
-    __slots__ = ("_addr", "_ts", "_ts_ref")
+    __slots__ = ("_addr", "_ts", "_ts_ref", "address")
 
     def __init__(self, address: int) -> None:
+        self.address = address
         self._addr = ctypes.c_void_p(address)
         self._ts = _Timespec()
         self._ts_ref = ctypes.byref(self._ts)
@@ -57,6 +76,12 @@ class FutexWord:
         if _syscall(_NR, self._addr, _FUTEX_WAKE, _WAKE_ALL, None, None, 0) < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"FUTEX_WAKE failed: {os.strerror(err)}")
+
+    def wake_with(self, other: FutexWord) -> None:
+        # val2 (how many to wake on the second word) travels in the timeout argument's place.
+        if _syscall(_NR, self._addr, _FUTEX_WAKE_OP, _WAKE_ALL, _WAKE_ALL, other._addr, _WAKE_OP_ALWAYS) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"FUTEX_WAKE_OP failed: {os.strerror(err)}")
 
     def wait(self, expected: int, timeout: Optional[float]) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -82,8 +107,50 @@ class FutexWord:
                 raise OSError(err, f"FUTEX_WAIT failed: {os.strerror(err)}")
 
 
+class FutexMulti:
+    """futex_waitv over a fixed list of words; the array is built once and only the expected
+    values change between waits."""
+
+    __slots__ = ("_arr", "_n", "_ts", "_ts_ref")
+
+    def __init__(self, words: Sequence[FutexWord]) -> None:
+        if not 1 <= len(words) <= _MAX_WAITV:
+            raise ValueError(f"futex_waitv takes 1 to {_MAX_WAITV} words: got {len(words)}")
+        self._n = len(words)
+        self._arr = (_Waitv * self._n)()
+        for k, w in enumerate(words):
+            self._arr[k].uaddr = w.address
+            self._arr[k].flags = _FUTEX2_SIZE_U32
+        self._ts = _Timespec()
+        self._ts_ref = ctypes.byref(self._ts)
+
+    def wait(self, expected: Sequence[int], timeout: Optional[float]) -> bool:
+        arr = self._arr
+        for k in range(self._n):
+            arr[k].val = expected[k]
+        ts = None
+        if timeout is not None:
+            # futex_waitv's timeout is absolute on CLOCK_MONOTONIC, which time.monotonic() reads.
+            deadline = time.monotonic() + min(timeout, _MAX_SLICE)
+            sec = int(deadline)
+            self._ts.tv_sec = sec
+            self._ts.tv_nsec = int((deadline - sec) * 1e9)
+            ts = self._ts_ref
+        while True:
+            if _syscall(_SYS_FUTEX_WAITV, arr, self._n, 0, ts, _CLOCK_MONOTONIC) >= 0:
+                return True
+            err = ctypes.get_errno()
+            if err == errno.EAGAIN:  # a word already differs
+                return True
+            if err == errno.ETIMEDOUT:
+                return False
+            if err != errno.EINTR:  # the deadline is absolute: just go round
+                raise OSError(err, f"futex_waitv failed: {os.strerror(err)}")
+
+
 class _Futex:
     name = "futex"
+    _waitv: Optional[bool] = None
 
     def usable(self) -> bool:
         if _libc is None or _NR is None:
@@ -94,6 +161,17 @@ class _Futex:
 
     def word(self, address: int, view: memoryview) -> FutexWord:
         return FutexWord(address)
+
+    def can_wait_many(self) -> bool:
+        if self._waitv is None:
+            # With no words the call fails at once: EINVAL where futex_waitv exists (Linux
+            # 5.16 and later), ENOSYS where it does not.
+            _syscall(_SYS_FUTEX_WAITV, None, 0, 0, None, 0)
+            type(self)._waitv = ctypes.get_errno() == errno.EINVAL
+        return bool(self._waitv)
+
+    def multi(self, words: Sequence[Any]) -> FutexMulti:
+        return FutexMulti(words)
 
 
 BACKEND = _Futex()

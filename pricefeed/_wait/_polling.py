@@ -11,7 +11,7 @@ It is the fallback when no native backend works, and can be chosen on purpose
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 FIRST_SLEEP = 50e-6
 MAX_SLEEP = 5e-3
@@ -24,6 +24,9 @@ class PollingWord:
         self._view = view
 
     def wake(self) -> None:
+        return None
+
+    def wake_with(self, other: PollingWord) -> None:
         return None
 
     def wait(self, expected: int, timeout: Optional[float]) -> bool:
@@ -45,6 +48,29 @@ class PollingWord:
             pause = min(pause * 2, MAX_SLEEP)
 
 
+class PollingMulti:
+    __slots__ = ("_views",)
+
+    def __init__(self, words: Sequence[PollingWord]) -> None:
+        self._views = [w._view for w in words]
+
+    def wait(self, expected: Sequence[int], timeout: Optional[float]) -> bool:
+        views = self._views
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = FIRST_SLEEP
+        while True:
+            if any(v[0] != e for v, e in zip(views, expected)):
+                return True
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                time.sleep(min(pause, left))
+            else:
+                time.sleep(pause)
+            pause = min(pause * 2, MAX_SLEEP)
+
+
 class _Polling:
     name = "polling"
 
@@ -53,6 +79,12 @@ class _Polling:
 
     def word(self, address: int, view: memoryview) -> PollingWord:
         return PollingWord(view)
+
+    def can_wait_many(self) -> bool:
+        return True
+
+    def multi(self, words: Sequence[Any]) -> PollingMulti:
+        return PollingMulti(words)
 
 
 BACKEND = _Polling()

@@ -1,0 +1,52 @@
+"""The writer's side of a feed's wake words: who is woken for what.
+
+Every change wakes two words in one system call (``WakeWord.wake_with``): the word of the
+changed slot in the wake table, which the subscribers that follow a few symbols sleep on,
+and the header's word, which everyone else sleeps on. What concerns every subscriber (the feed
+ending, a new publisher taking over) wakes every word. The caller bumps the words first
+(``FeedWriter.announce`` / ``bump_all``), as Rule 3 of ``_feed`` requires.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List
+
+from . import _layout as L
+from ._segment import Segment
+from ._wait import Backend, WakeWord
+
+
+class Announcer:
+    def __init__(self, backend: Backend, segment: Segment) -> None:
+        self._views: List[memoryview] = []
+        self.header = self._word(backend, segment, L.OFF_FUTEX)
+        self.table = [self._word(backend, segment, L.wake_offset(w)) for w in range(L.WAKE_WORDS)]
+
+    def _word(self, backend: Backend, segment: Segment, offset: int) -> WakeWord:
+        view = segment.view[offset : offset + 4].cast("I")
+        self._views.append(view)
+        return backend.word(segment.address + offset, view)
+
+    def change(self, slot: int) -> None:
+        """Wake whoever waits for a change of ``slot``: one system call."""
+        self.table[slot & (L.WAKE_WORDS - 1)].wake_with(self.header)
+
+    def changes(self, words: Iterable[int]) -> None:
+        """Wake whoever waits for changes of slots with these wake-table words."""
+        first = True
+        for w in words:
+            if first:
+                self.table[w].wake_with(self.header)
+                first = False
+            else:
+                self.table[w].wake()
+
+    def everyone(self) -> None:
+        self.header.wake()
+        for word in self.table:
+            word.wake()
+
+    def release(self) -> None:
+        for view in self._views:
+            view.release()
+        self._views.clear()
