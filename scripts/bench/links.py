@@ -196,6 +196,8 @@ class PricefeedLink(Link):
                         if isinstance(q, Quote):  # the other events (Gap, PublisherGone, ...) are no change
                             pairs.append(int(q.price))
                             pairs.append(t1 - q.time_ns)
+                    # Waits that a word ended, as the subscriber counts them (timer slices not included).
+                    growth["woken"] = getattr(sub, "wakeups", None)
 
                 return _receiver(lambda: channel.send("ready"), loop, growth)
 
