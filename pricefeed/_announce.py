@@ -15,12 +15,15 @@ from . import _layout as L
 from ._segment import Segment
 from ._wait import Backend, WakeWord
 
+_MASK = L.WAKE_WORDS - 1
+
 
 class Announcer:
     def __init__(self, backend: Backend, segment: Segment) -> None:
         self._views: List[memoryview] = []
         self.header = self._word(backend, segment, L.OFF_FUTEX)
         self.table = [self._word(backend, segment, L.wake_offset(w)) for w in range(L.WAKE_WORDS)]
+        self._wake_with = [word.wake_with for word in self.table]  # bound once: the publish path
 
     def _word(self, backend: Backend, segment: Segment, offset: int) -> WakeWord:
         view = segment.view[offset : offset + 4].cast("I")
@@ -29,7 +32,7 @@ class Announcer:
 
     def change(self, slot: int) -> None:
         """Wake whoever waits for a change of ``slot``: one system call."""
-        self.table[slot & (L.WAKE_WORDS - 1)].wake_with(self.header)
+        self._wake_with[slot & _MASK](self.header)
 
     def changes(self, words: Iterable[int]) -> None:
         """Wake whoever waits for changes of slots with these wake-table words."""

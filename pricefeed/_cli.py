@@ -176,10 +176,12 @@ def _publish_stream(pub: Publisher, lines: IO[str], strict: bool) -> int:
 @click.option("--snapshot", is_flag=True, help="Start with the current value of every symbol.")
 @click.option("--exec", "command", metavar="CMD", help="Run CMD (with sh) once per change instead of printing it.")
 @click.option("--wait", is_flag=True, help="If FEED does not exist yet, wait for it.")
+@click.option("--spin-us", type=click.FloatRange(min=0, max=10_000), default=0, show_default=True,
+              help="Poll for this many µs before sleeping: catches bursts without a wake-up.")  # fmt: skip
 @click.option("--exit-on-reset", is_flag=True, help="Exit (code 13) if FEED is removed and created anew.")
 def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optional[int],
               timeout: Optional[float], conflate: bool, snapshot: bool, command: Optional[str],
-              wait: bool, exit_on_reset: bool) -> None:  # fmt: skip
+              wait: bool, exit_on_reset: bool, spin_us: float) -> None:  # fmt: skip
     """Print each change of FEED (or of SYMBOLS only) once, in order, as it happens.
 
     --exec runs CMD once per change with PRICEFEED_FEED, PRICEFEED_SYMBOL, PRICEFEED_PRICE,
@@ -190,7 +192,12 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
     seen = 0
     with Subscriber(feed, wait=wait) as sub:
         events = sub.updates(
-            symbols or None, timeout=timeout, conflate=conflate, snapshot=snapshot, reattach=not exit_on_reset
+            symbols or None,
+            timeout=timeout,
+            conflate=conflate,
+            snapshot=snapshot,
+            reattach=not exit_on_reset,
+            spin=spin_us / 1e6,
         )
         for event in events:
             if not isinstance(event, Quote):

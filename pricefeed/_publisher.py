@@ -50,6 +50,9 @@ def _check_mode(mode: int) -> int:
     return mode
 
 
+_time_ns = time.time_ns
+
+
 def _check_time(time_ns: Optional[int]) -> int:
     if time_ns is None:
         return time.time_ns()
@@ -218,9 +221,13 @@ class Publisher:
         """Set ``symbol`` to ``price``. Returns False, with no event and no wake-up, when the
         price equals the current one (0.0 and -0.0 are equal). Raises InvalidPrice,
         InvalidSymbol or FeedFull, having written nothing."""
-        w = self._writer()
-        p = check_price(price, symbol)
-        t = _check_time(time_ns)
+        w = self._w
+        if w is None or self._ended:
+            w = self._writer()  # raises the right error
+        # The common case first, in line: a finite float, the time now, a known symbol.
+        # p - p is 0.0 for a finite p and NaN (truthy) for NaN and the infinities.
+        p = price if type(price) is float and not price - price else check_price(price, symbol)
+        t = _time_ns() if time_ns is None else _check_time(time_ns)
         try:
             index = self._index.get(symbol)
         except TypeError:  # unhashable
@@ -243,13 +250,13 @@ class Publisher:
                 self._index[symbol] = index
                 self._last.append(p)
                 self._count = index + 1
+                w.set_head(seq)
+                w.announce(index)
             else:
-                w.write_change(index, p, t, seq)
+                w.commit(index, p, t, seq)  # slot, record, head, wake words (Rules 1 to 3)
                 self._last[index] = p
-            w.set_head(seq)
             self._head = seq
-            w.announce(index)  # Rule 3 of _feed: store the words, then always wake
-            self._wake.change(index)
+            self._wake.change(index)  # always wake: Rule 3 of _feed
         except BaseException:
             self._resync()
             raise
@@ -279,36 +286,31 @@ class Publisher:
             plan.append((symbol, p))
         if self._count + len(new) > self._capacity:
             raise FeedFull(self._full_message(len(new)))
-        t = _check_time(time_ns)
+        t = _time_ns() if time_ns is None else _check_time(time_ns)
         try:
             for symbol, raw in new.items():
                 w.write_symbol(len(self._last), raw)
                 self._index[symbol] = len(self._last)
                 self._last.append(math.nan)  # unequal to every price: the first publish is a change
-            seq = self._head
+            # Which items are changes: compared with the price before, within the batch too.
             last = self._last
-            words = set()
+            index_of = self._index
+            changes: List[Tuple[int, float]] = []
             for symbol, p in plan:
-                index = self._index[symbol]
-                if last[index] == p:
-                    continue
-                seq += 1
-                w.write_change(index, p, t, seq)
-                last[index] = p
-                words.add(index & _WAKE_MASK)
-            if new:
-                self._count += len(new)
-                w.set_slot_count(self._count)
-            changed = seq - self._head
-            if changed:
-                w.set_head(seq)
-                self._head = seq
-                w.announce_words(words)
+                index = index_of[symbol]
+                if last[index] != p:
+                    last[index] = p
+                    changes.append((index, p))
+            count = self._count + len(new)
+            words = w.commit_many(changes, t, self._head + 1, count if new else None)
+            self._count = count
+            self._head += len(changes)
+            if changes:
                 self._wake.changes(words)
         except BaseException:
             self._resync()
             raise
-        return changed
+        return len(changes)
 
     def _resync(self) -> None:
         if self._w is not None:

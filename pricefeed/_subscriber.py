@@ -42,6 +42,9 @@ Event = Union[Quote, Gap, PublisherGone, PublisherRestarted, Reset]
 STUCK_CHECK_SECONDS = 0.5
 #: Longest single wait: how soon a dead publisher or a re-created feed is noticed.
 WATCH_SLICE = 0.25
+#: The longest spin-before-sleep a subscriber accepts, in seconds: polling longer than this is
+#: a busy loop, not a way to save a wake-up.
+MAX_SPIN = 0.01
 #: How often a subscriber told to wait for a feed looks for it.
 APPEAR_POLL = 0.02
 
@@ -174,7 +177,7 @@ class Subscriber:
         publisher is writing it (a Python publisher may be descheduled mid-write: sleep and
         retry, never spin), or the publisher died mid-write and nobody will finish: then the
         value to give is the slot's last announced one, which the ring still holds."""
-        r = self._reader()
+        r = self._reader()  # raises if closed
         check_at = 0.0
         pause = 1e-5
         while True:
@@ -201,12 +204,20 @@ class Subscriber:
 
     def get(self, symbol: str) -> Optional[Quote]:
         """The symbol's current value, or None if the feed has never published it."""
-        check_symbol(symbol)
-        index = self._slot(symbol)
-        if index is None:
-            return None
-        price, time_ns, seq = self._read_slot(index)
-        return Quote(symbol, price, time_ns, seq)
+        try:
+            index = self._index.get(symbol)
+        except TypeError:  # unhashable
+            index = None
+        if index is None:  # not known yet: check the name, then look for it in new slots
+            check_symbol(symbol)
+            index = self._slot(symbol)
+            if index is None:
+                return None
+        r = self._r
+        got = r.read_slot(index) if r is not None else None
+        if got is None:
+            got = self._read_stuck_slot(index)  # also raises if closed
+        return Quote(symbol, *got)
 
     def __getitem__(self, symbol: str) -> Quote:
         quote = self.get(symbol)
@@ -218,10 +229,13 @@ class Subscriber:
         """Every symbol's current value. Each value is consistent (read inside its seqlock);
         the set is not one instant of the feed if the publisher writes meanwhile."""
         self._refresh()
+        names = self._names
+        values = self._reader().read_slots(len(names))
         out = {}
-        for index, symbol in enumerate(self._names):
-            price, time_ns, seq = self._read_slot(index)
-            out[symbol] = Quote(symbol, price, time_ns, seq)
+        for index, got in enumerate(values):
+            if got is None:  # raced a write: read it again, patiently
+                got = self._read_slot(index)
+            out[names[index]] = Quote(names[index], *got)
         return out
 
     @property
@@ -258,6 +272,7 @@ class Subscriber:
         conflate: bool = False,
         snapshot: bool = False,
         reattach: bool = True,
+        spin: float = 0.0,
     ) -> Iterator[Event]:
         """Yield each change from now on, exactly once and in feed order, as a Quote, with
         events among them: Gap, PublisherGone, PublisherRestarted, Reset (see each class).
@@ -268,7 +283,9 @@ class Subscriber:
         value of each symbol that changed since the last item was taken: a consumer that is
         slow gets fewer, fresher items and never a Gap, and still never the same change twice.
         ``reattach``: when the feed is removed and created anew, follow the new one (after a
-        Reset event); False raises FeedReset instead.
+        Reset event); False raises FeedReset instead. ``spin``: seconds to keep polling the
+        head before sleeping in the kernel (say 50e-6): a change that comes within it is seen
+        without a wake-up, at the cost of that much CPU each time the feed goes quiet.
 
         After a Gap come the latest values of the symbols changed meanwhile. The iteration ends
         when the publisher ends the feed and every change has been yielded.
@@ -283,19 +300,21 @@ class Subscriber:
             timeout = None
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0 or None: timeout={timeout!r}")
+        if not 0 <= spin <= MAX_SPIN:
+            raise ValueError(f"spin must be from 0 to {MAX_SPIN} seconds: spin={spin!r}")
         # The start is taken now, not at the first next(): changes published between this call
         # and the first next() are delivered.
         self._refresh()
         start = self._reader().head()
-        return self._follow(wanted, timeout, conflate, snapshot, reattach, start)
+        return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin)
 
     def _follow(
         self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
-        reattach: bool, cursor: int,
+        reattach: bool, cursor: int, spin: float = 0.0,
     ) -> Iterator[Event]:  # fmt: skip
         follow = self._conflated if conflate else self._changes
         while True:
-            outcome = yield from follow(wanted, timeout, snapshot, cursor)
+            outcome = yield from follow(wanted, timeout, snapshot, cursor, spin)
             if outcome is not _RESET:
                 return
             old = self.geometry.incarnation
@@ -343,7 +362,7 @@ class Subscriber:
         return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._read_slot, slots, after, upto)]
 
     def _sleep(
-        self, cursor: int, deadline: Optional[float], timeout: Optional[float], plan: Optional[_WaitPlan]
+        self, cursor: int, deadline: Optional[float], timeout: Optional[float], plan: Optional[_WaitPlan], spin: float
     ) -> object:
         """Wait until the head passes ``cursor`` (with a plan: until a change of one of its
         words' slots): returns None then, _ENDED when the feed ended with nothing new, _RESET
@@ -360,6 +379,8 @@ class Subscriber:
                 return None
             if r.closed():
                 return None if r.head() != cursor else _ENDED
+            if spin and self._spun(cursor, spin):
+                return None
             limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
             if limit > 0:
                 woken = self._word.wait(expected, limit) if plan is None else plan.multi.wait(values, limit)
@@ -372,6 +393,17 @@ class Subscriber:
             event = self._watch()
             if event is not None:
                 return event
+
+    def _spun(self, cursor: int, spin: float) -> bool:
+        """Poll the head for up to ``spin`` seconds; True if it moved past ``cursor``. Bounded:
+        the spin ends on its own, and a quiet feed gets a real sleep after it."""
+        head = self._reader().head
+        clock = time.perf_counter
+        end = clock() + spin
+        while clock() < end:
+            if head() != cursor:
+                return True
+        return False
 
     def _watch(self) -> object:
         """What an idle slice checks: the publisher's lock and the feed's name."""
@@ -402,7 +434,7 @@ class Subscriber:
             raise Timeout(f"no change on feed {self.name!r} within the timeout of {timeout:g} s")
 
     def _changes(
-        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int
+        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
     ) -> Generator[Event, None, object]:
         r = self._reader()
         ring_size = self.geometry.ring_size
@@ -413,7 +445,7 @@ class Subscriber:
         interest, plan = self._targets(wanted)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            outcome = self._sleep(cursor, deadline, timeout, plan)
+            outcome = self._sleep(cursor, deadline, timeout, plan, spin)
             if outcome is _ENDED or outcome is _RESET:
                 return outcome
             if outcome is not None:
@@ -458,7 +490,7 @@ class Subscriber:
                 self._check_deadline(deadline, timeout)
 
     def _conflated(
-        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int
+        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
     ) -> Generator[Event, None, object]:
         r = self._reader()
         ring_size = self.geometry.ring_size
@@ -504,7 +536,7 @@ class Subscriber:
                     deadline = time.monotonic() + timeout
                 continue
             self._check_deadline(deadline, timeout)
-            outcome = self._sleep(cursor, deadline, timeout, plan)
+            outcome = self._sleep(cursor, deadline, timeout, plan, spin)
             if outcome is _ENDED or outcome is _RESET:
                 return outcome
             if outcome is not None:

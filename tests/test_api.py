@@ -484,3 +484,37 @@ def test_status(feed: str) -> None:
     with Subscriber(feed) as sub:
         s = sub.status()
         assert not s.publisher_alive and s.publisher_pid == os.getpid()
+
+
+def test_spin_before_sleep_delivers_every_change_once(feed: str) -> None:
+    """With a spin budget the subscriber polls before sleeping; bursts and quiet spells
+    alike, every change still comes exactly once and in order."""
+    import threading
+
+    with Publisher.create(feed, ring_size=4096) as pub, Subscriber(feed) as sub:
+        it = sub.updates(timeout=10, spin=0.002)
+
+        def bursts() -> None:
+            k = 0
+            for _ in range(30):
+                for _ in range(50):
+                    k += 1
+                    pub.publish("ABC"[k % 3], float(k))
+                time.sleep(0.003)  # longer than the spin: the subscriber goes to sleep
+            pub.end()
+
+        t = threading.Thread(target=bursts)
+        t.start()
+        try:
+            seqs = [q.seq for q in it if isinstance(q, Quote)]
+        finally:
+            t.join(timeout=30)
+        assert seqs == list(range(1, 1501))
+
+
+@pytest.mark.parametrize("spin", [-1.0, 0.5])
+def test_spin_is_bounded(feed: str, spin: float) -> None:
+    Publisher.create(feed).close()
+    with Subscriber(feed) as sub:
+        with pytest.raises(ValueError, match=re.escape(f"spin must be from 0 to 0.01 seconds: spin={spin!r}")):
+            sub.updates(spin=spin)

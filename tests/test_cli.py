@@ -309,3 +309,11 @@ def test_main_maps_errors_without_traceback(feed: str, capsys: pytest.CaptureFix
 def test_usage_goes_through_main(capsys: pytest.CaptureFixture) -> None:
     assert main(["subscribe"]) == 2
     assert "Missing argument 'FEED'" in capsys.readouterr().err
+
+
+def test_spin_option(feed: str) -> None:
+    run("publish", feed, "A=1")
+    p = run("subscribe", feed, "--snapshot", "--count", "1", "--spin-us", "50", "--timeout", "10")
+    assert p.returncode == 0 and p.stdout.split()[1:] == ["A", "1.0"], p.stderr
+    p = run("subscribe", feed, "--spin-us", "20000")
+    assert p.returncode == 2 and "--spin-us" in p.stderr
