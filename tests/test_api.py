@@ -515,6 +515,8 @@ def test_spin_before_sleep_delivers_every_change_once(feed: str) -> None:
 @pytest.mark.parametrize("spin", [-1.0, 0.5])
 def test_spin_is_bounded(feed: str, spin: float) -> None:
     Publisher.create(feed).close()
-    with Subscriber(feed) as sub:
-        with pytest.raises(ValueError, match=re.escape(f"spin must be from 0 to 0.01 seconds: spin={spin!r}")):
-            sub.updates(spin=spin)
+    with (
+        Subscriber(feed) as sub,
+        pytest.raises(ValueError, match=re.escape(f"spin must be from 0 to 0.01 seconds: spin={spin!r}")),
+    ):
+        sub.updates(spin=spin)
