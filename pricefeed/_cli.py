@@ -340,6 +340,17 @@ def rm(feeds: Tuple[str, ...], stale: bool, force: bool) -> None:
             click.echo(f"pricefeed: kept {name!r}: its publisher is alive", err=True)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: Tuple[str, ...]) -> None:
+    """Measure pricefeed beside the alternatives (pricefeed bench --help for its options)."""
+    from ._bench.run import main as bench_main
+
+    code = bench_main(list(args))
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 @cli.command()
 @click.option("--seconds", type=click.FloatRange(min=0.5, max=3600), default=5.0, show_default=True)
 def demo(seconds: float) -> None:

@@ -317,3 +317,16 @@ def test_spin_option(feed: str) -> None:
     assert p.returncode == 0 and p.stdout.split()[1:] == ["A", "1.0"], p.stderr
     p = run("subscribe", feed, "--spin-us", "20000")
     assert p.returncode == 2 and "--spin-us" in p.stderr
+
+
+def test_bench_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
+    """`pricefeed bench` is reachable and its JSON has every target; figures are not judged."""
+    out = tmp_path / "bench.json"
+    p = run("bench", "--quick", "--only", "reads", "--json", out, timeout=300)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert "reads" in doc["results"] and doc["machine"]
+    assert {t["status"] for t in doc["targets"]} <= {"met", "not met", "not measured", "not available"}
+    assert "Targets (issue 4)" in p.stdout
+    p = run("bench", "--only", "nope")
+    assert p.returncode == 2 and "unknown suite" in p.stderr

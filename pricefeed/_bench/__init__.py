@@ -1,4 +1,6 @@
-"""Helpers for scripts/bench.py, the pricefeed benchmark: one module per concern.
+"""The pricefeed benchmark (``pricefeed bench``, or scripts/bench.py): one module per concern.
+
+``run``         the command line: which suites, in what order, and the report
 
 ``procs``       child processes (forked workers and the C baseline), each killed by pid on exit
 ``resources``   unique feed and segment names, and the clean-up that leaves /dev/shm as it was

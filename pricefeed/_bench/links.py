@@ -188,7 +188,7 @@ class PricefeedLink(Link):
             before = rss_kib()
             with Subscriber(feed) as sub:
                 changes = sub.updates(wanted, **options)  # learns every symbol's slot now
-                growth = {"rss_growth_kib": rss_kib() - before}
+                growth: Dict[str, Any] = {"rss_growth_kib": rss_kib() - before}
 
                 def loop(pairs: List[int]) -> None:
                     for q in changes:
