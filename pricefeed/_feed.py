@@ -25,9 +25,11 @@ Rule 5 (trust nothing). The reader checks every index and count it loads from th
 from __future__ import annotations
 
 import struct
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+import time
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from . import _layout as L
+from ._accel import fast_feed
 from ._errors import BadSegment, LayoutVersionMismatch
 from ._ordering import FENCES, fence_acquire, fence_release
 
@@ -170,9 +172,12 @@ def read_geometry(buf: memoryview) -> Geometry:
 
 
 class _Views:
-    """Typed views of one feed buffer. ``release()`` before the buffer's owner closes it."""
+    """Typed views of one feed buffer. ``release()`` before the buffer's owner closes it.
 
-    def __init__(self, buf: memoryview, geometry: Geometry) -> None:
+    Given the buffer's ``address``, the C accelerator (where built: see _accel) takes over the
+    hot methods of this instance; they behave the same, step for step."""
+
+    def __init__(self, buf: memoryview, geometry: Geometry, address: Optional[int] = None, wake: bool = False) -> None:
         self.geometry = geometry
         # Only the bytes the geometry covers: a longer segment is accepted, and its tail (of
         # any length, even one a "Q" cast would refuse) is never looked at.
@@ -184,8 +189,30 @@ class _Views:
         self._capacity = geometry.capacity
         self._mask = geometry.ring_size - 1
         self._ring = L.ring_offset(geometry.capacity) // _Q
+        #: True when commit() and commit_many() also wake the words they bump.
+        self.wakes = False
+        self._fast = None
+        if address is not None:
+            self._fast = fast_feed(address, geometry.capacity, geometry.ring_size, SPIN_TRIES, wake)
+            if self._fast is not None:
+                self._accelerate(self._fast, wake)
+
+    def _accelerate(self, fast: Any, wake: bool) -> None:
+        self.spin = fast.spin  # type: ignore[method-assign]
+
+    def spin(self, cursor: int, seconds: float) -> bool:
+        """Poll the head for up to ``seconds``; True once it passes ``cursor``."""
+        head = self.head
+        clock = time.perf_counter
+        end = clock() + seconds
+        while clock() < end:
+            if head() != cursor:
+                return True
+        return False
 
     def release(self) -> None:
+        if self._fast is not None:
+            self._fast.close()  # before the mapping goes: it holds a bare pointer
         for view in (self._q, self._i, self._d, self._buf):
             view.release()
 
@@ -246,6 +273,12 @@ def _printable(name: bytes) -> bool:
 
 class FeedReader(_Views):
     """Consistent copies out of a feed buffer (Rules 1, 2 and 5). Never writes."""
+
+    def _accelerate(self, fast: Any, wake: bool) -> None:
+        super()._accelerate(fast, wake)
+        self.read_slot = fast.read_slot  # type: ignore[method-assign]
+        self.read_slots = fast.read_slots  # type: ignore[method-assign]
+        self.read_record = fast.read_record  # type: ignore[method-assign]
 
     def read_slot(self, index: int) -> Optional[Tuple[float, int, int]]:
         """(price, time_ns, seq) of slot ``index``, or None when SPIN_TRIES copies all raced
@@ -332,6 +365,12 @@ class FeedReader(_Views):
 class FeedWriter(FeedReader):
     """The single writer's side: Rules 1 to 4. The caller holds the publisher lock."""
 
+    def _accelerate(self, fast: Any, wake: bool) -> None:
+        super()._accelerate(fast, wake)
+        self.commit = fast.commit  # type: ignore[method-assign]
+        self.commit_many = fast.commit_many  # type: ignore[method-assign]
+        self.wakes = wake
+
     def write_symbol(self, index: int, symbol: bytes) -> None:
         """Name a slot that ``slot_count`` does not yet cover (Rule 4)."""
         start = L.slot_offset(index)
@@ -382,10 +421,10 @@ class FeedWriter(FeedReader):
         i[_FUTEX] = (i[_FUTEX] + 1) & _FUTEX_MASK
 
     def commit_many(
-        self, changes: List[Tuple[int, float]], time_ns: int, first_seq: int, slot_count: Optional[int] = None
+        self, changes: List[Tuple[int, float]], time_ns: int, first_seq: int, slot_count: int = -1
     ) -> Set[int]:
         """A batch, whole: each (slot, price) as write_change() with consecutive sequences
-        from ``first_seq``; then ``slot_count``, if the batch named new slots (Rule 4: after
+        from ``first_seq``; then ``slot_count``, if >= 0 (the batch named new slots; Rule 4: after
         their first values, before the head); then the head once and each wake word concerned
         once (Rule 3). Returns the wake-table words to wake. Written out in one body: the batch
         path."""
@@ -419,7 +458,7 @@ class FeedWriter(FeedReader):
                 fence_release()
             q[r] = seq
             words.add(index & _WAKE_MASK)
-        if slot_count is not None:
+        if slot_count >= 0:
             self.set_slot_count(slot_count)
         if changes:
             self.set_head(seq)

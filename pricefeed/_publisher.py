@@ -78,7 +78,8 @@ class Publisher:
         self._seg = segment
         self.name = segment.feed
         self.geometry = geometry
-        self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry)
+        # With the C accelerator and futexes, commit() also makes the wake-up system call.
+        self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry, segment.address, waiter.name == "futex")
         self._wake = Announcer(waiter, segment)
         self._capacity = geometry.capacity
         self.pid = os.getpid()
@@ -252,11 +253,14 @@ class Publisher:
                 self._count = index + 1
                 w.set_head(seq)
                 w.announce(index)
+                self._head = seq
+                self._wake.change(index)  # always wake: Rule 3 of _feed
             else:
                 w.commit(index, p, t, seq)  # slot, record, head, wake words (Rules 1 to 3)
                 self._last[index] = p
-            self._head = seq
-            self._wake.change(index)  # always wake: Rule 3 of _feed
+                self._head = seq
+                if not w.wakes:  # the C accelerator woke them already
+                    self._wake.change(index)
         except BaseException:
             self._resync()
             raise
@@ -302,10 +306,10 @@ class Publisher:
                     last[index] = p
                     changes.append((index, p))
             count = self._count + len(new)
-            words = w.commit_many(changes, t, self._head + 1, count if new else None)
+            words = w.commit_many(changes, t, self._head + 1, count if new else -1)
             self._count = count
             self._head += len(changes)
-            if changes:
+            if changes and not w.wakes:  # else the C accelerator woke them already
                 self._wake.changes(words)
         except BaseException:
             self._resync()

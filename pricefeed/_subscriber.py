@@ -103,7 +103,7 @@ class Subscriber:
         seg, geometry = attach(self.name, writable=False)
         self._seg: Segment = seg
         self.geometry = geometry
-        self._r = FeedReader(seg.view, geometry)
+        self._r = FeedReader(seg.view, geometry, seg.address)
         self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
         self._word: WakeWord = self._waiter.word(seg.address + L.OFF_FUTEX, self._futex_view)
         self._index: Dict[str, int] = {}
@@ -379,7 +379,7 @@ class Subscriber:
                 return None
             if r.closed():
                 return None if r.head() != cursor else _ENDED
-            if spin and self._spun(cursor, spin):
+            if spin and r.spin(cursor, spin):
                 return None
             limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
             if limit > 0:
@@ -393,17 +393,6 @@ class Subscriber:
             event = self._watch()
             if event is not None:
                 return event
-
-    def _spun(self, cursor: int, spin: float) -> bool:
-        """Poll the head for up to ``spin`` seconds; True if it moved past ``cursor``. Bounded:
-        the spin ends on its own, and a quiet feed gets a real sleep after it."""
-        head = self._reader().head
-        clock = time.perf_counter
-        end = clock() + spin
-        while clock() < end:
-            if head() != cursor:
-                return True
-        return False
 
     def _watch(self) -> object:
         """What an idle slice checks: the publisher's lock and the feed's name."""

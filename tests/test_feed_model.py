@@ -3,13 +3,16 @@ model (hypothesis state machine). No shared memory, no processes: the protocol c
 
 from __future__ import annotations
 
+import ctypes
 from typing import Dict, List, Tuple
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pricefeed import _layout as L
+from pricefeed._accel import ACCELERATED
 from pricefeed._feed import FeedReader, FeedWriter, initialise, latest_since, read_geometry, symbols_of
 
 SYMBOLS = st.sampled_from(["A", "B", "C", "D", "E", "F", "G", "H"])
@@ -17,15 +20,24 @@ PRICES = st.floats(allow_nan=False, allow_infinity=False, width=64)
 TIMES = st.integers(0, 2**64 - 1)
 
 
+def _address(buf: bytearray) -> int:
+    """The address of a bytearray's storage, for the C accelerator (pins the buffer)."""
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+
 class FeedModel(RuleBasedStateMachine):
+    accelerated = False  # the subclass below runs the same model against the C accelerator
+
     @initialize(capacity=st.integers(1, 6), ring_log2=st.integers(1, 4))
     def make(self, capacity: int, ring_log2: int) -> None:
         ring = 1 << ring_log2
         self.buf = bytearray(L.segment_size(capacity, ring))
         initialise(memoryview(self.buf), capacity, ring, 99, 0)
         g = read_geometry(memoryview(self.buf))
-        self.w = FeedWriter(memoryview(self.buf), g)
-        self.r = FeedReader(memoryview(self.buf), g)
+        address = _address(self.buf) if self.accelerated else None
+        self.w = FeedWriter(memoryview(self.buf), g, address)
+        self.r = FeedReader(memoryview(self.buf), g, address)
+        assert (self.w._fast is not None) == self.accelerated
         self.capacity, self.ring = capacity, ring
         self.slots: Dict[str, int] = {}  # model: symbol -> slot
         self.values: Dict[int, Tuple[float, int, int]] = {}  # model: slot -> (price, time, seq)
@@ -40,11 +52,13 @@ class FeedModel(RuleBasedStateMachine):
             index = len(self.slots)
             self.w.write_symbol(index, symbol.encode())
         seq = len(self.changes) + 1
-        self.w.write_change(index, price, time_ns, seq)
         if symbol not in self.slots:
+            self.w.write_change(index, price, time_ns, seq)
             self.slots[symbol] = index
             self.w.set_slot_count(len(self.slots))
-        self.w.set_head(seq)
+            self.w.set_head(seq)
+        else:
+            self.w.commit(index, price, time_ns, seq)
         self.values[index] = (price, time_ns, seq)
         self.changes.append((index, price, time_ns))
 
@@ -90,9 +104,36 @@ class FeedModel(RuleBasedStateMachine):
             want = sorted((v[2], i, v[0], v[1]) for i, v in self.values.items() if after < v[2] <= head)
             assert latest_since(self.r.read_slot, list(self.values), after, head) == want
 
+    @rule(batch=st.lists(st.tuples(SYMBOLS, PRICES), max_size=12), time_ns=TIMES)
+    def publish_batch(self, batch: List[Tuple[str, float]], time_ns: int) -> None:
+        """commit_many() of known symbols, as publish_many() does."""
+        known = [(self.slots[s], p) for s, p in batch if s in self.slots]
+        first = len(self.changes) + 1
+        self.w.commit_many(known, time_ns, first, -1)
+        for k, (index, price) in enumerate(known):
+            self.values[index] = (price, time_ns, first + k)
+            self.changes.append((index, price, time_ns))
+
+    @invariant()
+    def slot_table_in_one_call(self) -> None:
+        if not hasattr(self, "r"):
+            return
+        got = self.r.read_slots(len(self.slots))
+        assert got == [self.values.get(i) for i in range(len(self.slots))]
+
 
 FeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
 TestFeedModel = FeedModel.TestCase
+
+
+class AcceleratedFeedModel(FeedModel):
+    accelerated = True
+
+
+AcceleratedFeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestAcceleratedFeedModel = pytest.mark.skipif(not ACCELERATED, reason="the C accelerator is not built here")(
+    AcceleratedFeedModel.TestCase
+)
 
 
 def test_writer_leaves_a_mid_write_slot_odd() -> None:

@@ -1,0 +1,457 @@
+/*
+ * pricefeed._speedups: the publish and read paths of pricefeed/_feed.py, in C.
+ *
+ * Optional: when this module is not built (no C compiler) or PRICEFEED_PURE is set, the pure
+ * Python code in _feed.py runs instead, and the test suite runs against both. The protocol
+ * is the same step for step (see the Rules in _feed.py and docs/protocol.md); only the cost
+ * differs. Nothing here knows an offset: every offset and size comes from _layout.py through
+ * the `layout` tuple that _accel.py builds.
+ *
+ * Memory ordering uses C11 atomics: relaxed single loads and stores for every shared word,
+ * and acquire/release fences at exactly the points _feed.py puts them (each marked with the
+ * fence it pairs with). On x86-64 they compile to plain moves; on aarch64 to the barriers the
+ * seqlock needs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define ACQUIRE() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#define RELEASE() __atomic_thread_fence(__ATOMIC_RELEASE)
+
+#define LOCK_MASK ((UINT64_C(1) << 63) - 1)
+#define FUTEX_MASK UINT32_C(0x7fffffff)
+#define SLOT_VOID UINT32_C(0xffffffff)
+
+/* The layout tuple, in this order (built by _accel.py from _layout.py). */
+enum {
+    L_SLOTS, L_SLOT_SIZE, L_RING, L_RECORD_SIZE, L_HEAD, L_FUTEX, L_WAKE, L_WAKE_WORDS,
+    L_S_LOCK, L_S_PRICE, L_S_TIME, L_S_SEQ, L_R_SEQ, L_R_SLOT, L_R_PRICE, L_R_TIME,
+    L_SLOT_COUNT, L_COUNT
+};
+
+typedef struct {
+    PyObject_HEAD
+    char *base; /* NULL once closed */
+    uint64_t layout[L_COUNT];
+    uint64_t capacity, mask;
+    int spin_tries;
+    int wake; /* 1: commit() wakes with FUTEX_WAKE_OP itself */
+    PyObject *bad_segment;
+} Feed;
+
+static inline uint64_t *u64_at(Feed *f, uint64_t off) { return (uint64_t *)(f->base + off); }
+static inline uint32_t *u32_at(Feed *f, uint64_t off) { return (uint32_t *)(f->base + off); }
+static inline double load_double(uint64_t *p) {
+    uint64_t bits = LOAD(p);
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+static inline void store_double(uint64_t *p, double d) {
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    STORE(p, bits);
+}
+
+static int closed(Feed *f) {
+    if (f->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the feed's mapping is closed");
+        return 1;
+    }
+    return 0;
+}
+
+#ifdef __linux__
+static int wake_op(Feed *f, uint32_t *word, uint32_t *futex) {
+    /* Wake every waiter of `word`, then OR 0 into the header's word and wake its waiters too:
+       always, since it stays below 2**31 (see _wait/_futex_linux.py). */
+    long r = syscall(SYS_futex, word, FUTEX_WAKE_OP, INT_MAX, (void *)(long)INT_MAX, futex,
+                     FUTEX_OP(FUTEX_OP_OR, 0, FUTEX_OP_CMP_GE, 0));
+    if (r < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+static int wake_one(uint32_t *word) {
+    if (syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+#else
+static int wake_op(Feed *f, uint32_t *word, uint32_t *futex) { return 0; }
+static int wake_one(uint32_t *word) { return 0; }
+#endif
+
+static int Feed_init(Feed *self, PyObject *args, PyObject *kw) {
+    unsigned long long address, capacity, ring_size;
+    PyObject *layout, *bad;
+    int spin_tries, wake;
+    if (!PyArg_ParseTuple(args, "KKKO!iOp", &address, &capacity, &ring_size, &PyTuple_Type, &layout,
+                          &spin_tries, &bad, &wake))
+        return -1;
+    if (PyTuple_GET_SIZE(layout) != L_COUNT) {
+        PyErr_Format(PyExc_ValueError, "layout must have %d numbers: got %zd", L_COUNT, PyTuple_GET_SIZE(layout));
+        return -1;
+    }
+    for (int i = 0; i < L_COUNT; i++) {
+        self->layout[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(layout, i));
+        if (PyErr_Occurred()) return -1;
+    }
+    if (ring_size == 0 || (ring_size & (ring_size - 1)) || capacity == 0) {
+        PyErr_SetString(PyExc_ValueError, "bad geometry");
+        return -1;
+    }
+    self->base = (char *)(uintptr_t)address;
+    self->capacity = capacity;
+    self->mask = ring_size - 1;
+    self->spin_tries = spin_tries;
+    self->wake = wake;
+    Py_INCREF(bad);
+    Py_XSETREF(self->bad_segment, bad);
+    return 0;
+}
+
+static void Feed_dealloc(Feed *self) {
+    Py_XDECREF(self->bad_segment);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Feed_close(Feed *self, PyObject *unused) {
+    self->base = NULL;
+    Py_RETURN_NONE;
+}
+
+/* The slot and record of one change (Rules 1 and 2); the caller moves the head. */
+static void write_change(Feed *f, uint64_t index, double price, uint64_t time_ns, uint64_t seq) {
+    const uint64_t *L = f->layout;
+    char *slot = f->base + L[L_SLOTS] + index * L[L_SLOT_SIZE];
+    uint64_t *lockp = (uint64_t *)(slot + L[L_S_LOCK]);
+    uint64_t lock = LOAD(lockp) & LOCK_MASK;
+    STORE(lockp, lock + 1);
+    RELEASE(); /* pairs with the second acquire in read_slot() */
+    store_double((uint64_t *)(slot + L[L_S_PRICE]), price);
+    STORE((uint64_t *)(slot + L[L_S_TIME]), time_ns);
+    STORE((uint64_t *)(slot + L[L_S_SEQ]), seq);
+    RELEASE(); /* pairs with the first acquire in read_slot() */
+    STORE(lockp, lock + 2);
+
+    char *rec = f->base + L[L_RING] + (seq & f->mask) * L[L_RECORD_SIZE];
+    uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
+    STORE(rseq, 0);
+    RELEASE(); /* pairs with the second acquire in read_record() */
+    STORE((uint32_t *)(rec + L[L_R_SLOT]), (uint32_t)index);
+    store_double((uint64_t *)(rec + L[L_R_PRICE]), price);
+    STORE((uint64_t *)(rec + L[L_R_TIME]), time_ns);
+    RELEASE(); /* pairs with the first acquire in read_record() */
+    STORE(rseq, seq);
+}
+
+static void bump_words(Feed *f, const uint8_t *words) {
+    const uint64_t *L = f->layout;
+    RELEASE(); /* the head is visible before the words that announce it (Rule 3) */
+    for (uint64_t w = 0; w < L[L_WAKE_WORDS]; w++) {
+        if (words[w]) {
+            uint32_t *p = u32_at(f, L[L_WAKE] + 4 * w);
+            STORE(p, LOAD(p) + 1);
+        }
+    }
+    uint32_t *futex = u32_at(f, L[L_FUTEX]);
+    STORE(futex, (LOAD(futex) + 1) & FUTEX_MASK);
+}
+
+static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* commit(index, price, time_ns, seq): _feed.FeedWriter.commit() and the wake-up. */
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "commit(index, price, time_ns, seq)");
+        return NULL;
+    }
+    if (closed(self)) return NULL;
+    uint64_t index = PyLong_AsUnsignedLongLong(args[0]);
+    double price = PyFloat_AsDouble(args[1]);
+    uint64_t time_ns = PyLong_AsUnsignedLongLong(args[2]);
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    if (index >= self->capacity) {
+        PyErr_Format(PyExc_IndexError, "slot %llu is outside the table of %llu", (unsigned long long)index,
+                     (unsigned long long)self->capacity);
+        return NULL;
+    }
+    const uint64_t *L = self->layout;
+    write_change(self, index, price, time_ns, seq);
+    RELEASE(); /* Rule 3: the record is complete before head covers it */
+    STORE(u64_at(self, L[L_HEAD]), seq);
+    RELEASE(); /* the head is visible before the words that announce it */
+    uint64_t w = index & (L[L_WAKE_WORDS] - 1);
+    uint32_t *word = u32_at(self, L[L_WAKE] + 4 * w);
+    uint32_t *futex = u32_at(self, L[L_FUTEX]);
+    STORE(word, LOAD(word) + 1);
+    STORE(futex, (LOAD(futex) + 1) & FUTEX_MASK);
+    if (self->wake && wake_op(self, word, futex) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* commit_many(changes, time_ns, first_seq, slot_count or -1): _feed.FeedWriter.commit_many()
+       and the wake-ups. `changes` is a list of (slot, price) tuples. */
+    if (nargs != 4 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "commit_many(list of (slot, price), time_ns, first_seq, slot_count)");
+        return NULL;
+    }
+    if (closed(self)) return NULL;
+    PyObject *changes = args[0];
+    uint64_t time_ns = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
+    long long slot_count = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    const uint64_t *L = self->layout;
+    uint8_t words[1024];
+    if (L[L_WAKE_WORDS] > sizeof words) {
+        PyErr_SetString(PyExc_ValueError, "too many wake words");
+        return NULL;
+    }
+    memset(words, 0, L[L_WAKE_WORDS]);
+    Py_ssize_t n = PyList_GET_SIZE(changes);
+    /* Check everything before writing anything. */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyList_GET_ITEM(changes, k);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "changes must be (slot, price) tuples");
+            return NULL;
+        }
+        uint64_t index = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
+        if (PyErr_Occurred()) return NULL;
+        if (index >= self->capacity) {
+            PyErr_SetString(PyExc_IndexError, "slot outside the table");
+            return NULL;
+        }
+        if (!PyFloat_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "prices must be floats");
+            return NULL;
+        }
+    }
+    seq -= 1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyList_GET_ITEM(changes, k);
+        uint64_t index = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
+        double price = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
+        seq += 1;
+        write_change(self, index, price, time_ns, seq);
+        words[index & (L[L_WAKE_WORDS] - 1)] = 1;
+    }
+    if (slot_count >= 0) {
+        RELEASE(); /* pairs with the acquire in slot_count(): new slots are whole (Rule 4) */
+        STORE(u32_at(self, L[L_SLOT_COUNT]), (uint32_t)slot_count);
+    }
+    if (n == 0) Py_RETURN_NONE;
+    RELEASE(); /* Rule 3: the records are complete before head covers them */
+    STORE(u64_at(self, L[L_HEAD]), seq);
+    bump_words(self, words);
+    if (self->wake) {
+        uint32_t *futex = u32_at(self, L[L_FUTEX]);
+        int first = 1;
+        for (uint64_t w = 0; w < L[L_WAKE_WORDS]; w++) {
+            if (!words[w]) continue;
+            uint32_t *word = u32_at(self, L[L_WAKE] + 4 * w);
+            if ((first ? wake_op(self, word, futex) : wake_one(word)) < 0) return NULL;
+            first = 0;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *damaged_slot(Feed *f, uint64_t index, double price) {
+    PyObject *p = PyFloat_FromDouble(price);
+    if (p != NULL) {
+        PyErr_Format(f->bad_segment, "damaged slot %llu: its price is %R", (unsigned long long)index, p);
+        Py_DECREF(p);
+    }
+    return NULL;
+}
+
+/* One consistent copy of a slot, or 0 when it raced a write every time (Rule 1). */
+static int read_slot(Feed *f, uint64_t index, double *price, uint64_t *time_ns, uint64_t *seq, int tries) {
+    const uint64_t *L = f->layout;
+    char *slot = f->base + L[L_SLOTS] + index * L[L_SLOT_SIZE];
+    uint64_t *lockp = (uint64_t *)(slot + L[L_S_LOCK]);
+    for (int t = 0; t < tries; t++) {
+        uint64_t lock = LOAD(lockp);
+        if (lock & 1) continue;
+        ACQUIRE(); /* pairs with the release before the even store in write_change() */
+        *price = load_double((uint64_t *)(slot + L[L_S_PRICE]));
+        *time_ns = LOAD((uint64_t *)(slot + L[L_S_TIME]));
+        *seq = LOAD((uint64_t *)(slot + L[L_S_SEQ]));
+        ACQUIRE(); /* pairs with the release after the odd store in write_change() */
+        if (LOAD(lockp) == lock) return 1;
+    }
+    return 0;
+}
+
+static PyObject *Feed_read_slot(Feed *self, PyObject *arg) {
+    if (closed(self)) return NULL;
+    uint64_t index = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    if (index >= self->capacity) {
+        PyErr_SetString(PyExc_IndexError, "slot outside the table");
+        return NULL;
+    }
+    double price;
+    uint64_t time_ns, seq;
+    if (!read_slot(self, index, &price, &time_ns, &seq, self->spin_tries)) Py_RETURN_NONE;
+    if (!isfinite(price)) return damaged_slot(self, index, price);
+    return Py_BuildValue("(dKK)", price, (unsigned long long)time_ns, (unsigned long long)seq);
+}
+
+static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
+    if (closed(self)) return NULL;
+    uint64_t count = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    if (count > self->capacity) {
+        PyErr_SetString(PyExc_IndexError, "more slots than the table has");
+        return NULL;
+    }
+    PyObject *out = PyList_New((Py_ssize_t)count);
+    if (out == NULL) return NULL;
+    for (uint64_t i = 0; i < count; i++) {
+        double price;
+        uint64_t time_ns, seq;
+        PyObject *v;
+        if (!read_slot(self, i, &price, &time_ns, &seq, 1)) {
+            Py_INCREF(Py_None);
+            v = Py_None;
+        } else if (!isfinite(price)) {
+            Py_DECREF(out);
+            return damaged_slot(self, i, price);
+        } else {
+            v = Py_BuildValue("(dKK)", price, (unsigned long long)time_ns, (unsigned long long)seq);
+            if (v == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, v);
+    }
+    return out;
+}
+
+static PyObject *Feed_read_record(Feed *self, PyObject *arg) {
+    /* (slot, price, time_ns) of change `seq`, or None when lapped (Rule 2). */
+    if (closed(self)) return NULL;
+    uint64_t seq = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    const uint64_t *L = self->layout;
+    char *rec = self->base + L[L_RING] + (seq & self->mask) * L[L_RECORD_SIZE];
+    uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
+    if (LOAD(rseq) != seq) Py_RETURN_NONE;
+    ACQUIRE(); /* pairs with the release before the seq store in write_change() */
+    uint32_t slot = LOAD((uint32_t *)(rec + L[L_R_SLOT]));
+    double price = load_double((uint64_t *)(rec + L[L_R_PRICE]));
+    uint64_t time_ns = LOAD((uint64_t *)(rec + L[L_R_TIME]));
+    ACQUIRE(); /* pairs with the release after the 0 store in write_change() */
+    if (LOAD(rseq) != seq) Py_RETURN_NONE;
+    if ((slot >= self->capacity && slot != SLOT_VOID) || !isfinite(price)) {
+        PyObject *p = PyFloat_FromDouble(price);
+        if (p != NULL) {
+            PyErr_Format(self->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
+                         (unsigned long long)seq, slot, (unsigned long long)self->capacity, p);
+            Py_DECREF(p);
+        }
+        return NULL;
+    }
+    return Py_BuildValue("(IdK)", slot, price, (unsigned long long)time_ns);
+}
+
+static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* spin(cursor, seconds): poll the head for up to `seconds`; True once it passes
+       `cursor`. Bounded, and without the GIL, so other threads run meanwhile. */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "spin(cursor, seconds)");
+        return NULL;
+    }
+    if (closed(self)) return NULL;
+    uint64_t cursor = PyLong_AsUnsignedLongLong(args[0]);
+    double seconds = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t *head = u64_at(self, self->layout[L_HEAD]);
+    int moved = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec now, end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += (time_t)seconds;
+    end.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec += 1;
+        end.tv_nsec -= 1000000000L;
+    }
+    for (unsigned k = 0;; k++) {
+        if (LOAD(head) != cursor) {
+            moved = 1;
+            break;
+        }
+        if ((k & 63) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) break;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+    }
+    Py_END_ALLOW_THREADS
+    if (moved) ACQUIRE(); /* pairs with the release in the writer's head store */
+    return PyBool_FromLong(moved);
+}
+
+static PyMethodDef Feed_methods[] = {
+    {"commit", (PyCFunction)(void (*)(void))Feed_commit, METH_FASTCALL, "One change, whole, and its wake-up."},
+    {"commit_many", (PyCFunction)(void (*)(void))Feed_commit_many, METH_FASTCALL, "A batch, whole, and its wake-ups."},
+    {"read_slot", (PyCFunction)Feed_read_slot, METH_O, "(price, time_ns, seq) or None."},
+    {"read_slots", (PyCFunction)Feed_read_slots, METH_O, "read_slot() of slots [0, n), one try each."},
+    {"read_record", (PyCFunction)Feed_read_record, METH_O, "(slot, price, time_ns) or None when lapped."},
+    {"spin", (PyCFunction)(void (*)(void))Feed_spin, METH_FASTCALL, "Poll the head; True once it moves."},
+    {"close", (PyCFunction)Feed_close, METH_NOARGS, "Forget the mapping (before it is unmapped)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FeedType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pricefeed._speedups.Feed",
+    .tp_basicsize = sizeof(Feed),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Feed(address, capacity, ring_size, layout, spin_tries, bad_segment, wake)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Feed_init,
+    .tp_dealloc = (destructor)Feed_dealloc,
+    .tp_methods = Feed_methods,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pricefeed._speedups", NULL, -1, NULL};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    if (PyType_Ready(&FeedType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&FeedType);
+    if (PyModule_AddObject(m, "Feed", (PyObject *)&FeedType) < 0) {
+        Py_DECREF(&FeedType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
