@@ -274,8 +274,12 @@ def _printable(name: bytes) -> bool:
 class FeedReader(_Views):
     """Consistent copies out of a feed buffer (Rules 1, 2 and 5). Never writes."""
 
+    #: The C accelerator's futex wait on the header's word (None without it): see Subscriber.
+    wait_head: Any = None
+
     def _accelerate(self, fast: Any, wake: bool) -> None:
         super()._accelerate(fast, wake)
+        self.wait_head = fast.wait_head
         self.read_slot = fast.read_slot  # type: ignore[method-assign]
         self.read_slots = fast.read_slots  # type: ignore[method-assign]
         self.read_record = fast.read_record  # type: ignore[method-assign]

@@ -40,7 +40,7 @@
 enum {
     L_SLOTS, L_SLOT_SIZE, L_RING, L_RECORD_SIZE, L_HEAD, L_FUTEX, L_WAKE, L_WAKE_WORDS,
     L_S_LOCK, L_S_PRICE, L_S_TIME, L_S_SEQ, L_R_SEQ, L_R_SLOT, L_R_PRICE, L_R_TIME,
-    L_SLOT_COUNT, L_COUNT
+    L_SLOT_COUNT, L_CLOSED, L_COUNT
 };
 
 typedef struct {
@@ -50,6 +50,7 @@ typedef struct {
     uint64_t capacity, mask;
     int spin_tries;
     int wake; /* 1: commit() wakes with FUTEX_WAKE_OP itself */
+    unsigned long long woken; /* waits in wait_head() that a wake-up or a change ended */
     PyObject *bad_segment;
 } Feed;
 
@@ -419,7 +420,122 @@ static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) 
     return PyBool_FromLong(moved);
 }
 
+#ifdef __linux__
+struct waitv {
+    uint64_t val, uaddr;
+    uint32_t flags, reserved;
+};
+#define WAITV_MAX 128
+#define FUTEX2_SIZE_U32_ 0x02
+#define SYS_FUTEX_WAITV_ 449
+#endif
+
+static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* wait_head(cursor, seconds[, words]): sleep until the head passes `cursor` (returns 1),
+       the feed is ended with nothing new (2), or `seconds` pass (0). It sleeps on the
+       header's word, or with `words` (a tuple of wake-table indices) on those words with
+       futex_waitv. The words are loaded before the head, as _subscriber.py explains; the GIL
+       is released while asleep, and a signal (Ctrl-C) ends the wait with its exception. */
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "wait_head(cursor, seconds[, words])");
+        return NULL;
+    }
+    if (closed(self)) return NULL;
+    uint64_t cursor = PyLong_AsUnsignedLongLong(args[0]);
+    double seconds = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) return NULL;
+#ifdef __linux__
+    const uint64_t *L = self->layout;
+    struct waitv wv[WAITV_MAX];
+    uint32_t *wp[WAITV_MAX];
+    Py_ssize_t nw = 0;
+    if (nargs == 3 && args[2] != Py_None) {
+        if (!PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1 || PyTuple_GET_SIZE(args[2]) > WAITV_MAX) {
+            PyErr_SetString(PyExc_ValueError, "words must be a tuple of 1 to 128 wake-table indices");
+            return NULL;
+        }
+        nw = PyTuple_GET_SIZE(args[2]);
+        for (Py_ssize_t k = 0; k < nw; k++) {
+            uint64_t w = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[2], k));
+            if (PyErr_Occurred()) return NULL;
+            if (w >= L[L_WAKE_WORDS]) {
+                PyErr_SetString(PyExc_IndexError, "wake-table index out of range");
+                return NULL;
+            }
+            wp[k] = u32_at(self, L[L_WAKE] + 4 * w);
+            wv[k].uaddr = (uint64_t)(uintptr_t)wp[k];
+            wv[k].flags = FUTEX2_SIZE_U32_;
+            wv[k].reserved = 0;
+        }
+    }
+    uint32_t *futex = u32_at(self, L[L_FUTEX]);
+    uint64_t *head = u64_at(self, L[L_HEAD]);
+    uint32_t *closedp = u32_at(self, L[L_CLOSED]);
+    struct timespec now, end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    if (seconds < 0) seconds = 0;
+    end.tv_sec += (time_t)seconds;
+    end.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec += 1;
+        end.tv_nsec -= 1000000000L;
+    }
+    for (;;) {
+        uint32_t expected = LOAD(futex);
+        for (Py_ssize_t k = 0; k < nw; k++) wv[k].val = LOAD(wp[k]);
+        ACQUIRE(); /* the head is loaded after the words: see _subscriber.py */
+        if (LOAD(head) != cursor) {
+            ACQUIRE(); /* pairs with the release before the head store */
+            return PyLong_FromLong(1);
+        }
+        if (LOAD(closedp)) {
+            ACQUIRE(); /* pairs with the release before the closed store */
+            return PyLong_FromLong(LOAD(head) != cursor ? 1 : 2);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        struct timespec left = {end.tv_sec - now.tv_sec, end.tv_nsec - now.tv_nsec};
+        if (left.tv_nsec < 0) {
+            left.tv_sec -= 1;
+            left.tv_nsec += 1000000000L;
+        }
+        if (left.tv_sec < 0) return PyLong_FromLong(0);
+        long r;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        if (nw)  /* futex_waitv's timeout is absolute */
+            r = syscall(SYS_FUTEX_WAITV_, wv, (unsigned)nw, 0, &end, CLOCK_MONOTONIC);
+        else
+            r = syscall(SYS_futex, futex, FUTEX_WAIT, expected, &left, NULL, 0);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (nw && r >= 0) r = 0; /* the index of a woken word */
+        if (r == 0 || err == EAGAIN) {
+            self->woken++;
+            continue;
+        }
+        if (err == ETIMEDOUT) continue; /* the loop sees the time is up */
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) return NULL;
+            continue;
+        }
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+#else
+    PyErr_SetString(PyExc_OSError, "wait_head needs Linux futexes");
+    return NULL;
+#endif
+}
+
+static PyObject *Feed_get_woken(Feed *self, void *closure) { return PyLong_FromUnsignedLongLong(self->woken); }
+
+static PyGetSetDef Feed_getset[] = {
+    {"woken", (getter)Feed_get_woken, NULL, "waits in wait_head() that a wake-up or a change ended", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef Feed_methods[] = {
+    {"wait_head", (PyCFunction)(void (*)(void))Feed_wait_head, METH_FASTCALL, "Sleep until the head moves."},
     {"commit", (PyCFunction)(void (*)(void))Feed_commit, METH_FASTCALL, "One change, whole, and its wake-up."},
     {"commit_many", (PyCFunction)(void (*)(void))Feed_commit_many, METH_FASTCALL, "A batch, whole, and its wake-ups."},
     {"read_slot", (PyCFunction)Feed_read_slot, METH_O, "(price, time_ns, seq) or None."},
@@ -439,6 +555,7 @@ static PyTypeObject FeedType = {
     .tp_init = (initproc)Feed_init,
     .tp_dealloc = (destructor)Feed_dealloc,
     .tp_methods = Feed_methods,
+    .tp_getset = Feed_getset,
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pricefeed._speedups", NULL, -1, NULL};

@@ -112,9 +112,14 @@ class Subscriber:
         self._gone_reported = False
         self._table: Dict[int, WakeWord] = {}
         self._table_views: List[memoryview] = []
-        #: How many of this subscriber's waits ended because a word it slept on changed or was
-        #: woken (not by a timeout): a measure of how often it was disturbed.
-        self.wakeups = 0
+        self._woken = 0
+
+    @property
+    def wakeups(self) -> int:
+        """How many of this subscriber's waits ended because a word it slept on changed or was
+        woken (not by a timeout): a measure of how often it was disturbed."""
+        fast = self._r._fast if self._r is not None else None
+        return self._woken + (fast.woken if fast is not None else 0)
 
     def _detach(self) -> None:
         if self._r is None:
@@ -369,7 +374,25 @@ class Subscriber:
         when the feed was re-created, or an event to yield first. Raises Timeout at
         ``deadline``."""
         r = self._reader()
+        fast_wait = r.wait_head if self._waiter.name == "futex" else None
+        words = None if plan is None else tuple(plan.words)
         while True:
+            if fast_wait is not None:
+                # The same loop as below, in C (the accelerator): the words before the head,
+                # FUTEX_WAIT or futex_waitv without the GIL, EINTR and Ctrl-C handled.
+                if spin and r.spin(cursor, spin):
+                    return None
+                limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
+                code = fast_wait(cursor, max(limit, 0.0), words)
+                if code == 1:
+                    return None
+                if code == 2:
+                    return _ENDED
+                self._check_deadline(deadline, timeout)
+                event = self._watch()
+                if event is not None:
+                    return event
+                continue
             # The wake words are loaded before the head: see the module docstring.
             if plan is None:
                 expected = r.futex_value()
@@ -385,7 +408,7 @@ class Subscriber:
             if limit > 0:
                 woken = self._word.wait(expected, limit) if plan is None else plan.multi.wait(values, limit)
                 if woken:
-                    self.wakeups += 1
+                    self._woken += 1
                     continue
             if r.head() != cursor:
                 continue
