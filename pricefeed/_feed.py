@@ -388,79 +388,25 @@ class FeedWriter(FeedReader):
         self._i[_SLOT_COUNT] = n
 
     def commit(self, index: int, price: float, time_ns: int, seq: int) -> None:
-        """One change, whole: slot, ring record, head, wake words (Rules 1 to 3). This is
-        write_change() + set_head() + announce() written out in one body, because it is the
-        publish path and each call saved is about 5% of a publish. The caller wakes the words
-        (Announcer.change)."""
-        q = self._q
-        b = _SLOTS + index * _SLOT_WORDS
-        lock = q[b] & _LOCK_MASK  # the mask only matters for a damaged lock word
-        q[b] = lock + 1
-        if FENCES:
-            fence_release()  # pairs with the second acquire in read_slot()
-        self._d[b + _S_PRICE] = price
-        q[b + _S_TIME] = time_ns
-        q[b + _S_SEQ] = seq
-        if FENCES:
-            fence_release()  # pairs with the first acquire in read_slot()
-        q[b] = lock + 2
-        r = self._ring + (seq & self._mask) * _REC_WORDS
-        q[r] = 0
-        if FENCES:
-            fence_release()  # pairs with the second acquire in read_record()
-        i = self._i
-        i[2 * r + _R_SLOT] = index
-        self._d[r + _R_PRICE] = price
-        q[r + _R_TIME] = time_ns
-        if FENCES:
-            fence_release()  # pairs with the first acquire in read_record()
-        q[r] = seq
-        if FENCES:
-            fence_release()  # Rule 3: the record is complete before head covers it
-        q[_HEAD] = seq
-        w = _WAKE + (index & _WAKE_MASK)
-        if FENCES:
-            fence_release()  # the head is visible before the words that announce it
-        i[w] = (i[w] + 1) & 0xFFFFFFFF
-        i[_FUTEX] = (i[_FUTEX] + 1) & _FUTEX_MASK
+        """One change, whole: slot and ring record, head, wake words (Rules 1 to 3). The
+        caller wakes the words (Announcer.change), unless the C accelerator, which does all of
+        this in one call, already has (``wakes``)."""
+        self.write_change(index, price, time_ns, seq)
+        self.set_head(seq)
+        self.announce(index)
 
     def commit_many(
         self, changes: List[Tuple[int, float]], time_ns: int, first_seq: int, slot_count: int = -1
     ) -> Set[int]:
         """A batch, whole: each (slot, price) as write_change() with consecutive sequences
-        from ``first_seq``; then ``slot_count``, if >= 0 (the batch named new slots; Rule 4: after
-        their first values, before the head); then the head once and each wake word concerned
-        once (Rule 3). Returns the wake-table words to wake. Written out in one body: the batch
-        path."""
-        q = self._q
-        d = self._d
-        i = self._i
-        ring, mask = self._ring, self._mask
+        from ``first_seq``; then ``slot_count``, if >= 0 (the batch named new slots; Rule 4:
+        after their first values, before the head); then the head once and each wake word
+        concerned once (Rule 3). Returns the wake-table words to wake."""
         words: Set[int] = set()
         seq = first_seq - 1
         for index, price in changes:
             seq += 1
-            b = _SLOTS + index * _SLOT_WORDS
-            lock = q[b] & _LOCK_MASK
-            q[b] = lock + 1
-            if FENCES:
-                fence_release()  # as in commit()
-            d[b + _S_PRICE] = price
-            q[b + _S_TIME] = time_ns
-            q[b + _S_SEQ] = seq
-            if FENCES:
-                fence_release()
-            q[b] = lock + 2
-            r = ring + (seq & mask) * _REC_WORDS
-            q[r] = 0
-            if FENCES:
-                fence_release()
-            i[2 * r + _R_SLOT] = index
-            d[r + _R_PRICE] = price
-            q[r + _R_TIME] = time_ns
-            if FENCES:
-                fence_release()
-            q[r] = seq
+            self.write_change(index, price, time_ns, seq)
             words.add(index & _WAKE_MASK)
         if slot_count >= 0:
             self.set_slot_count(slot_count)

@@ -145,6 +145,17 @@ def procs() -> Iterator[List[Proc]]:
                 p.p.stdin.close()
 
 
+def open_fds() -> int:
+    """How many descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def mappings_of(feed: str) -> int:
+    """How many mappings of this feed's segment this process has."""
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if line.rstrip().endswith(segment_name(feed)))
+
+
 def worker(*args: object) -> List[str]:
     return [sys.executable, WORKERS, *map(str, args)]
 

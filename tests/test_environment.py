@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-from conftest import ROOT, Proc, unique_name, unlink_feed, worker
+from conftest import ROOT, Proc, mappings_of, open_fds, unique_name, unlink_feed, worker
 
 from pricefeed import PricefeedError, Publisher, Subscriber, remove
 from pricefeed._segment import segment_name
@@ -175,26 +175,17 @@ def test_full_shared_memory_fails_cleanly_and_leaves_nothing(tmp_path: Path) -> 
     assert out["after"] == ["pf-small"]
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _maps(feed: str) -> int:
-    with open("/proc/self/maps") as f:
-        return sum(1 for line in f if line.rstrip().endswith(segment_name(feed)))
-
-
 def test_ten_thousand_opens_leak_nothing(feed: str) -> None:
     with Publisher.create(feed) as pub:
         pub.publish("A", 1.0)
-    fds = _fds()
+    fds = open_fds()
     for _ in range(10_000):
         with Subscriber(feed) as sub:
             sub.get("A")
     for i in range(1_000):
         with Publisher.open(feed) as pub:
             pub.publish("A", float(i))
-    assert (_fds(), _maps(feed)) == (fds, 0)
+    assert (open_fds(), mappings_of(feed)) == (fds, 0)
 
 
 def test_stale_removal_never_takes_a_held_feed(procs: List[Proc]) -> None:

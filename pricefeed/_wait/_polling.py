@@ -11,10 +11,29 @@ It is the fallback when no native backend works, and can be chosen on purpose
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 FIRST_SLEEP = 50e-6
 MAX_SLEEP = 5e-3
+
+
+def _poll(changed: Callable[[], bool], timeout: Optional[float]) -> bool:
+    """Sleep-and-look until ``changed()`` or ``timeout`` seconds: the bounded back-off above."""
+    if changed():
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = FIRST_SLEEP
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+        else:
+            time.sleep(pause)
+        if changed():
+            return True
+        pause = min(pause * 2, MAX_SLEEP)
 
 
 class PollingWord:
@@ -31,21 +50,7 @@ class PollingWord:
 
     def wait(self, expected: int, timeout: Optional[float]) -> bool:
         view = self._view
-        if view[0] != expected:
-            return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = FIRST_SLEEP
-        while True:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                time.sleep(min(pause, left))
-            else:
-                time.sleep(pause)
-            if view[0] != expected:
-                return True
-            pause = min(pause * 2, MAX_SLEEP)
+        return _poll(lambda: view[0] != expected, timeout)
 
 
 class PollingMulti:
@@ -56,19 +61,7 @@ class PollingMulti:
 
     def wait(self, expected: Sequence[int], timeout: Optional[float]) -> bool:
         views = self._views
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = FIRST_SLEEP
-        while True:
-            if any(v[0] != e for v, e in zip(views, expected)):
-                return True
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                time.sleep(min(pause, left))
-            else:
-                time.sleep(pause)
-            pause = min(pause * 2, MAX_SLEEP)
+        return _poll(lambda: any(v[0] != e for v, e in zip(views, expected)), timeout)
 
 
 class _Polling:
