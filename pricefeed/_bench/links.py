@@ -449,7 +449,7 @@ class ZmqLink(Link):
     name = "ZeroMQ ipc PUB/SUB"
 
     def __init__(self) -> None:
-        import zmq  # type: ignore[import-not-found,unused-ignore]
+        import zmq  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         super().__init__(1)
         self.zmq = zmq
@@ -529,7 +529,7 @@ class IceoryxLink(Link):
     name = "iceoryx2 event"
 
     def __init__(self) -> None:
-        import iceoryx2  # type: ignore[import-not-found,unused-ignore]
+        import iceoryx2  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         super().__init__(1)
         self.iox: Any = iceoryx2

@@ -383,10 +383,10 @@ def _jsonable(value: object) -> object:
 def plot(doc: Result, directory: str) -> str:
     """Draw the PNGs into ``directory`` if matplotlib can be imported; returns a note."""
     try:
-        import matplotlib  # type: ignore[import-not-found,unused-ignore]
+        import matplotlib  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return "--plot: matplotlib is not installed (pip install matplotlib), no plots drawn"
     os.makedirs(directory, exist_ok=True)
