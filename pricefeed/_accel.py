@@ -35,6 +35,6 @@ def fast_feed(address: int, capacity: int, ring_size: int, spin_tries: int, wake
     layout = (
         L.SLOTS_OFFSET, L.SLOT_SIZE, L.ring_offset(capacity), L.RECORD_SIZE, L.OFF_HEAD_SEQ, L.OFF_FUTEX,
         L.WAKE_OFFSET, L.WAKE_WORDS, L.SLOT_LOCK, L.SLOT_PRICE, L.SLOT_TIME, L.SLOT_SEQ,
-        L.REC_SEQ, L.REC_SLOT, L.REC_PRICE, L.REC_TIME, L.OFF_SLOT_COUNT, L.OFF_CLOSED,
+        L.REC_SEQ, L.REC_SLOT, L.REC_PRICE, L.REC_TIME, L.OFF_SLOT_COUNT, L.OFF_CLOSED, L.OFF_PUBLISHER_EPOCH,
     )  # fmt: skip
     return _speedups.Feed(address, capacity, ring_size, layout, spin_tries, BadSegment, wake)

@@ -36,11 +36,16 @@
 #define FUTEX_MASK UINT32_C(0x7fffffff)
 #define SLOT_VOID UINT32_C(0xffffffff)
 
+static inline PyObject *Py_NewRefCompat(PyObject *o) {
+    Py_INCREF(o);
+    return o;
+}
+
 /* The layout tuple, in this order (built by _accel.py from _layout.py). */
 enum {
     L_SLOTS, L_SLOT_SIZE, L_RING, L_RECORD_SIZE, L_HEAD, L_FUTEX, L_WAKE, L_WAKE_WORDS,
     L_S_LOCK, L_S_PRICE, L_S_TIME, L_S_SEQ, L_R_SEQ, L_R_SLOT, L_R_PRICE, L_R_TIME,
-    L_SLOT_COUNT, L_CLOSED, L_COUNT
+    L_SLOT_COUNT, L_CLOSED, L_EPOCH, L_COUNT
 };
 
 typedef struct {
@@ -558,15 +563,256 @@ static PyTypeObject FeedType = {
     .tp_getset = Feed_getset,
 };
 
+/* ---------------------------------------------------------------------------------------------
+ * Follow: the common case of Subscriber.updates() in C. Each next() returns the next wanted
+ * change as a Quote, or, for anything that needs Python (see _subscriber._changes), a small int:
+ *   F_TIMEOUT  a wait slice passed, or the deadline, with nothing wanted
+ *   F_ENDED    the feed was ended and every change read
+ *   F_LAPPED   the record of cursor + 1 was overwritten: the caller catches up, sets cursor
+ *   F_NEWSLOT  the record names a slot beyond `names`: the caller learns it and goes on
+ *   F_VOID     the record stands for a lost change (cursor is already past it)
+ *   F_EPOCH    a new publisher took over (epoch is updated)
+ * The caller owns `names` (a list it appends to) and `interest` (None, or a bytearray with a
+ * non-zero byte per wanted slot), and may set cursor, deadline, words and epoch.
+ */
+enum { F_TIMEOUT = 0, F_ENDED = 2, F_LAPPED = 3, F_NEWSLOT = 4, F_VOID = 5, F_EPOCH = 6 };
+
+typedef struct {
+    PyObject_HEAD
+    Feed *feed;
+    PyObject *names;    /* list of str */
+    PyObject *interest; /* None or bytearray */
+    PyObject *quote;    /* the Quote class */
+    PyObject *words;    /* None or tuple of wake-table indices */
+    uint64_t cursor;
+    uint32_t epoch;
+    double slice, spin, deadline; /* deadline: CLOCK_MONOTONIC seconds; < 0 none */
+} Follow;
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static PyObject *Follow_next(Follow *self) {
+    Feed *f = self->feed;
+    if (closed(f)) return NULL;
+    const uint64_t *L = f->layout;
+    uint64_t *head = u64_at(f, L[L_HEAD]);
+    uint32_t *epochp = u32_at(f, L[L_EPOCH]);
+    for (;;) {
+        uint32_t epoch = LOAD(epochp);
+        if (epoch != self->epoch) {
+            self->epoch = epoch;
+            return PyLong_FromLong(F_EPOCH);
+        }
+        uint64_t h = LOAD(head);
+        ACQUIRE(); /* pairs with the release before the head store */
+        if (h > self->cursor) {
+            uint64_t seq = self->cursor + 1;
+            if (h - self->cursor > f->mask + 1) return PyLong_FromLong(F_LAPPED);
+            char *rec = f->base + L[L_RING] + (seq & f->mask) * L[L_RECORD_SIZE];
+            uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
+            if (LOAD(rseq) != seq) return PyLong_FromLong(F_LAPPED);
+            ACQUIRE(); /* pairs with the release before the seq store in write_change() */
+            uint32_t slot = LOAD((uint32_t *)(rec + L[L_R_SLOT]));
+            double price = load_double((uint64_t *)(rec + L[L_R_PRICE]));
+            uint64_t time_ns = LOAD((uint64_t *)(rec + L[L_R_TIME]));
+            ACQUIRE(); /* pairs with the release after the 0 store in write_change() */
+            if (LOAD(rseq) != seq) return PyLong_FromLong(F_LAPPED);
+            if (slot == SLOT_VOID) {
+                self->cursor = seq;
+                return PyLong_FromLong(F_VOID);
+            }
+            if (slot >= f->capacity || !isfinite(price)) {
+                PyObject *p = PyFloat_FromDouble(price);
+                if (p != NULL) {
+                    PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
+                                 (unsigned long long)seq, slot, (unsigned long long)f->capacity, p);
+                    Py_DECREF(p);
+                }
+                return NULL;
+            }
+            if ((Py_ssize_t)slot >= PyList_GET_SIZE(self->names)) return PyLong_FromLong(F_NEWSLOT);
+            self->cursor = seq;
+            if (self->interest != Py_None) {
+                if ((Py_ssize_t)slot >= PyByteArray_GET_SIZE(self->interest) ||
+                    !PyByteArray_AS_STRING(self->interest)[slot])
+                    continue;
+            }
+            PyObject *name = PyList_GET_ITEM(self->names, slot);
+            PyObject *args[4];
+            args[0] = name;
+            args[1] = PyFloat_FromDouble(price);
+            args[2] = PyLong_FromUnsignedLongLong(time_ns);
+            args[3] = PyLong_FromUnsignedLongLong(seq);
+            PyObject *q = NULL;
+            if (args[1] && args[2] && args[3]) q = PyObject_Vectorcall(self->quote, args, 4, NULL);
+            Py_XDECREF(args[1]);
+            Py_XDECREF(args[2]);
+            Py_XDECREF(args[3]);
+            return q;
+        }
+        /* Nothing new: ended? the deadline? else spin, then sleep one slice. */
+        if (LOAD(u32_at(f, L[L_CLOSED]))) {
+            ACQUIRE();
+            if (LOAD(head) != self->cursor) continue;
+            return PyLong_FromLong(F_ENDED);
+        }
+        double now = mono_now();
+        double limit = self->slice;
+        if (self->deadline >= 0) {
+            if (now >= self->deadline) return PyLong_FromLong(F_TIMEOUT);
+            if (self->deadline - now < limit) limit = self->deadline - now;
+        }
+        PyObject *cursor = PyLong_FromUnsignedLongLong(self->cursor);
+        if (cursor == NULL) return NULL;
+        PyObject *r;
+        if (self->spin > 0) {
+            PyObject *secs = PyFloat_FromDouble(self->spin);
+            PyObject *sargs[2] = {cursor, secs};
+            r = secs ? Feed_spin(f, sargs, 2) : NULL;
+            Py_XDECREF(secs);
+            if (r == NULL) {
+                Py_DECREF(cursor);
+                return NULL;
+            }
+            int moved = r == Py_True;
+            Py_DECREF(r);
+            if (moved) {
+                Py_DECREF(cursor);
+                continue;
+            }
+        }
+        PyObject *secs = PyFloat_FromDouble(limit);
+        PyObject *wargs[3] = {cursor, secs, self->words};
+        r = secs ? Feed_wait_head(f, wargs, 3) : NULL;
+        Py_XDECREF(secs);
+        Py_DECREF(cursor);
+        if (r == NULL) return NULL;
+        long code = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (code == 0) return PyLong_FromLong(F_TIMEOUT);
+        /* 1: the head moved; 2: ended: both are seen at the top of the loop */
+    }
+}
+
+static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
+    PyObject *feed, *names, *interest, *quote, *words;
+    unsigned long long cursor;
+    unsigned int epoch;
+    double slice, spin, deadline;
+    if (!PyArg_ParseTuple(args, "O!O!OOOKIddd", &FeedType, &feed, &PyList_Type, &names, &interest, &quote, &words,
+                          &cursor, &epoch, &slice, &spin, &deadline))
+        return -1;
+    if (interest != Py_None && !PyByteArray_Check(interest)) {
+        PyErr_SetString(PyExc_TypeError, "interest must be None or a bytearray");
+        return -1;
+    }
+    Py_INCREF(feed);
+    Py_XSETREF(self->feed, (Feed *)feed);
+    Py_INCREF(names);
+    Py_XSETREF(self->names, names);
+    Py_INCREF(interest);
+    Py_XSETREF(self->interest, interest);
+    Py_INCREF(quote);
+    Py_XSETREF(self->quote, quote);
+    Py_INCREF(words);
+    Py_XSETREF(self->words, words);
+    self->cursor = cursor;
+    self->epoch = epoch;
+    self->slice = slice;
+    self->spin = spin;
+    self->deadline = deadline;
+    return 0;
+}
+
+static void Follow_dealloc(Follow *self) {
+    Py_XDECREF(self->feed);
+    Py_XDECREF(self->names);
+    Py_XDECREF(self->interest);
+    Py_XDECREF(self->quote);
+    Py_XDECREF(self->words);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Follow_iter(PyObject *self) {
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *Follow_get_cursor(Follow *self, void *c) { return PyLong_FromUnsignedLongLong(self->cursor); }
+static int Follow_set_cursor(Follow *self, PyObject *v, void *c) {
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (PyErr_Occurred()) return -1;
+    self->cursor = x;
+    return 0;
+}
+static PyObject *Follow_get_epoch(Follow *self, void *c) { return PyLong_FromUnsignedLong(self->epoch); }
+static PyObject *Follow_get_deadline(Follow *self, void *c) { return PyFloat_FromDouble(self->deadline); }
+static int Follow_set_deadline(Follow *self, PyObject *v, void *c) {
+    double x = PyFloat_AsDouble(v);
+    if (PyErr_Occurred()) return -1;
+    self->deadline = x;
+    return 0;
+}
+static PyObject *Follow_get_words(Follow *self, void *c) { return Py_NewRefCompat(self->words); }
+static int Follow_set_words(Follow *self, PyObject *v, void *c) {
+    if (v == NULL) v = Py_None;
+    Py_INCREF(v);
+    Py_XSETREF(self->words, v);
+    return 0;
+}
+static PyObject *Follow_get_interest(Follow *self, void *c) { return Py_NewRefCompat(self->interest); }
+static int Follow_set_interest(Follow *self, PyObject *v, void *c) {
+    if (v == NULL) v = Py_None;
+    if (v != Py_None && !PyByteArray_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "interest must be None or a bytearray");
+        return -1;
+    }
+    Py_INCREF(v);
+    Py_XSETREF(self->interest, v);
+    return 0;
+}
+
+static PyGetSetDef Follow_getset[] = {
+    {"cursor", (getter)Follow_get_cursor, (setter)Follow_set_cursor, "last change dealt with", NULL},
+    {"epoch", (getter)Follow_get_epoch, NULL, "the publisher epoch last seen", NULL},
+    {"deadline", (getter)Follow_get_deadline, (setter)Follow_set_deadline, "CLOCK_MONOTONIC s; < 0 none", NULL},
+    {"words", (getter)Follow_get_words, (setter)Follow_set_words, "wake-table words to sleep on, or None", NULL},
+    {"interest", (getter)Follow_get_interest, (setter)Follow_set_interest, "None or a bytearray of wanted slots", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject FollowType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pricefeed._speedups.Follow",
+    .tp_basicsize = sizeof(Follow),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Follow(feed, names, interest, quote, words, cursor, epoch, slice, spin, deadline)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Follow_init,
+    .tp_dealloc = (destructor)Follow_dealloc,
+    .tp_iter = Follow_iter,
+    .tp_iternext = (iternextfunc)Follow_next,
+    .tp_getset = Follow_getset,
+};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pricefeed._speedups", NULL, -1, NULL};
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&FeedType) < 0) return NULL;
+    if (PyType_Ready(&FeedType) < 0 || PyType_Ready(&FollowType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&FeedType);
     if (PyModule_AddObject(m, "Feed", (PyObject *)&FeedType) < 0) {
         Py_DECREF(&FeedType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&FollowType);
+    if (PyModule_AddObject(m, "Follow", (PyObject *)&FollowType) < 0) {
+        Py_DECREF(&FollowType);
         Py_DECREF(m);
         return NULL;
     }

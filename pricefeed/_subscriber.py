@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 from . import _layout as L
 from ._attach import attach
@@ -47,6 +47,20 @@ WATCH_SLICE = 0.25
 MAX_SPIN = 0.01
 #: How often a subscriber told to wait for a feed looks for it.
 APPEAR_POLL = 0.02
+
+
+# What the accelerator's Follow returns instead of a Quote (see _speedups.c).
+_F_TIMEOUT, _F_ENDED, _F_LAPPED, _F_NEWSLOT, _F_VOID, _F_EPOCH = 0, 2, 3, 4, 5, 6
+
+
+def _interest_map(interest: Optional[Set[int]], capacity: int) -> Optional[bytearray]:
+    """The wanted slots as Follow reads them: a non-zero byte per wanted slot."""
+    if interest is None:
+        return None
+    out = bytearray(capacity)
+    for i in interest:
+        out[i] = 1
+    return out
 
 
 class _WaitPlan(NamedTuple):
@@ -377,6 +391,9 @@ class Subscriber:
         fast_wait = r.wait_head if self._waiter.name == "futex" else None
         words = None if plan is None else tuple(plan.words)
         while True:
+            restarted = self._restarted()  # a takeover is news even before its first change
+            if restarted is not None:
+                return restarted
             if fast_wait is not None:
                 # The same loop as below, in C (the accelerator): the words before the head,
                 # FUTEX_WAIT or futex_waitv without the GIL, EINTR and Ctrl-C handled.
@@ -449,6 +466,8 @@ class Subscriber:
         self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
     ) -> Generator[Event, None, object]:
         r = self._reader()
+        if r._fast is not None and self._waiter.name == "futex":
+            return (yield from self._changes_fast(r._fast, wanted, timeout, snapshot, cursor, spin))
         ring_size = self.geometry.ring_size
         names = self._names
         if snapshot:
@@ -500,6 +519,76 @@ class Subscriber:
                 # Everything up to the head was read and none of it was wanted: a busy feed
                 # must not keep a filtered subscriber from timing out.
                 self._check_deadline(deadline, timeout)
+
+    def _changes_fast(
+        self, fast: Any, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int,
+        spin: float,
+    ) -> Generator[Event, None, object]:  # fmt: skip
+        """_changes() with its common case in C (the accelerator's Follow): waiting, reading
+        the next record, filtering and building the Quote. Everything else comes back here as
+        a code and is handled as _changes() handles it."""
+        from ._accel import _speedups
+
+        r = self._reader()
+        names = self._names
+        if snapshot:
+            yield from self._catch_up(wanted, 0, cursor)
+        interest, plan = self._targets(wanted)
+        follow = _speedups.Follow(
+            fast, names, _interest_map(interest, self.geometry.capacity), Quote,
+            None if plan is None else tuple(plan.words), cursor, self._epoch, WATCH_SLICE, spin,
+            -1.0 if timeout is None else time.monotonic() + timeout,
+        )  # fmt: skip
+        for item in follow:
+            if type(item) is Quote:
+                yield item
+                if timeout is not None:
+                    follow.deadline = time.monotonic() + timeout
+                continue
+            if item == _F_TIMEOUT:
+                self._check_deadline(None if timeout is None else follow.deadline, timeout)
+                event = self._watch()
+                if event is _RESET:
+                    return _RESET
+                if event is not None:
+                    yield event  # type: ignore[misc]
+            elif item == _F_ENDED:
+                return _ENDED
+            elif item == _F_EPOCH:
+                restarted = self._restarted()
+                if restarted is not None:
+                    yield restarted
+            elif item == _F_LAPPED:  # jump to the head (see the module docstring)
+                cursor = follow.cursor
+                head = r.head()
+                values = self._catch_up(wanted, cursor, head)
+                missed = head - cursor - len(values)
+                follow.cursor = head
+                interest, plan = self._targets(wanted)
+                follow.interest = _interest_map(interest, self.geometry.capacity)
+                follow.words = None if plan is None else tuple(plan.words)
+                if missed:
+                    yield Gap(missed, cursor + 1, head)
+                for value in values:
+                    yield value
+                    if timeout is not None:
+                        follow.deadline = time.monotonic() + timeout
+            elif item == _F_NEWSLOT:
+                known = len(names)
+                self._refresh()
+                if len(names) == known:
+                    seq = follow.cursor + 1
+                    rec = r.read_record(seq)
+                    raise BadSegment(
+                        f"feed {self.name!r}: change {seq} names slot {rec[0] if rec else '?'}, but only "
+                        f"{len(names)} slots hold a symbol"
+                    )
+                interest, plan = self._targets(wanted)
+                follow.interest = _interest_map(interest, self.geometry.capacity)
+                follow.words = None if plan is None else tuple(plan.words)
+            elif item == _F_VOID:
+                yield Gap(1, follow.cursor, follow.cursor)
+        return _ENDED  # pragma: no cover - Follow never stops by itself
 
     def _conflated(
         self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
