@@ -385,7 +385,8 @@ static PyObject *Feed_read_record(Feed *self, PyObject *arg) {
 
 static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
     /* spin(cursor, seconds): poll the head for up to `seconds`; True once it passes
-       `cursor`. Bounded, and without the GIL, so other threads run meanwhile. */
+       `cursor`. Bounded (at most 10 ms: Subscriber.updates checks), and with the GIL held: a
+       thread that closed the subscriber meanwhile would unmap the memory read here. */
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "spin(cursor, seconds)");
         return NULL;
@@ -396,7 +397,6 @@ static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) 
     if (PyErr_Occurred()) return NULL;
     uint64_t *head = u64_at(self, self->layout[L_HEAD]);
     int moved = 0;
-    Py_BEGIN_ALLOW_THREADS
     struct timespec now, end;
     clock_gettime(CLOCK_MONOTONIC, &end);
     end.tv_sec += (time_t)seconds;
@@ -420,7 +420,6 @@ static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) 
         __asm__ __volatile__("yield");
 #endif
     }
-    Py_END_ALLOW_THREADS
     if (moved) ACQUIRE(); /* pairs with the release in the writer's head store */
     return PyBool_FromLong(moved);
 }
@@ -513,6 +512,9 @@ static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t na
             r = syscall(SYS_futex, futex, FUTEX_WAIT, expected, &left, NULL, 0);
         err = errno;
         Py_END_ALLOW_THREADS
+        /* Another thread may have closed the feed while this one slept without the GIL:
+           close() clears base (under the GIL) before the memory is unmapped. */
+        if (closed(self)) return NULL;
         if (nw && r >= 0) r = 0; /* the index of a woken word */
         if (r == 0 || err == EAGAIN) {
             self->woken++;

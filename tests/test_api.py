@@ -520,3 +520,28 @@ def test_spin_is_bounded(feed: str, spin: float) -> None:
         pytest.raises(ValueError, match=re.escape(f"spin must be from 0 to 0.01 seconds: spin={spin!r}")),
     ):
         sub.updates(spin=spin)
+
+
+def test_closing_from_another_thread_ends_a_sleeping_iterator(feed: str) -> None:
+    """A subscriber closed by another thread while its iterator sleeps in the kernel: the
+    iterator ends with an error within a wait slice, and nothing touches the unmapped feed."""
+    import threading
+
+    Publisher.create(feed).close()
+    sub = Subscriber(feed)
+    it = sub.updates(timeout=30)
+    outcome: List[BaseException] = []
+
+    def follow() -> None:
+        try:
+            next(it)
+        except BaseException as exc:  # what ends it is the point of the test
+            outcome.append(exc)
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    time.sleep(0.2)  # asleep in the kernel by now
+    sub.close()
+    t.join(timeout=5)
+    assert not t.is_alive(), "the iterator kept sleeping on a closed subscriber"
+    assert outcome and isinstance(outcome[0], (ValueError, OSError)), outcome
