@@ -27,7 +27,9 @@ def hammer_publish(feed: str, count: str) -> None:
 
 
 def hammer_read(feed: str, reads: str) -> None:
-    """Check `reads` consistent reads: never price != time_ns, never going backwards."""
+    """Check at least `reads` consistent reads, and go on until the publisher ends the feed
+    (so the reads race the writer all along, however the two are scheduled): never
+    price != time_ns, never going backwards."""
     torn = backwards = distinct = 0
     last = {"A": 0, "B": 0}
     with Subscriber(feed) as sub:
@@ -35,7 +37,7 @@ def hammer_read(feed: str, reads: str) -> None:
         get = sub.get
         n = int(reads)
         i = 0
-        while i < n:
+        while i < n or not sub.ended:
             for sym in ("A", "B"):
                 q = get(sym)
                 i += 1
@@ -48,7 +50,7 @@ def hammer_read(feed: str, reads: str) -> None:
                 elif q.time_ns > last[sym]:
                     distinct += 1
                     last[sym] = q.time_ns
-    print(json.dumps({"reads": n, "torn": torn, "backwards": backwards, "distinct": distinct}), flush=True)
+    print(json.dumps({"reads": i, "torn": torn, "backwards": backwards, "distinct": distinct}), flush=True)
 
 
 def exactly_publish(feed: str, changes: str, seed: str, log_path: str) -> None:

@@ -18,20 +18,21 @@ from pricefeed import Publisher
 
 
 def test_torn_read_hammer(feed: str, procs: List[Proc]) -> None:
-    """Two reader processes check two million reads in all while a publisher rewrites the
-    same two slots as fast as it can: no read may mix two writes (price != time_ns)."""
+    """Two reader processes check at least two million reads in all, for as long as a
+    publisher rewrites the same two slots as fast as it can (a million times): no read may
+    mix two writes (price != time_ns)."""
     Publisher.create(feed, capacity=4, ring_size=1024).close()
     readers = [Proc(worker("hammer_read", feed, 1_000_000)) for _ in range(2)]
     procs.extend(readers)
     for r in readers:
         assert r.readline() == "ready"
-    pub = Proc(worker("hammer_publish", feed, 3_000_000))
+    pub = Proc(worker("hammer_publish", feed, 1_000_000))
     procs.append(pub)
     assert pub.readline() == "ready"
     results = [r.json_line(timeout=240) for r in readers]
-    pub.kill()
+    pub.json_line(timeout=240)
     for res in results:
-        assert res["reads"] == 1_000_000
+        assert res["reads"] >= 1_000_000
         assert res["torn"] == 0, res
         assert res["backwards"] == 0, res
         # The readers really raced the writer: they saw many different values.
