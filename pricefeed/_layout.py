@@ -1,4 +1,4 @@
-"""The binary layout of a pricefeed segment, version 1: the one module that knows an offset.
+"""The binary layout of a pricefeed segment, version 2: the one module that knows an offset.
 
 Rules of this file:
 

@@ -1,0 +1,1533 @@
+/*
+ * pricefeed.h: read and write pricefeed feeds (layout version 2) from C or C++.
+ *
+ * One file, no library to link: every function is `static inline`. Linux only (futexes,
+ * /dev/shm). C11 or later, or C++17 or later; GCC or Clang (it uses the `__atomic` builtins,
+ * which both languages share, rather than <stdatomic.h>, which C++ cannot include).
+ * The spec this implements is docs/layout.md; the subscriber's rules are docs/protocol.md.
+ * Every constant here is checked against pricefeed/_layout.py by tests/test_interop.py
+ * (through clients/c/layout_check.c), so the two cannot drift apart.
+ *
+ * Include it before any system header, or compile with -D_GNU_SOURCE (g++ always does):
+ * it needs syscall(), flock() and getrandom(), which strict -std=c11 hides.
+ *
+ * ---------------------------------------------------------------------------------------
+ * API
+ * ---------------------------------------------------------------------------------------
+ * Every function that can fail returns 0 (PF_OK) or a PF_E* code, and fills `*err` (when
+ * not NULL) with the code, the errno of a failed system call and a one-line message that
+ * says what was found and what was expected. The open functions always initialise the
+ * pf_feed, even when they fail, so pf_close() is always safe after them.
+ *
+ *   Reading (any number of processes; the mapping is PROT_READ, nothing is ever written):
+ *     pf_open(&f, "prices", &err)              open a feed read-only, validate its header
+ *     pf_get(&f, "AAPL", &quote, &err)          a symbol's current value (PF_ENOSYMBOL if none)
+ *     pf_head(&f), pf_ended(&f)                 newest sequence; 1 once the feed was ended
+ *     pf_publisher_alive(&f)                    1 while some process holds the publisher lock
+ *     pf_wait(&f, cursor, seconds, &err)        sleep until head_seq != cursor (PF_OK), the
+ *                                               feed ended (PF_EENDED), or time (PF_ETIMEOUT)
+ *     pf_close(&f)
+ *
+ *   Following changes, exactly once and in order, as the Python Subscriber.updates() does:
+ *     pf_sub_open(&s, &f, symbols, n, &err)     cursor = head_seq now; symbols NULL: all
+ *     pf_next(&s, &ev, seconds, &err)           the next event: PF_EVENT_QUOTE, _GAP,
+ *                                               _PUBLISHER_GONE, _PUBLISHER_RESTARTED or
+ *                                               _ENDED (and _ENDED again on every later call);
+ *                                               PF_ETIMEOUT when `seconds` (< 0: forever)
+ *                                               pass in this call with nothing to hand out
+ *                                               (for the CLI's idle timeout, which only a
+ *                                               quote restarts, pass the time left: see
+ *                                               clients/cpp/subscriber.cpp)
+ *     pf_sub_close(&s)
+ *
+ *   Publishing (the single writer; refused with PF_EBUSY while another process holds it):
+ *     pf_create(&f, name, capacity, ring_size, mode, &err)   a new feed (PF_EEXISTS if taken)
+ *     pf_open_publisher(&f, name, &err)                      take an existing feed over
+ *     pf_open_or_create(&f, name, capacity, ring_size, mode, &err)
+ *     pf_publish(&f, "AAPL", 187.5, &changed, &err)          changed = 0: same price, no event
+ *     pf_publish_at(&f, "AAPL", 187.5, time_ns, &changed, &err)
+ *     pf_end(&f, &err)                                       end the feed for good
+ *     pf_close(&f)                                           give up the role (values stay)
+ *
+ *   pf_code_name(code) is "PF_EBADSEG" and so on; pf_exit_code(code) is the exit code the
+ *   `pricefeed` CLI gives the same error (docs/cli.md). pf_format_price(price, buf, n)
+ *   prints a price as Python's repr() does; pf_now_ns() is the time stamp of a change.
+ *
+ * Error codes and the Python error each one matches:
+ *     PF_ERROR     1   a system call failed (err->sys_errno)          PricefeedError / OSError
+ *     PF_ENOTFOUND 3   no feed of that name                           FeedNotFound
+ *     PF_ENOSYMBOL 4   pf_get: the feed has no such symbol            SymbolNotFound
+ *     PF_EEXISTS   5   pf_create: the name is taken                   FeedExists
+ *     PF_EBUSY     6   another live process is the publisher          FeedBusy
+ *     PF_EINVAL    7   bad feed name, symbol, price, capacity, ...     InvalidInput
+ *     PF_EFULL     8   the slot table has no room for a new symbol    FeedFull
+ *     PF_EBADSEG   9   not a pricefeed segment, damaged, truncated    BadSegment
+ *     PF_EPERM    10   the OS refused access to the segment           FeedPermissionError
+ *     PF_EENDED   11   the feed was ended for good                    FeedEnded
+ *     PF_ETIMEOUT 12   nothing arrived within the timeout             Timeout
+ *     PF_EVERSION 14   a pricefeed segment of another layout version  LayoutVersionMismatch
+ *                      (the CLI exits 9 for it, as for any BadSegment)
+ *     PF_EINTR    15   pf_wait/pf_next: *f->interrupt was set (a signal handler asked to stop)
+ *
+ * What this header does not do (the Python library does): follow a feed that is removed
+ * and created anew (Reset), conflate or snapshot modes, and waiting on the wake-table words
+ * of a few symbols with futex_waitv: a filtered pf_sub sleeps on the header's word, so it
+ * is woken by every change (and correct, just not targeted).
+ *
+ * Threads: one pf_feed or pf_sub per thread at a time. A publisher's pf_feed must not be
+ * used from a forked child (the flock is shared with the parent's descriptor).
+ */
+#ifndef PRICEFEED_H
+#define PRICEFEED_H
+
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE 1
+#endif
+
+#if !defined(__linux__)
+#error "pricefeed.h needs Linux: futexes and POSIX shared memory in /dev/shm"
+#endif
+#if !defined(__GNUC__)
+#error "pricefeed.h needs GCC or Clang: it uses the __atomic builtins"
+#endif
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "pricefeed segments are little-endian, and this header reads them in place"
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __cplusplus
+#define PF_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define PF_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * The layout (docs/layout.md, section 4). Names follow pricefeed/_layout.py with a PF_
+ * prefix; each offset is derived from the one before it, never restated.
+ * --------------------------------------------------------------------------------------- */
+#define PF_LAYOUT_VERSION 2u
+#define PF_MAGIC UINT64_C(0x0044454546435250) /* the bytes "PRCFEED\0", read little-endian */
+#define PF_CACHE_LINE 64u
+#define PF_SYMBOL_FIELD 32u
+#define PF_SYMBOL_MAX (PF_SYMBOL_FIELD - 1u)
+#define PF_SLOT_VOID UINT32_C(0xFFFFFFFF)
+#define PF_WAKE_WORDS 128u
+#define PF_MIN_CAPACITY 1u
+#define PF_MAX_CAPACITY (1u << 20)
+#define PF_DEFAULT_CAPACITY 1024u
+#define PF_MIN_RING 2u
+#define PF_MAX_RING (1u << 24)
+#define PF_DEFAULT_RING (1u << 16)
+
+/* Header: line 0, the geometry (written once). */
+#define PF_OFF_MAGIC 0u
+#define PF_OFF_VERSION (PF_OFF_MAGIC + 8u)
+#define PF_OFF_HEADER_SIZE (PF_OFF_VERSION + 4u)
+#define PF_OFF_INCARNATION (PF_OFF_HEADER_SIZE + 4u)
+#define PF_OFF_CAPACITY (PF_OFF_INCARNATION + 8u)
+#define PF_OFF_RING_SIZE (PF_OFF_CAPACITY + 4u)
+#define PF_OFF_SLOT_SIZE (PF_OFF_RING_SIZE + 4u)
+#define PF_OFF_RECORD_SIZE (PF_OFF_SLOT_SIZE + 4u)
+#define PF_OFF_CREATED_NS (PF_OFF_RECORD_SIZE + 4u)
+#define PF_OFF_SLOTS_OFFSET (PF_OFF_CREATED_NS + 8u)
+#define PF_OFF_RING_OFFSET (PF_OFF_SLOTS_OFFSET + 8u)
+/* Line 1: written on every change. */
+#define PF_OFF_HEAD_SEQ (PF_OFF_RING_OFFSET + 8u)
+/* Line 2: the word every subscriber of the whole feed sleeps on. */
+#define PF_OFF_FUTEX (PF_OFF_HEAD_SEQ + 8u + 56u)
+/* Line 3: written rarely. */
+#define PF_OFF_CLOSED (PF_OFF_FUTEX + 4u + 60u)
+#define PF_OFF_SLOT_COUNT (PF_OFF_CLOSED + 4u)
+#define PF_OFF_PUBLISHER_PID (PF_OFF_SLOT_COUNT + 4u)
+#define PF_OFF_PUBLISHER_EPOCH (PF_OFF_PUBLISHER_PID + 4u)
+#define PF_OFF_WAKE_WORDS (PF_OFF_PUBLISHER_EPOCH + 4u)
+#define PF_HEADER_SIZE (PF_OFF_WAKE_WORDS + 4u + 44u)
+
+/* The wake table, then the slot table, then the change ring. */
+#define PF_WAKE_OFFSET PF_HEADER_SIZE
+#define PF_WAKE_SIZE (PF_WAKE_WORDS * 4u)
+#define PF_SLOTS_OFFSET (PF_WAKE_OFFSET + PF_WAKE_SIZE)
+
+/* A slot: one cache line, its own seqlock. */
+#define PF_SLOT_LOCK 0u
+#define PF_SLOT_PRICE (PF_SLOT_LOCK + 8u)
+#define PF_SLOT_TIME (PF_SLOT_PRICE + 8u)
+#define PF_SLOT_SEQ (PF_SLOT_TIME + 8u)
+#define PF_SLOT_SYMBOL (PF_SLOT_SEQ + 8u)
+#define PF_SLOT_SIZE (PF_SLOT_SYMBOL + PF_SYMBOL_FIELD)
+
+/* A ring record: half a cache line; its seq word doubles as its lock. */
+#define PF_REC_SEQ 0u
+#define PF_REC_SLOT (PF_REC_SEQ + 8u)
+#define PF_REC_FLAGS (PF_REC_SLOT + 4u)
+#define PF_REC_PRICE (PF_REC_FLAGS + 4u)
+#define PF_REC_TIME (PF_REC_PRICE + 8u)
+#define PF_RECORD_SIZE (PF_REC_TIME + 8u)
+
+PF_STATIC_ASSERT(PF_HEADER_SIZE == 4u * PF_CACHE_LINE, "the header is four cache lines");
+PF_STATIC_ASSERT(PF_OFF_HEAD_SEQ == 1u * PF_CACHE_LINE, "head_seq opens line 1");
+PF_STATIC_ASSERT(PF_OFF_FUTEX == 2u * PF_CACHE_LINE, "futex opens line 2");
+PF_STATIC_ASSERT(PF_OFF_CLOSED == 3u * PF_CACHE_LINE, "closed opens line 3");
+PF_STATIC_ASSERT(PF_SLOT_SIZE == PF_CACHE_LINE, "a slot is one cache line");
+PF_STATIC_ASSERT(PF_CACHE_LINE % PF_RECORD_SIZE == 0, "records never straddle a line");
+PF_STATIC_ASSERT(sizeof(double) == 8, "prices are IEEE 754 binary64");
+/* A 32-bit process must load and store the u64 words in one access (layout.md, section 2).
+ * i386 does so with SSE or x87 8-byte moves; a target that cannot would call libatomic's
+ * locks, which do not work across processes. */
+#if !defined(__GCC_ATOMIC_LLONG_LOCK_FREE) || __GCC_ATOMIC_LLONG_LOCK_FREE != 2
+#error "this target has no lock-free 8-byte atomics: the u64 words would tear"
+#endif
+
+static inline uint64_t pf_ring_offset(uint32_t capacity) {
+    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)capacity * PF_SLOT_SIZE;
+}
+static inline uint64_t pf_segment_size(uint32_t capacity, uint32_t ring_size) {
+    return pf_ring_offset(capacity) + (uint64_t)ring_size * PF_RECORD_SIZE;
+}
+static inline uint64_t pf_slot_offset(uint32_t index) {
+    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)index * PF_SLOT_SIZE;
+}
+static inline uint32_t pf_wake_word_of(uint32_t slot) { return slot & (PF_WAKE_WORDS - 1u); }
+static inline uint64_t pf_wake_offset(uint32_t word) { return (uint64_t)PF_WAKE_OFFSET + 4u * (uint64_t)word; }
+
+/* A feed name: 1 to 27 characters of A-Z a-z 0-9 . _ -, not starting with . or -. */
+#define PF_NAME_MAX 27u
+
+/* ---------------------------------------------------------------------------------------
+ * Public types
+ * --------------------------------------------------------------------------------------- */
+enum {
+    PF_OK = 0,
+    PF_ERROR = 1,
+    PF_ENOTFOUND = 3,
+    PF_ENOSYMBOL = 4,
+    PF_EEXISTS = 5,
+    PF_EBUSY = 6,
+    PF_EINVAL = 7,
+    PF_EFULL = 8,
+    PF_EBADSEG = 9,
+    PF_EPERM = 10,
+    PF_EENDED = 11,
+    PF_ETIMEOUT = 12,
+    PF_EVERSION = 14,
+    PF_EINTR = 15
+};
+
+typedef struct pf_error {
+    int code;          /* PF_E*, PF_OK when nothing failed */
+    int sys_errno;     /* errno of the system call that failed, 0 when none did */
+    char message[384]; /* one line: the rule, what was found, what was expected */
+} pf_error;
+
+/* One symbol's value: a copy taken inside the seqlock, never a pointer into the mapping. */
+typedef struct pf_quote {
+    char symbol[PF_SYMBOL_FIELD]; /* NUL-terminated */
+    double price;
+    uint64_t time_ns; /* publish time, ns since the Unix epoch */
+    uint64_t seq;     /* the change that set this price */
+} pf_quote;
+
+enum {
+    PF_EVENT_QUOTE = 1,               /* ev.quote: one change, in feed order */
+    PF_EVENT_GAP = 2,                 /* ev.missed changes in [first_seq, last_seq] are lost; the
+                                         latest values of the symbols changed meanwhile follow */
+    PF_EVENT_PUBLISHER_GONE = 3,      /* no process holds the feed (ev.pid was the last) */
+    PF_EVENT_PUBLISHER_RESTARTED = 4, /* ev.pid took the feed over (ev.epoch); sequence goes on */
+    PF_EVENT_ENDED = 5                /* the feed was ended and every change was handed out */
+};
+
+typedef struct pf_event {
+    int kind;
+    pf_quote quote;                          /* PF_EVENT_QUOTE */
+    uint64_t missed, first_seq, last_seq;    /* PF_EVENT_GAP */
+    uint32_t pid, epoch;                     /* PF_EVENT_PUBLISHER_* (pid 0: unknown) */
+    uint64_t head_seq;                       /* PF_EVENT_PUBLISHER_* */
+} pf_event;
+
+/* Symbol -> slot index: the slots' names in order, and an open-addressing hash over them. */
+typedef struct pf_names {
+    char (*names)[PF_SYMBOL_FIELD];
+    uint32_t count, room;
+    uint32_t *table; /* slot + 1; 0 is empty */
+    uint32_t table_size;
+} pf_names;
+
+typedef struct pf_feed {
+    int fd;
+    int writable; /* 1: this process is the publisher */
+    unsigned char *base;
+    size_t map_size;
+    uint32_t capacity, ring_size;
+    uint64_t incarnation, created_ns, size; /* size: the bytes the geometry covers */
+    uint64_t dev, ino;
+    char name[PF_NAME_MAX + 1];
+    pf_names names; /* the symbols learned so far */
+    /* Set by the caller (optional): while *interrupt is non-zero, pf_wait and pf_next return
+       PF_EINTR instead of waiting. A signal handler that sets it (installed without
+       SA_RESTART) so ends a wait at once; set at any other moment, within 0.25 s. */
+    volatile int *interrupt;
+    /* The publisher's own state (writable only). */
+    uint64_t head;
+    double *last;
+    uint32_t epoch;
+    int ended;
+    uint32_t repaired; /* slots the takeover found half-written and repaired */
+} pf_feed;
+
+typedef struct pf_sub {
+    pf_feed *feed;
+    uint64_t cursor;
+    int filtered;
+    pf_names wanted;
+    unsigned char *interest; /* per known slot: 1 if wanted */
+    uint32_t interest_len;
+    pf_quote *pending; /* catch-up values after a gap, in feed order */
+    uint32_t npending, ipending, pending_room;
+    uint32_t epoch;
+    int gone_reported, ended;
+} pf_sub;
+
+/* ---------------------------------------------------------------------------------------
+ * Internals: atomics, errors, clocks
+ * --------------------------------------------------------------------------------------- */
+#define PF__LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define PF__LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define PF__STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define PF__STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define PF__ACQUIRE() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#define PF__RELEASE() __atomic_thread_fence(__ATOMIC_RELEASE)
+
+#define PF__LOCK_MASK ((UINT64_C(1) << 63) - 1u)
+#define PF__FUTEX_MASK UINT32_C(0x7fffffff)
+#define PF__SPIN_TRIES 200
+#define PF__STUCK_CHECK_NS 500000000LL /* check the publisher lock this often on an odd lock */
+#define PF__WATCH_SLICE 0.25           /* longest single futex wait in pf_next */
+#define PF__INIT_WAIT_NS 1000000000LL  /* how long a header reading version 0 is waited for */
+#define PF__LOCK_RETRY_NS 50000000LL   /* how long a held publisher lock is retried */
+
+/* FUTEX_WAIT takes a struct timespec: a 32-bit process built with 64-bit time_t needs the
+   time64 flavour of the system call. */
+#if !defined(__LP64__) && defined(__NR_futex_time64)
+#define PF__SYS_FUTEX_WAIT (sizeof(time_t) == 8 ? (long)__NR_futex_time64 : (long)SYS_futex)
+#else
+#define PF__SYS_FUTEX_WAIT ((long)SYS_futex)
+#endif
+
+static inline uint64_t *pf__u64(const pf_feed *f, uint64_t off) { return (uint64_t *)(void *)(f->base + off); }
+static inline uint32_t *pf__u32(const pf_feed *f, uint64_t off) { return (uint32_t *)(void *)(f->base + off); }
+
+static inline double pf__load_double(const uint64_t *p) {
+    uint64_t bits = PF__LOAD(p);
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+static inline void pf__store_double(uint64_t *p, double d) {
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    PF__STORE(p, bits);
+}
+
+__attribute__((format(printf, 4, 5))) static inline int pf__fail(pf_error *err, int code, int sys_errno,
+                                                                 const char *fmt, ...) {
+    if (err != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+        err->code = code;
+        err->sys_errno = sys_errno;
+    }
+    return code;
+}
+
+static inline int pf__ok(pf_error *err) {
+    if (err != NULL) {
+        err->code = PF_OK;
+        err->sys_errno = 0;
+        err->message[0] = '\0';
+    }
+    return PF_OK;
+}
+
+static inline int64_t pf__mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Nanoseconds since the Unix epoch: the time stamp of a change. */
+static inline uint64_t pf_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void pf__sleep_ns(int64_t ns) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ns / 1000000000LL);
+    ts.tv_nsec = (long)(ns % 1000000000LL);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static inline const char *pf_code_name(int code) {
+    switch (code) {
+    case PF_OK: return "PF_OK";
+    case PF_ERROR: return "PF_ERROR";
+    case PF_ENOTFOUND: return "PF_ENOTFOUND";
+    case PF_ENOSYMBOL: return "PF_ENOSYMBOL";
+    case PF_EEXISTS: return "PF_EEXISTS";
+    case PF_EBUSY: return "PF_EBUSY";
+    case PF_EINVAL: return "PF_EINVAL";
+    case PF_EFULL: return "PF_EFULL";
+    case PF_EBADSEG: return "PF_EBADSEG";
+    case PF_EPERM: return "PF_EPERM";
+    case PF_EENDED: return "PF_EENDED";
+    case PF_ETIMEOUT: return "PF_ETIMEOUT";
+    case PF_EVERSION: return "PF_EVERSION";
+    case PF_EINTR: return "PF_EINTR";
+    default: return "PF_E?";
+    }
+}
+
+/* The exit code the `pricefeed` CLI gives the same error (docs/cli.md). */
+static inline int pf_exit_code(int code) {
+    if (code == PF_EVERSION) return PF_EBADSEG; /* LayoutVersionMismatch is a BadSegment */
+    if (code == PF_EINTR) return 130;
+    return code;
+}
+
+/* Format a price as Python's repr() does: the fewest digits that read back as the same
+   double, in fixed notation from 1e-4 up to 1e16 and always with a '.' or an exponent
+   (10.0, 0.1, 187.25, 1e-05, 1.5e+16). `out` needs 32 bytes. */
+static inline void pf_format_price(double d, char *out, size_t n) {
+    char buf[40];
+    int prec = 17;
+    if (!isfinite(d)) {
+        snprintf(out, n, "%s", isnan(d) ? "nan" : d > 0 ? "inf" : "-inf");
+        return;
+    }
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, sizeof buf, "%.*e", p - 1, d);
+        if (strtod(buf, NULL) == d) {
+            prec = p;
+            break;
+        }
+    }
+    const char *e = strchr(buf, 'e');
+    int exp = e != NULL ? atoi(e + 1) : 0;
+    if (exp >= -4 && exp < 16) {
+        int decimals = prec - 1 - exp;
+        snprintf(out, n, "%.*f", decimals < 1 ? 1 : decimals, d);
+    } else {
+        snprintf(out, n, "%s", buf);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Validation of what callers pass in (the same rules as pricefeed/_values.py)
+ * --------------------------------------------------------------------------------------- */
+static inline int pf__check_name(const char *feed, pf_error *err) {
+    size_t n = feed == NULL ? 0 : strlen(feed);
+    int ok = n >= 1 && n <= PF_NAME_MAX && feed[0] != '.' && feed[0] != '-';
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = feed[i];
+        ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+             c == '-';
+    }
+    if (!ok)
+        return pf__fail(err, PF_EINVAL, 0,
+                        "feed name must be 1 to %u characters of A-Z a-z 0-9 . _ - not starting with . or -: "
+                        "feed='%.64s'",
+                        PF_NAME_MAX, feed == NULL ? "(null)" : feed);
+    return PF_OK;
+}
+
+/* 1 to 31 bytes of 0x21-0x7E: printable ASCII, no space. */
+static inline int pf__valid_symbol(const char *s, size_t n) {
+    if (n < 1 || n > PF_SYMBOL_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7E) return 0;
+    return 1;
+}
+
+static inline int pf__check_symbol(const char *symbol, pf_error *err) {
+    if (symbol == NULL || !pf__valid_symbol(symbol, strnlen(symbol, PF_SYMBOL_FIELD + 1)))
+        return pf__fail(err, PF_EINVAL, 0,
+                        "symbol must be 1 to %u printable ASCII characters without spaces: symbol='%.40s'",
+                        PF_SYMBOL_MAX, symbol == NULL ? "(null)" : symbol);
+    return PF_OK;
+}
+
+static inline int pf__check_geometry(uint32_t capacity, uint32_t ring_size, char *why, size_t why_len) {
+    if (capacity < PF_MIN_CAPACITY || capacity > PF_MAX_CAPACITY) {
+        snprintf(why, why_len, "capacity must be a whole number from %u to %u: capacity=%u", PF_MIN_CAPACITY,
+                 PF_MAX_CAPACITY, capacity);
+        return 0;
+    }
+    if (ring_size < PF_MIN_RING || ring_size > PF_MAX_RING || (ring_size & (ring_size - 1u))) {
+        snprintf(why, why_len, "ring size must be a power of 2 from %u to %u: ring_size=%u", PF_MIN_RING,
+                 PF_MAX_RING, ring_size);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Symbol table
+ * --------------------------------------------------------------------------------------- */
+static inline uint32_t pf__hash(const char *s, size_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static inline void pf__names_free(pf_names *t) {
+    free(t->names);
+    free(t->table);
+    memset(t, 0, sizeof *t);
+}
+
+/* The slot of `symbol`, or UINT32_MAX. */
+static inline uint32_t pf__names_find(const pf_names *t, const char *symbol) {
+    if (t->table_size == 0) return UINT32_MAX;
+    size_t n = strnlen(symbol, PF_SYMBOL_FIELD);
+    uint32_t mask = t->table_size - 1u;
+    for (uint32_t h = pf__hash(symbol, n) & mask;; h = (h + 1u) & mask) {
+        uint32_t v = t->table[h];
+        if (v == 0) return UINT32_MAX;
+        if (strncmp(t->names[v - 1u], symbol, PF_SYMBOL_FIELD) == 0) return v - 1u;
+    }
+}
+
+static inline void pf__names_place(pf_names *t, uint32_t index) {
+    const char *s = t->names[index];
+    uint32_t mask = t->table_size - 1u;
+    uint32_t h = pf__hash(s, strnlen(s, PF_SYMBOL_FIELD)) & mask;
+    while (t->table[h] != 0) h = (h + 1u) & mask;
+    t->table[h] = index + 1u;
+}
+
+/* Append `symbol` as the next slot. 0 on success, ENOMEM. */
+static inline int pf__names_add(pf_names *t, const char *symbol) {
+    if (t->count == t->room) {
+        uint32_t room = t->room ? t->room * 2u : 16u;
+        char(*names)[PF_SYMBOL_FIELD] = (char(*)[PF_SYMBOL_FIELD])realloc(t->names, (size_t)room * PF_SYMBOL_FIELD);
+        if (names == NULL) return ENOMEM;
+        t->names = names;
+        t->room = room;
+    }
+    memset(t->names[t->count], 0, PF_SYMBOL_FIELD);
+    strncpy(t->names[t->count], symbol, PF_SYMBOL_MAX);
+    t->count++;
+    if ((uint64_t)t->count * 2u > t->table_size) { /* keep the table at most half full */
+        uint32_t size = t->table_size ? t->table_size : 32u;
+        while ((uint64_t)t->count * 2u > size) size *= 2u;
+        uint32_t *table = (uint32_t *)calloc(size, sizeof *table);
+        if (table == NULL) {
+            t->count--;
+            return ENOMEM;
+        }
+        free(t->table);
+        t->table = table;
+        t->table_size = size;
+        for (uint32_t i = 0; i < t->count; i++) pf__names_place(t, i);
+    } else {
+        pf__names_place(t, t->count - 1u);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Opening a segment and validating its header (layout.md, sections 1 and 5)
+ * --------------------------------------------------------------------------------------- */
+static inline void pf__init(pf_feed *f) {
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
+static inline void pf__unmap(pf_feed *f) {
+    if (f->base != NULL) munmap(f->base, f->map_size);
+    f->base = NULL;
+    f->map_size = 0;
+    if (f->fd >= 0) close(f->fd); /* also drops the flock, if this descriptor held it */
+    f->fd = -1;
+}
+
+/* Give up the feed: unmap, close (releasing the publisher lock) and free. The values stay;
+   another publisher may take over. Safe on a feed that failed to open or is closed. */
+static inline void pf_close(pf_feed *f) {
+    pf__unmap(f);
+    pf__names_free(&f->names);
+    free(f->last);
+    f->last = NULL;
+    f->writable = 0;
+}
+
+static inline void pf__shm_name(const char *feed, char *out /* >= 32 bytes */) {
+    snprintf(out, 32, "/pf-%s", feed);
+}
+
+static inline int pf__open_error(pf_error *err, int e, const char *feed, const char *action) {
+    if (e == ENOENT)
+        return pf__fail(err, PF_ENOTFOUND, e, "no feed named '%s' on this machine (create it with pricefeed create)",
+                        feed);
+    if (e == EACCES || e == EPERM)
+        return pf__fail(err, PF_EPERM, e, "permission denied to %s feed '%s': %s", action, feed, strerror(e));
+    if (e == EEXIST)
+        return pf__fail(err, PF_EEXISTS, e, "feed '%s' already exists (use open, or pricefeed rm first)", feed);
+    if (e == ENOSPC)
+        return pf__fail(err, PF_ERROR, e, "no room in shared memory (/dev/shm) to %s feed '%s': %s", action, feed,
+                        strerror(e));
+    return pf__fail(err, PF_ERROR, e, "cannot %s feed '%s': %s", action, feed, strerror(e));
+}
+
+/* A FIFO under the feed's name would block shm_open forever: look first (as _segment.py). */
+static inline int pf__refuse_non_files(const char *feed, pf_error *err) {
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/dev/shm/pf-%s", feed);
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode)) return PF_OK;
+    return pf__fail(err, PF_EBADSEG, 0, "feed '%s' is not a pricefeed segment: %s is %s", feed, path,
+                    S_ISDIR(st.st_mode) ? "a directory" : S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
+}
+
+#define PF__INITIALISING (-1)
+
+/* Validate a mapped header (section 5, steps 4 to 7). PF__INITIALISING for version 0. */
+static inline int pf__check_header(pf_feed *f, uint64_t seg_size, pf_error *err) {
+    const char *feed = f->name;
+    uint64_t magic = PF__LOAD(pf__u64(f, PF_OFF_MAGIC));
+    /* Pairs with the creator's release fence before it stores version: a reader that sees
+       the version sees every field stored before it. */
+    uint32_t version = PF__LOAD_ACQ(pf__u32(f, PF_OFF_VERSION));
+    if (magic == 0 && version == 0)
+        return pf__fail(err, PF__INITIALISING, 0, "feed '%s': segment is still being created (its header is all zeros)",
+                        feed);
+    if (magic != PF_MAGIC) {
+        char shown[8 * 4 + 1];
+        size_t k = 0;
+        for (int i = 0; i < 8; i++) {
+            unsigned char c = (unsigned char)(magic >> (8 * i));
+            k += (size_t)snprintf(shown + k, sizeof shown - k, (c >= 0x20 && c < 0x7f && c != '\\') ? "%c" : "\\x%02x",
+                                  c);
+        }
+        return pf__fail(err, PF_EBADSEG, 0,
+                        "feed '%s': not a pricefeed segment: its first 8 bytes are '%s', expected 'PRCFEED\\x00'",
+                        feed, shown);
+    }
+    if (version == 0)
+        return pf__fail(err, PF__INITIALISING, 0,
+                        "feed '%s': segment is still being initialised (layout version 0): its creator has not "
+                        "finished, or died before it did",
+                        feed);
+    if (version != PF_LAYOUT_VERSION)
+        return pf__fail(err, PF_EVERSION, 0, "feed '%s': segment has layout version %u; this reader reads version %u",
+                        feed, version, PF_LAYOUT_VERSION);
+    static const char *const fixed_name[5] = {"header_size", "wake_words", "slot_size", "record_size",
+                                              "slots_offset"};
+    const uint64_t fixed_want[5] = {PF_HEADER_SIZE, PF_WAKE_WORDS, PF_SLOT_SIZE, PF_RECORD_SIZE, PF_SLOTS_OFFSET};
+    const uint64_t fixed_found[5] = {
+        PF__LOAD(pf__u32(f, PF_OFF_HEADER_SIZE)), PF__LOAD(pf__u32(f, PF_OFF_WAKE_WORDS)),
+        PF__LOAD(pf__u32(f, PF_OFF_SLOT_SIZE)),   PF__LOAD(pf__u32(f, PF_OFF_RECORD_SIZE)),
+        PF__LOAD(pf__u64(f, PF_OFF_SLOTS_OFFSET))};
+    for (int i = 0; i < 5; i++)
+        if (fixed_found[i] != fixed_want[i])
+            return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: %s is %llu, expected %llu", feed,
+                            fixed_name[i], (unsigned long long)fixed_found[i], (unsigned long long)fixed_want[i]);
+    uint32_t capacity = PF__LOAD(pf__u32(f, PF_OFF_CAPACITY));
+    uint32_t ring_size = PF__LOAD(pf__u32(f, PF_OFF_RING_SIZE));
+    char why[160];
+    if (!pf__check_geometry(capacity, ring_size, why, sizeof why))
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: %s", feed, why);
+    uint64_t ring_off = PF__LOAD(pf__u64(f, PF_OFF_RING_OFFSET));
+    if (ring_off != pf_ring_offset(capacity))
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: ring_offset is %llu, expected %llu for capacity %u",
+                        feed, (unsigned long long)ring_off, (unsigned long long)pf_ring_offset(capacity), capacity);
+    uint64_t need = pf_segment_size(capacity, ring_size);
+    if (seg_size < need)
+        return pf__fail(err, PF_EBADSEG, 0,
+                        "feed '%s': segment is truncated: %llu bytes, expected at least %llu for capacity %u and ring "
+                        "size %u",
+                        feed, (unsigned long long)seg_size, (unsigned long long)need, capacity, ring_size);
+    uint64_t incarnation = PF__LOAD(pf__u64(f, PF_OFF_INCARNATION));
+    if (incarnation == 0)
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: incarnation is 0, expected a non-zero random id",
+                        feed);
+    /* Kept in our own memory and never read from the segment again (section 5, step 8). */
+    f->capacity = capacity;
+    f->ring_size = ring_size;
+    f->incarnation = incarnation;
+    f->created_ns = PF__LOAD(pf__u64(f, PF_OFF_CREATED_NS));
+    f->size = need;
+    return PF_OK;
+}
+
+/* flock(LOCK_EX | LOCK_NB), retried for 50 ms: a liveness probe holds a shared lock for a
+   few microseconds. */
+static inline int pf__try_lock(int fd) {
+    int64_t deadline = pf__mono_ns() + PF__LOCK_RETRY_NS;
+    for (;;) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) return 1;
+        if (errno != EWOULDBLOCK && errno != EINTR) return -1;
+        if (pf__mono_ns() >= deadline) return 0;
+        pf__sleep_ns(2000000);
+    }
+}
+
+/* The pid holding an exclusive flock on this inode, from /proc/locks; 0 if not found. */
+static inline unsigned pf__holder_pid(uint64_t dev, uint64_t ino) {
+    FILE *fp = fopen("/proc/locks", "r");
+    if (fp == NULL) return 0;
+    char line[256], want[64];
+    snprintf(want, sizeof want, "%02x:%02x:%llu", major((dev_t)dev), minor((dev_t)dev), (unsigned long long)ino);
+    unsigned found = 0;
+    while (found == 0 && fgets(line, sizeof line, fp) != NULL) {
+        char kind[16], mode[16], rw[16], where[64];
+        unsigned pid;
+        /* "1: FLOCK  ADVISORY  WRITE 1234 00:19:5678 0 EOF"; waiters read "1: -> FLOCK ..." */
+        if (sscanf(line, "%*s %15s %15s %15s %u %63s", kind, mode, rw, &pid, where) == 5 &&
+            strcmp(kind, "FLOCK") == 0 && strcmp(rw, "WRITE") == 0 && strcmp(where, want) == 0)
+            found = pid;
+    }
+    fclose(fp);
+    return found;
+}
+
+/* 1 while a process holds the publisher lock (layout.md, section 10): ask the lock itself. */
+static inline int pf_publisher_alive(pf_feed *f) {
+    if (f->writable) return 1; /* we are the publisher; a LOCK_SH here would downgrade our lock */
+    if (flock(f->fd, LOCK_SH | LOCK_NB) != 0) return 1;
+    flock(f->fd, LOCK_UN);
+    return 0;
+}
+
+/* Does the feed's name still lead to the segment we hold (same device and inode)? */
+static inline int pf__still_linked(const pf_feed *f) {
+    char shm[32];
+    struct stat st;
+    pf__shm_name(f->name, shm);
+    int fd = shm_open(shm, O_RDONLY, 0);
+    if (fd < 0) return 0;
+    int same = fstat(fd, &st) == 0 && (uint64_t)st.st_dev == f->dev && (uint64_t)st.st_ino == f->ino;
+    close(fd);
+    return same;
+}
+
+static inline int pf__busy(pf_feed *f, pf_error *err) {
+    unsigned pid = pf__holder_pid(f->dev, f->ino);
+    char who[32];
+    if (pid)
+        snprintf(who, sizeof who, "pid %u", pid);
+    else
+        snprintf(who, sizeof who, "another process");
+    return pf__fail(err, PF_EBUSY, EWOULDBLOCK, "feed '%s' already has a publisher (%s); a feed has one publisher at a time",
+                    f->name, who);
+}
+
+static inline int pf__take(pf_feed *f, pf_error *err);
+
+/* Open an existing segment, validate it, and (writable) take the publisher lock first. */
+static inline int pf__attach(pf_feed *f, const char *feed, int writable, pf_error *err) {
+    pf__init(f);
+    int rc = pf__check_name(feed, err);
+    if (rc) return rc;
+    snprintf(f->name, sizeof f->name, "%s", feed);
+    char shm[32];
+    pf__shm_name(feed, shm);
+    int64_t deadline = pf__mono_ns() + PF__INIT_WAIT_NS;
+    for (;;) {
+        if ((rc = pf__refuse_non_files(feed, err)) != 0) return rc;
+        f->fd = shm_open(shm, writable ? O_RDWR : O_RDONLY, 0);
+        if (f->fd < 0) return pf__open_error(err, errno, feed, writable ? "open for writing" : "open");
+        struct stat st;
+        if (fstat(f->fd, &st) != 0) {
+            rc = pf__fail(err, PF_ERROR, errno, "cannot stat feed '%s': %s", feed, strerror(errno));
+            pf__unmap(f);
+            return rc;
+        }
+        f->dev = (uint64_t)st.st_dev;
+        f->ino = (uint64_t)st.st_ino;
+        if (writable) {
+            int got = pf__try_lock(f->fd);
+            if (got <= 0) {
+                rc = got < 0 ? pf__fail(err, PF_ERROR, errno, "cannot lock feed '%s': %s", feed, strerror(errno))
+                             : pf__busy(f, err);
+                pf__unmap(f);
+                return rc;
+            }
+            if (!pf__still_linked(f)) { /* removed or re-created while we took the lock */
+                pf__unmap(f);
+                continue;
+            }
+        }
+        uint64_t size = (uint64_t)st.st_size;
+        if (size == 0 && pf__mono_ns() < deadline) { /* created a moment ago, not sized yet */
+            pf__unmap(f);
+            pf__sleep_ns(5000000);
+            continue;
+        }
+        if (size < PF_HEADER_SIZE) {
+            rc = pf__fail(err, PF_EBADSEG, 0,
+                          "feed '%s' is not a pricefeed segment: %llu bytes, smaller than the %u-byte header", feed,
+                          (unsigned long long)size, PF_HEADER_SIZE);
+            pf__unmap(f);
+            return rc;
+        }
+        if (size > (uint64_t)SIZE_MAX) {
+            rc = pf__fail(err, PF_ERROR, 0, "feed '%s' is %llu bytes: too large to map in this process", feed,
+                          (unsigned long long)size);
+            pf__unmap(f);
+            return rc;
+        }
+        void *m = mmap(NULL, (size_t)size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, f->fd, 0);
+        if (m == MAP_FAILED) {
+            rc = pf__fail(err, PF_ERROR, errno, "cannot map feed '%s' (%llu bytes): %s", feed, (unsigned long long)size,
+                          strerror(errno));
+            pf__unmap(f);
+            return rc;
+        }
+        f->base = (unsigned char *)m;
+        f->map_size = (size_t)size;
+        rc = pf__check_header(f, size, err);
+        if (rc == PF__INITIALISING) {
+            if (pf__mono_ns() >= deadline) {
+                if (err != NULL) err->code = PF_EBADSEG;
+                pf__unmap(f);
+                return PF_EBADSEG;
+            }
+            pf__unmap(f);
+            pf__sleep_ns(5000000);
+            continue;
+        }
+        if (rc) {
+            pf__unmap(f);
+            return rc;
+        }
+        break;
+    }
+    if (writable) {
+        f->writable = 1;
+        if ((rc = pf__take(f, err)) != 0) {
+            pf_close(f);
+            return rc;
+        }
+    }
+    return pf__ok(err);
+}
+
+/* Open feed `feed` read-only: PF_ENOTFOUND, PF_EPERM, PF_EBADSEG, PF_EVERSION, PF_EINVAL. */
+static inline int pf_open(pf_feed *f, const char *feed, pf_error *err) { return pf__attach(f, feed, 0, err); }
+
+/* ---------------------------------------------------------------------------------------
+ * Reading (sections 6 and 7)
+ * --------------------------------------------------------------------------------------- */
+/* head_seq, loaded with acquire: pairs with the release before the writer's head store. */
+static inline uint64_t pf_head(const pf_feed *f) { return PF__LOAD_ACQ(pf__u64(f, PF_OFF_HEAD_SEQ)); }
+
+/* 1 once the feed was ended for good. */
+static inline int pf_ended(const pf_feed *f) { return PF__LOAD_ACQ(pf__u32(f, PF_OFF_CLOSED)) != 0; }
+
+static inline uint32_t pf_publisher_epoch(const pf_feed *f) { return PF__LOAD(pf__u32(f, PF_OFF_PUBLISHER_EPOCH)); }
+static inline uint32_t pf_publisher_pid(const pf_feed *f) { return PF__LOAD(pf__u32(f, PF_OFF_PUBLISHER_PID)); }
+
+static inline int pf__head_checked(const pf_feed *f, uint64_t *head, pf_error *err) {
+    *head = pf_head(f);
+    if (*head >> 63) /* 2^63 changes would take centuries: only damage gets here */
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: head_seq is %llu, beyond any real sequence",
+                        f->name, (unsigned long long)*head);
+    return PF_OK;
+}
+
+/* Learn the symbols of slots added since we last looked (section 6: each name once, after
+   slot_count covers it, checked). */
+static inline int pf__refresh(pf_feed *f, pf_error *err) {
+    /* Acquire pairs with the writer's release store of slot_count: the names and first
+       values of the counted slots are complete. */
+    uint32_t n = PF__LOAD_ACQ(pf__u32(f, PF_OFF_SLOT_COUNT));
+    if (n > f->capacity)
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: slot_count is %u, more than the capacity %u",
+                        f->name, n, f->capacity);
+    while (f->names.count < n) {
+        uint32_t i = f->names.count;
+        char raw[PF_SYMBOL_FIELD + 1];
+        memcpy(raw, f->base + pf_slot_offset(i) + PF_SLOT_SYMBOL, PF_SYMBOL_FIELD);
+        raw[PF_SYMBOL_FIELD] = '\0';
+        size_t len = strlen(raw);
+        if (!pf__valid_symbol(raw, len))
+            return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged slot %u: its symbol field is not a valid symbol",
+                            f->name, i);
+        uint32_t other = pf__names_find(&f->names, raw);
+        if (other != UINT32_MAX)
+            return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged slot table: symbol '%s' is in slots %u and %u",
+                            f->name, raw, other, i);
+        if (pf__names_add(&f->names, raw) != 0) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
+    }
+    return PF_OK;
+}
+
+/* One seqlock copy of slot `index`, at most `tries` attempts: 1 when consistent. */
+static inline int pf__read_slot_tries(const pf_feed *f, uint32_t index, pf_quote *q, int tries) {
+    unsigned char *slot = f->base + pf_slot_offset(index);
+    uint64_t *lockp = (uint64_t *)(void *)(slot + PF_SLOT_LOCK);
+    for (int t = 0; t < tries; t++) {
+        /* Pairs with the release before the writer's final, even store of lock. */
+        uint64_t l1 = PF__LOAD_ACQ(lockp);
+        if (l1 & 1u) continue; /* a write is in progress */
+        q->price = pf__load_double((uint64_t *)(void *)(slot + PF_SLOT_PRICE));
+        q->time_ns = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_TIME));
+        q->seq = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_SEQ));
+        /* Pairs with the writer's release fence right after it made lock odd: a copy that
+           picked up any field of a newer write sees that write's lock below. */
+        PF__ACQUIRE();
+        if (PF__LOAD(lockp) == l1) return 1;
+    }
+    return 0;
+}
+
+#define PF__LAPPED (-2) /* internal outcomes of pf__read_record, apart from every PF_E* code */
+#define PF__GOT (-3)
+
+/* Change `seq` from the ring (section 7): PF__GOT, PF__LAPPED, or a PF_E* code. */
+static inline int pf__read_record(const pf_feed *f, uint64_t seq, uint32_t *slot, double *price, uint64_t *time_ns,
+                                  pf_error *err) {
+    unsigned char *rec = f->base + pf_ring_offset(f->capacity) + (seq & (f->ring_size - 1u)) * PF_RECORD_SIZE;
+    uint64_t *rseq = (uint64_t *)(void *)(rec + PF_REC_SEQ);
+    if (PF__LOAD(rseq) != seq) return PF__LAPPED;
+    PF__ACQUIRE(); /* pairs with the writer's release just before it stores seq = s */
+    *slot = PF__LOAD((uint32_t *)(void *)(rec + PF_REC_SLOT));
+    *price = pf__load_double((uint64_t *)(void *)(rec + PF_REC_PRICE));
+    *time_ns = PF__LOAD((uint64_t *)(void *)(rec + PF_REC_TIME));
+    PF__ACQUIRE(); /* pairs with the writer's release just after it stores seq = 0 */
+    if (PF__LOAD(rseq) != seq) return PF__LAPPED; /* overwritten while we copied it */
+    if ((*slot >= f->capacity && *slot != PF_SLOT_VOID) || !isfinite(*price))
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged ring record for change %llu: slot %u (table of %u), price %g",
+                        f->name, (unsigned long long)seq, *slot, f->capacity, *price);
+    return PF__GOT;
+}
+
+/* The newest change of slot `index` still in the ring at or below head: 1 if found. */
+static inline int pf__newest_record(const pf_feed *f, uint32_t index, uint64_t head, pf_quote *q, pf_error *err) {
+    uint64_t stop = head > f->ring_size ? head - f->ring_size : 0;
+    for (uint64_t seq = head; seq > stop; seq--) {
+        uint32_t slot;
+        double price;
+        uint64_t time_ns;
+        int rc = pf__read_record(f, seq, &slot, &price, &time_ns, err);
+        if (rc != PF__GOT && rc != PF__LAPPED) return -rc;
+        if (rc == PF__GOT && slot == index) {
+            q->price = price;
+            q->time_ns = time_ns;
+            q->seq = seq;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A consistent copy of slot `index`, patiently (section 6, "Never spin forever"): a bounded
+   spin, then sleeps from 10 us up to 1 ms; every 0.5 s it asks the publisher lock whether
+   anyone is still writing. If nobody is, the slot was left mid-write by a publisher that is
+   gone: the value handed out is the slot's newest change still in the ring. */
+static inline int pf__read_slot(pf_feed *f, uint32_t index, pf_quote *q, pf_error *err) {
+    int got = pf__read_slot_tries(f, index, q, PF__SPIN_TRIES);
+    int64_t check_at = 0, pause = 10000;
+    while (!got) {
+        if (pf__mono_ns() >= check_at) {
+            if (!pf_publisher_alive(f)) {
+                if (pf__read_slot_tries(f, index, q, PF__SPIN_TRIES)) break; /* finished or repaired meanwhile */
+                uint64_t head;
+                int rc = pf__head_checked(f, &head, err);
+                if (rc) return rc;
+                int found = pf__newest_record(f, index, head, q, err);
+                if (found < 0) return -found;
+                if (found) break;
+                return pf__fail(err, PF_EBADSEG, 0,
+                                "feed '%s': slot %u was left mid-write by a publisher that is gone, and the ring no "
+                                "longer holds its last value; the next publisher to take the feed over repairs it",
+                                f->name, index);
+            }
+            check_at = pf__mono_ns() + PF__STUCK_CHECK_NS;
+        }
+        pf__sleep_ns(pause);
+        pause = pause * 2 > 1000000 ? 1000000 : pause * 2;
+        got = pf__read_slot_tries(f, index, q, PF__SPIN_TRIES);
+    }
+    if (!isfinite(q->price))
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged slot %u: its price is %g", f->name, index, q->price);
+    if (index < f->names.count) memcpy(q->symbol, f->names.names[index], PF_SYMBOL_FIELD);
+    return PF_OK;
+}
+
+/* The current value of `symbol`: PF_ENOSYMBOL if the feed has never published it. */
+static inline int pf_get(pf_feed *f, const char *symbol, pf_quote *out, pf_error *err) {
+    int rc = pf__check_symbol(symbol, err);
+    if (rc) return rc;
+    uint32_t index = pf__names_find(&f->names, symbol);
+    if (index == UINT32_MAX) {
+        if ((rc = pf__refresh(f, err)) != 0) return rc;
+        index = pf__names_find(&f->names, symbol);
+        if (index == UINT32_MAX)
+            return pf__fail(err, PF_ENOSYMBOL, 0, "feed '%s' has no symbol '%s'", f->name, symbol);
+    }
+    if ((rc = pf__read_slot(f, index, out, err)) != 0) return rc;
+    return pf__ok(err);
+}
+
+/* How many symbols the feed has (learning new ones); pf_symbol_at(f, i) names slot i. */
+static inline int pf_symbol_count(pf_feed *f, uint32_t *count, pf_error *err) {
+    int rc = pf__refresh(f, err);
+    *count = f->names.count;
+    return rc;
+}
+static inline const char *pf_symbol_at(const pf_feed *f, uint32_t i) {
+    return i < f->names.count ? f->names.names[i] : NULL;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Waiting (section 9)
+ * --------------------------------------------------------------------------------------- */
+/* Sleep until head_seq != cursor (PF_OK), the feed is ended with nothing after cursor
+   (PF_EENDED), or `seconds` pass (PF_ETIMEOUT; < 0 waits forever). FUTEX_WAIT on the
+   header's word, never with FUTEX_PRIVATE_FLAG, which a shared wake never reaches. */
+static inline int pf_wait(pf_feed *f, uint64_t cursor, double seconds, pf_error *err) {
+    uint32_t *futex = pf__u32(f, PF_OFF_FUTEX);
+    int64_t end = !(seconds >= 0 && seconds <= 1e9) ? INT64_MAX : pf__mono_ns() + (int64_t)(seconds * 1e9);
+    for (;;) {
+        /* The word is loaded BEFORE the head: a change after this load bumps the word after
+           its head store (the writer's release fence before the bump pairs with this
+           acquire), so the wait below returns at once instead of missing it. */
+        uint32_t expected = PF__LOAD_ACQ(futex);
+        if (pf_head(f) != cursor) return pf__ok(err);
+        if (pf_ended(f)) { /* pairs with the release before the writer's closed store */
+            if (pf_head(f) != cursor) return pf__ok(err);
+            return pf__fail(err, PF_EENDED, 0, "feed '%s' was ended, and nothing follows change %llu", f->name,
+                            (unsigned long long)cursor);
+        }
+        if (f->interrupt != NULL && *f->interrupt)
+            return pf__fail(err, PF_EINTR, EINTR, "feed '%s': wait interrupted", f->name);
+        struct timespec left, *timeout = NULL;
+        if (end != INT64_MAX) {
+            int64_t ns = end - pf__mono_ns();
+            if (ns <= 0)
+                return pf__fail(err, PF_ETIMEOUT, 0, "no change on feed '%s' within the timeout of %g s", f->name,
+                                seconds);
+            left.tv_sec = (time_t)(ns / 1000000000LL);
+            left.tv_nsec = (long)(ns % 1000000000LL);
+            timeout = &left;
+        }
+        long r = syscall(PF__SYS_FUTEX_WAIT, futex, FUTEX_WAIT, expected, timeout, NULL, 0);
+        if (r == 0 || errno == EAGAIN || errno == ETIMEDOUT) continue; /* the loop decides */
+        if (errno == EINTR) continue; /* with the time that is left (the loop checks *interrupt) */
+        return pf__fail(err, PF_ERROR, errno, "feed '%s': FUTEX_WAIT failed: %s", f->name, strerror(errno));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Following changes (protocol.md, "The subscriber algorithm")
+ * --------------------------------------------------------------------------------------- */
+static inline void pf_sub_close(pf_sub *s) {
+    pf__names_free(&s->wanted);
+    free(s->interest);
+    free(s->pending);
+    memset(s, 0, sizeof *s);
+}
+
+/* Follow feed `f` from its current head: every change after now, once, in order. `symbols`
+   (n of them; NULL for all) need not exist in the feed yet. */
+static inline int pf_sub_open(pf_sub *s, pf_feed *f, const char *const *symbols, size_t n, pf_error *err) {
+    memset(s, 0, sizeof *s);
+    s->feed = f;
+    int rc;
+    if (symbols != NULL) {
+        s->filtered = 1;
+        for (size_t i = 0; i < n; i++) {
+            if ((rc = pf__check_symbol(symbols[i], err)) != 0) {
+                pf_sub_close(s);
+                return rc;
+            }
+            if (pf__names_find(&s->wanted, symbols[i]) == UINT32_MAX && pf__names_add(&s->wanted, symbols[i]) != 0) {
+                pf_sub_close(s);
+                return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
+            }
+        }
+    }
+    s->epoch = pf_publisher_epoch(f);
+    if ((rc = pf__refresh(f, err)) != 0 || (rc = pf__head_checked(f, &s->cursor, err)) != 0) {
+        pf_sub_close(s);
+        return rc;
+    }
+    return pf__ok(err);
+}
+
+/* Is slot `index` (known) one the subscriber follows? */
+static inline int pf__wanted(pf_sub *s, uint32_t index) {
+    if (!s->filtered) return 1;
+    pf_feed *f = s->feed;
+    if (s->interest_len < f->names.count) {
+        unsigned char *grown = (unsigned char *)realloc(s->interest, f->names.count);
+        if (grown == NULL) return pf__names_find(&s->wanted, f->names.names[index]) != UINT32_MAX;
+        s->interest = grown;
+        for (uint32_t i = s->interest_len; i < f->names.count; i++)
+            grown[i] = pf__names_find(&s->wanted, f->names.names[i]) != UINT32_MAX;
+        s->interest_len = f->names.count;
+    }
+    return s->interest[index];
+}
+
+static inline int pf__cmp_seq(const void *a, const void *b) {
+    uint64_t x = ((const pf_quote *)a)->seq, y = ((const pf_quote *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* Lapped at cursor C: jump to head H. Current values of the wanted slots whose seq is in
+   (C, H] become the pending catch-up, in feed order; a slot already past H is left for the
+   ring, where that newer change still lies ahead. Returns the number missed via *missed. */
+static inline int pf__catch_up(pf_sub *s, uint64_t after, uint64_t upto, uint64_t *missed, pf_error *err) {
+    pf_feed *f = s->feed;
+    int rc = pf__refresh(f, err);
+    if (rc) return rc;
+    s->npending = s->ipending = 0;
+    if (s->pending_room < f->names.count) {
+        pf_quote *grown = (pf_quote *)realloc(s->pending, (size_t)f->names.count * sizeof *grown);
+        if (grown == NULL) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
+        s->pending = grown;
+        s->pending_room = f->names.count;
+    }
+    for (uint32_t i = 0; i < f->names.count; i++) {
+        if (!pf__wanted(s, i)) continue;
+        pf_quote q;
+        if ((rc = pf__read_slot(f, i, &q, err)) != 0) return rc;
+        if (q.seq > after && q.seq <= upto) s->pending[s->npending++] = q;
+    }
+    qsort(s->pending, s->npending, sizeof *s->pending, pf__cmp_seq);
+    *missed = upto - after - s->npending;
+    return PF_OK;
+}
+
+/* The next event, waiting up to `seconds` (< 0: forever) for one: PF_OK with *ev filled,
+   PF_ETIMEOUT, or an error. At the end of the feed: PF_OK with PF_EVENT_ENDED, every time. */
+static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err) {
+    pf_feed *f = s->feed;
+    memset(ev, 0, sizeof *ev);
+    if (s->ipending < s->npending) {
+        ev->kind = PF_EVENT_QUOTE;
+        ev->quote = s->pending[s->ipending++];
+        return pf__ok(err);
+    }
+    if (s->ended) {
+        ev->kind = PF_EVENT_ENDED;
+        return pf__ok(err);
+    }
+    int64_t deadline = !(seconds >= 0 && seconds <= 1e9) ? INT64_MAX : pf__mono_ns() + (int64_t)(seconds * 1e9);
+    int rc;
+    for (;;) {
+        uint32_t epoch = pf_publisher_epoch(f);
+        if (epoch != s->epoch) { /* a new publisher took the feed over */
+            s->epoch = epoch;
+            s->gone_reported = 0;
+            ev->kind = PF_EVENT_PUBLISHER_RESTARTED;
+            ev->pid = pf_publisher_pid(f);
+            ev->epoch = epoch;
+            if ((rc = pf__head_checked(f, &ev->head_seq, err)) != 0) return rc;
+            return pf__ok(err);
+        }
+        uint64_t head;
+        if ((rc = pf__head_checked(f, &head, err)) != 0) return rc;
+        while (s->cursor < head) {
+            uint64_t seq = s->cursor + 1;
+            uint32_t slot = 0;
+            double price = 0;
+            uint64_t time_ns = 0;
+            rc = head - s->cursor <= f->ring_size ? pf__read_record(f, seq, &slot, &price, &time_ns, err) : PF__LAPPED;
+            if (rc == PF__LAPPED) {
+                uint64_t missed = 0, after = s->cursor;
+                if ((rc = pf__head_checked(f, &head, err)) != 0) return rc;
+                if ((rc = pf__catch_up(s, after, head, &missed, err)) != 0) return rc;
+                s->cursor = head;
+                if (missed) {
+                    ev->kind = PF_EVENT_GAP;
+                    ev->missed = missed;
+                    ev->first_seq = seq;
+                    ev->last_seq = head;
+                    return pf__ok(err);
+                }
+                if (s->ipending < s->npending) {
+                    ev->kind = PF_EVENT_QUOTE;
+                    ev->quote = s->pending[s->ipending++];
+                    return pf__ok(err);
+                }
+                break;
+            }
+            if (rc != PF__GOT) return rc;
+            s->cursor = seq;
+            if (slot >= f->names.count) {
+                if (slot == PF_SLOT_VOID) { /* a change whose details were lost */
+                    ev->kind = PF_EVENT_GAP;
+                    ev->missed = 1;
+                    ev->first_seq = ev->last_seq = seq;
+                    return pf__ok(err);
+                }
+                if ((rc = pf__refresh(f, err)) != 0) return rc;
+                if (slot >= f->names.count)
+                    return pf__fail(err, PF_EBADSEG, 0,
+                                    "feed '%s': change %llu names slot %u, but only %u slots hold a symbol", f->name,
+                                    (unsigned long long)seq, slot, f->names.count);
+            }
+            if (pf__wanted(s, slot)) {
+                ev->kind = PF_EVENT_QUOTE;
+                memcpy(ev->quote.symbol, f->names.names[slot], PF_SYMBOL_FIELD);
+                ev->quote.price = price;
+                ev->quote.time_ns = time_ns;
+                ev->quote.seq = seq;
+                return pf__ok(err);
+            }
+        }
+        /* Everything up to the head is read and none of it was wanted: wait, in slices so
+           that a publisher that is gone is noticed. */
+        int64_t now = pf__mono_ns();
+        if (now >= deadline)
+            return pf__fail(err, PF_ETIMEOUT, 0, "no change on feed '%s' within the timeout of %g s", f->name, seconds);
+        double slice = (double)(deadline - now) / 1e9;
+        if (slice > PF__WATCH_SLICE) slice = PF__WATCH_SLICE;
+        rc = pf_wait(f, s->cursor, slice, err);
+        if (rc == PF_EENDED) {
+            s->ended = 1;
+            ev->kind = PF_EVENT_ENDED;
+            return pf__ok(err);
+        }
+        if (rc == PF_ETIMEOUT) {
+            if (!s->gone_reported && !pf_publisher_alive(f)) {
+                s->gone_reported = 1;
+                ev->kind = PF_EVENT_PUBLISHER_GONE;
+                ev->pid = pf_publisher_pid(f);
+                ev->head_seq = pf_head(f);
+                return pf__ok(err);
+            }
+            continue;
+        }
+        if (rc != PF_OK) return rc;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Publishing (sections 8, 10, 11): this process is the single writer
+ * --------------------------------------------------------------------------------------- */
+static inline int pf__wake(uint32_t *word) {
+    return syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0) < 0 ? errno : 0;
+}
+
+/* Wake every waiter of `word`, then OR 0 into `futex` (no change) and wake its waiters too
+   if its old value, as an int, is >= 0: always, since it stays below 2^31. One system call;
+   the fourth argument, INT_MAX waiters of the second word, travels in the timeout's place. */
+static inline int pf__wake_op(uint32_t *word, uint32_t *futex) {
+    long r = syscall(SYS_futex, word, FUTEX_WAKE_OP, INT_MAX, (void *)(uintptr_t)INT_MAX, futex,
+                     FUTEX_OP(FUTEX_OP_OR, 0, FUTEX_OP_CMP_GE, 0));
+    return r < 0 ? errno : 0;
+}
+
+/* Bump every wake word and wake them all: for what concerns every subscriber (the end, a
+   takeover). */
+static inline int pf__bump_and_wake_all(pf_feed *f) {
+    PF__RELEASE(); /* what came before is visible before the words that announce it */
+    for (uint32_t w = 0; w < PF_WAKE_WORDS; w++) {
+        uint32_t *p = pf__u32(f, pf_wake_offset(w));
+        PF__STORE(p, PF__LOAD(p) + 1u);
+    }
+    uint32_t *futex = pf__u32(f, PF_OFF_FUTEX);
+    PF__STORE(futex, (PF__LOAD(futex) + 1u) & PF__FUTEX_MASK);
+    int e = pf__wake(futex);
+    for (uint32_t w = 0; w < PF_WAKE_WORDS && e == 0; w++) e = pf__wake(pf__u32(f, pf_wake_offset(w)));
+    return e;
+}
+
+/* The slot's seqlock write (section 8, step 2). */
+static inline void pf__write_slot(pf_feed *f, uint32_t index, double price, uint64_t time_ns, uint64_t seq) {
+    unsigned char *slot = f->base + pf_slot_offset(index);
+    uint64_t *lockp = (uint64_t *)(void *)(slot + PF_SLOT_LOCK);
+    uint64_t lock = PF__LOAD(lockp) & PF__LOCK_MASK; /* the mask matters only for a damaged word */
+    PF__STORE(lockp, lock + 1u);                      /* odd: a write is in progress */
+    PF__RELEASE(); /* pairs with the reader's acquire fence before its second lock load */
+    pf__store_double((uint64_t *)(void *)(slot + PF_SLOT_PRICE), price);
+    PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_TIME), time_ns);
+    PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_SEQ), seq);
+    PF__STORE_REL(lockp, lock + 2u); /* pairs with the reader's acquire load of lock */
+}
+
+/* One change into its slot and its ring record (section 8, steps 2 and 3). */
+static inline void pf__write_change(pf_feed *f, uint32_t index, double price, uint64_t time_ns, uint64_t seq) {
+    pf__write_slot(f, index, price, time_ns, seq);
+    unsigned char *rec = f->base + pf_ring_offset(f->capacity) + (seq & (f->ring_size - 1u)) * PF_RECORD_SIZE;
+    uint64_t *rseq = (uint64_t *)(void *)(rec + PF_REC_SEQ);
+    PF__STORE(rseq, (uint64_t)0);
+    PF__RELEASE(); /* pairs with the reader's acquire fence before its second seq load */
+    PF__STORE((uint32_t *)(void *)(rec + PF_REC_SLOT), index);
+    pf__store_double((uint64_t *)(void *)(rec + PF_REC_PRICE), price);
+    PF__STORE((uint64_t *)(void *)(rec + PF_REC_TIME), time_ns);
+    PF__STORE_REL(rseq, seq); /* pairs with the reader's acquire fence after its first seq load */
+}
+
+static inline void pf__set_head(pf_feed *f, uint64_t seq) {
+    /* The record and the slot are complete before head covers them; pairs with the
+       reader's acquire load of head_seq. */
+    PF__STORE_REL(pf__u64(f, PF_OFF_HEAD_SEQ), seq);
+}
+
+/* Repair on takeover (section 10): a publisher killed mid-change can leave, in a slot in
+   use, an odd lock or a seq above head. Put back the slot's newest published change if the
+   slot still holds its price; otherwise publish the price it holds as a new change. */
+static inline int pf__repair(pf_feed *f, pf_error *err) {
+    uint64_t head = f->head, start_head = f->head;
+    uint64_t now = pf_now_ns();
+    f->repaired = 0;
+    for (uint32_t i = 0; i < f->names.count; i++) {
+        unsigned char *slot = f->base + pf_slot_offset(i);
+        uint64_t lock = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_LOCK));
+        uint64_t seq = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_SEQ));
+        if (!(lock & 1u) && seq <= start_head) continue;
+        f->repaired++;
+        double price = pf__load_double((uint64_t *)(void *)(slot + PF_SLOT_PRICE));
+        pf_quote known;
+        memset(&known, 0, sizeof known);
+        int found = pf__newest_record(f, i, start_head, &known, err);
+        if (found < 0) return -found;
+        if (lock & 1u) /* forward to even, never back to a value readers saw */
+            PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_LOCK), (lock & PF__LOCK_MASK) + 1u);
+        if (found && (known.price == price || !isfinite(price))) {
+            pf__write_slot(f, i, known.price, known.time_ns, known.seq); /* no new change */
+        } else if (!isfinite(price)) {
+            return pf__fail(err, PF_EBADSEG, 0,
+                            "feed '%s': slot %u holds no valid price and none is left in the ring", f->name, i);
+        } else {
+            head++;
+            pf__write_change(f, i, price, now, head); /* the symbol's final state, announced */
+        }
+    }
+    if (head != start_head) {
+        pf__set_head(f, head);
+        f->head = head;
+        int e = pf__bump_and_wake_all(f); /* a rare path: wake everyone rather than work out who */
+        if (e) return pf__fail(err, PF_ERROR, e, "feed '%s': FUTEX_WAKE failed: %s", f->name, strerror(e));
+    }
+    return PF_OK;
+}
+
+/* Become the publisher of the attached, locked, validated feed (section 10). */
+static inline int pf__take(pf_feed *f, pf_error *err) {
+    if (pf_ended(f))
+        return pf__fail(err, PF_EENDED, 0, "feed '%s' was ended for good; remove it (pricefeed rm %s) to start anew",
+                        f->name, f->name);
+    /* Announce the takeover before repairing, so that a subscriber sees the restart before
+       any change the repair publishes. */
+    uint32_t *epochp = pf__u32(f, PF_OFF_PUBLISHER_EPOCH);
+    f->epoch = PF__LOAD(epochp) + 1u;
+    PF__STORE(epochp, f->epoch);
+    PF__STORE(pf__u32(f, PF_OFF_PUBLISHER_PID), (uint32_t)getpid());
+    int e = pf__bump_and_wake_all(f);
+    if (e) return pf__fail(err, PF_ERROR, e, "feed '%s': FUTEX_WAKE failed: %s", f->name, strerror(e));
+    int rc = pf__head_checked(f, &f->head, err);
+    if (rc || (rc = pf__refresh(f, err)) != 0 || (rc = pf__repair(f, err)) != 0) return rc;
+    f->last = (double *)malloc((size_t)f->capacity * sizeof *f->last);
+    if (f->last == NULL) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < f->names.count; i++)
+        f->last[i] = pf__load_double(pf__u64(f, pf_slot_offset(i) + PF_SLOT_PRICE));
+    return PF_OK;
+}
+
+/* Take existing feed `feed` over: its values stay, its sequence continues. PF_EBUSY while
+   another process publishes, PF_EENDED if it was ended for good. */
+static inline int pf_open_publisher(pf_feed *f, const char *feed, pf_error *err) { return pf__attach(f, feed, 1, err); }
+
+/* Create feed `feed` (PF_EEXISTS if the name is taken) and become its publisher. `mode`
+   must let the owner read and write (0600 to 0777); it is applied exactly (fchmod), not
+   narrowed by the umask. */
+static inline int pf_create(pf_feed *f, const char *feed, uint32_t capacity, uint32_t ring_size, unsigned mode,
+                            pf_error *err) {
+    pf__init(f);
+    int rc = pf__check_name(feed, err);
+    if (rc) return rc;
+    snprintf(f->name, sizeof f->name, "%s", feed);
+    char why[160];
+    if (!pf__check_geometry(capacity, ring_size, why, sizeof why)) return pf__fail(err, PF_EINVAL, 0, "%s", why);
+    if ((mode & ~0777u) || (mode & 0600u) != 0600u)
+        return pf__fail(err, PF_EINVAL, 0,
+                        "mode must be a permission from 0o600 to 0o777 that lets the owner read and write: mode=0o%o",
+                        mode);
+    uint64_t size = pf_segment_size(capacity, ring_size);
+    if (size > (uint64_t)SIZE_MAX || size > (uint64_t)INT64_MAX)
+        return pf__fail(err, PF_EINVAL, 0, "a feed of capacity %u and ring size %u (%llu bytes) is too large to map here",
+                        capacity, ring_size, (unsigned long long)size);
+    char shm[32];
+    pf__shm_name(feed, shm);
+    f->fd = shm_open(shm, O_CREAT | O_EXCL | O_RDWR, (mode_t)mode);
+    if (f->fd < 0) return pf__open_error(err, errno, feed, "create");
+    struct stat st;
+    int e;
+    void *m = MAP_FAILED;
+    if (fchmod(f->fd, (mode_t)mode) != 0 || fstat(f->fd, &st) != 0) {
+        e = errno;
+        goto fail;
+    }
+    f->dev = (uint64_t)st.st_dev;
+    f->ino = (uint64_t)st.st_ino;
+    /* posix_fallocate reserves the pages: with ftruncate alone a full tmpfs accepts the
+       size and the first write to the mapping kills us with SIGBUS. */
+    if ((e = posix_fallocate(f->fd, 0, (off_t)size)) != 0) goto fail;
+    m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
+    if (m == MAP_FAILED) {
+        e = errno;
+        goto fail;
+    }
+    f->base = (unsigned char *)m;
+    f->map_size = (size_t)size;
+    if (pf__try_lock(f->fd) <= 0) { /* someone opened it between our create and lock */
+        rc = pf__busy(f, err);
+        pf__unmap(f);
+        shm_unlink(shm);
+        return rc;
+    }
+    {
+        uint64_t incarnation = 0;
+        if (getrandom(&incarnation, sizeof incarnation, 0) != (ssize_t)sizeof incarnation)
+            incarnation = pf_now_ns() ^ ((uint64_t)getpid() << 32);
+        incarnation = (incarnation & PF__LOCK_MASK) | 1u; /* 63 random bits, lowest set */
+        PF__STORE(pf__u64(f, PF_OFF_MAGIC), PF_MAGIC);
+        PF__STORE(pf__u32(f, PF_OFF_HEADER_SIZE), PF_HEADER_SIZE);
+        PF__STORE(pf__u64(f, PF_OFF_INCARNATION), incarnation);
+        PF__STORE(pf__u32(f, PF_OFF_CAPACITY), capacity);
+        PF__STORE(pf__u32(f, PF_OFF_RING_SIZE), ring_size);
+        PF__STORE(pf__u32(f, PF_OFF_SLOT_SIZE), PF_SLOT_SIZE);
+        PF__STORE(pf__u32(f, PF_OFF_RECORD_SIZE), PF_RECORD_SIZE);
+        PF__STORE(pf__u64(f, PF_OFF_CREATED_NS), pf_now_ns());
+        PF__STORE(pf__u64(f, PF_OFF_SLOTS_OFFSET), (uint64_t)PF_SLOTS_OFFSET);
+        PF__STORE(pf__u64(f, PF_OFF_RING_OFFSET), pf_ring_offset(capacity));
+        PF__STORE(pf__u32(f, PF_OFF_WAKE_WORDS), PF_WAKE_WORDS);
+        /* version is written last, with release: pairs with the reader's acquire load of it. */
+        PF__STORE_REL(pf__u32(f, PF_OFF_VERSION), PF_LAYOUT_VERSION);
+    }
+    if ((rc = pf__check_header(f, size, err)) != 0 || (f->writable = 1, rc = pf__take(f, err)) != 0) {
+        pf_close(f);
+        shm_unlink(shm);
+        return rc;
+    }
+    return pf__ok(err);
+fail:
+    rc = pf__open_error(err, e, feed, "create");
+    pf__unmap(f);
+    shm_unlink(shm); /* leave nothing half-created behind */
+    return rc;
+}
+
+/* Open `feed` as its publisher if it exists (capacity, ring_size and mode are then
+   ignored), else create it. */
+static inline int pf_open_or_create(pf_feed *f, const char *feed, uint32_t capacity, uint32_t ring_size, unsigned mode,
+                                    pf_error *err) {
+    for (int i = 0; i < 3; i++) { /* another process may create or remove it between our calls */
+        int rc = pf_open_publisher(f, feed, err);
+        if (rc != PF_ENOTFOUND) return rc;
+        rc = pf_create(f, feed, capacity, ring_size, mode, err);
+        if (rc != PF_EEXISTS) return rc;
+    }
+    return pf_open_publisher(f, feed, err);
+}
+
+static inline int pf__writer(pf_feed *f, pf_error *err) {
+    if (f->base == NULL || !f->writable)
+        return pf__fail(err, PF_EINVAL, 0, "feed '%s' is not open for publishing (use pf_open_publisher or pf_create)",
+                        f->name);
+    if (f->ended)
+        return pf__fail(err, PF_EENDED, 0, "feed '%s' was ended for good; no more changes can be published", f->name);
+    return PF_OK;
+}
+
+/* Set `symbol` to `price` with time stamp `time_ns`. *changed (if not NULL) is 0 when the
+   price equals the current one (0.0 and -0.0 are equal): no event, no sequence, no wake-up.
+   PF_EINVAL for a bad symbol or a NaN or infinite price; PF_EFULL when a new symbol does
+   not fit; nothing is written then. */
+static inline int pf_publish_at(pf_feed *f, const char *symbol, double price, uint64_t time_ns, int *changed,
+                                pf_error *err) {
+    if (changed != NULL) *changed = 0;
+    int rc = pf__writer(f, err);
+    if (rc) return rc;
+    if (!isfinite(price))
+        return pf__fail(err, PF_EINVAL, 0, "price for symbol '%.40s' must be a finite number (not NaN or infinite): price=%g",
+                        symbol == NULL ? "(null)" : symbol, price);
+    uint32_t index = symbol == NULL ? UINT32_MAX : pf__names_find(&f->names, symbol);
+    int fresh = index == UINT32_MAX;
+    if (fresh) {
+        if ((rc = pf__check_symbol(symbol, err)) != 0) return rc;
+        if (f->names.count >= f->capacity)
+            return pf__fail(err, PF_EFULL, 0,
+                            "feed '%s' is full: %u of %u slots hold a symbol and 1 more was asked for (create the "
+                            "feed with a larger --capacity)",
+                            f->name, f->names.count, f->capacity);
+        index = f->names.count;
+        if (pf__names_add(&f->names, symbol) != 0) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
+    } else if (f->last[index] == price) {
+        return pf__ok(err);
+    }
+    uint64_t seq = f->head + 1u;
+    if (fresh) {
+        /* Step 1: name the slot. No reader looks at a slot slot_count does not cover, so it
+           is reset whole, odd lock and all (a publisher may have died while adding it). */
+        unsigned char *slot = f->base + pf_slot_offset(index);
+        for (uint32_t k = 0; k < PF_SLOT_SYMBOL; k += 8) PF__STORE((uint64_t *)(void *)(slot + k), (uint64_t)0);
+        memset(slot + PF_SLOT_SYMBOL, 0, PF_SYMBOL_FIELD);
+        memcpy(slot + PF_SLOT_SYMBOL, symbol, strlen(symbol));
+    }
+    pf__write_change(f, index, price, time_ns, seq); /* steps 2 and 3 */
+    if (fresh) /* step 4: the slot is whole before it is counted; pairs with the reader's acquire */
+        PF__STORE_REL(pf__u32(f, PF_OFF_SLOT_COUNT), index + 1u);
+    pf__set_head(f, seq); /* step 5 */
+    f->head = seq;
+    f->last[index] = price;
+    /* Step 6: the head is visible before the words that announce it; pairs with the
+       waiter's acquire load of its word. */
+    PF__RELEASE();
+    uint32_t *word = pf__u32(f, pf_wake_offset(pf_wake_word_of(index)));
+    uint32_t *futex = pf__u32(f, PF_OFF_FUTEX);
+    PF__STORE(word, PF__LOAD(word) + 1u);                             /* wraps at 2^32 */
+    PF__STORE(futex, (PF__LOAD(futex) + 1u) & PF__FUTEX_MASK);        /* stays below 2^31 */
+    int e = pf__wake_op(word, futex); /* step 7: always, since we keep no count of waiters */
+    if (changed != NULL) *changed = 1;
+    if (e) return pf__fail(err, PF_ERROR, e, "feed '%s': FUTEX_WAKE_OP failed: %s", f->name, strerror(e));
+    return pf__ok(err);
+}
+
+static inline int pf_publish(pf_feed *f, const char *symbol, double price, int *changed, pf_error *err) {
+    return pf_publish_at(f, symbol, price, pf_now_ns(), changed, err);
+}
+
+/* End the feed for good (section 11): subscribers finish once they have every change, and
+   no publisher may take it again. The values stay readable. */
+static inline int pf_end(pf_feed *f, pf_error *err) {
+    int rc = pf__writer(f, err);
+    if (rc) return rc;
+    PF__STORE_REL(pf__u32(f, PF_OFF_CLOSED), 1u); /* the last head comes first */
+    f->ended = 1;
+    int e = pf__bump_and_wake_all(f);
+    if (e) return pf__fail(err, PF_ERROR, e, "feed '%s': FUTEX_WAKE failed: %s", f->name, strerror(e));
+    return pf__ok(err);
+}
+
+#endif /* PRICEFEED_H */
