@@ -540,6 +540,7 @@ class IceoryxLink(Link):
 
     def _event(self) -> Any:
         iox = self.iox
+        resources.note_iceoryx2()
         node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
         return node, node.service_builder(iox.ServiceName.new(self.service)).event().open_or_create()
 

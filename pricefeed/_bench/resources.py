@@ -77,9 +77,35 @@ def forget_feed(name: str) -> None:
     _feeds.discard(name)
 
 
+# iceoryx2 keeps a management segment per process group in /dev/shm ("iox2_..."); the ones
+# this run made (not there when it started) are removed with the rest.
+_IOX2_BEFORE = None
+
+
+def note_iceoryx2() -> None:
+    """Call before the first iceoryx2 node: what iceoryx2 already had in /dev/shm."""
+    global _IOX2_BEFORE
+    if _IOX2_BEFORE is None:
+        _IOX2_BEFORE = {e for e in _shm_entries() if e.startswith("iox2_")}
+
+
+def _shm_entries() -> List[str]:
+    try:
+        return os.listdir(SHM_DIR)
+    except OSError:
+        return []
+
+
 def cleanup() -> List[str]:
     """Remove every feed, file and segment of this run that is still there; returns their names."""
     removed = []
+    if _IOX2_BEFORE is not None:
+        for entry in sorted(e for e in _shm_entries() if e.startswith("iox2_") and e not in _IOX2_BEFORE):
+            try:
+                os.unlink(os.path.join(SHM_DIR, entry))
+                removed.append(entry)
+            except OSError:
+                pass
     for name in sorted(_feeds):
         if name in pricefeed.feed_names():
             removed.append(name)
