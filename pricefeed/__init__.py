@@ -6,6 +6,7 @@ then see each change exactly once, in order, never torn. See docs/ for the layou
 protocol and its guarantees.
 """
 
+from ._accel import ACCELERATED
 from ._admin import feed_names, remove
 from ._errors import (
     BadSegment,
@@ -47,6 +48,7 @@ __all__ = [
     "feed_names",
     "remove",
     "LAYOUT_VERSION",
+    "ACCELERATED",
     "PricefeedError",
     "FeedNotFound",
     "SymbolNotFound",

@@ -18,6 +18,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 import click
 
 from . import _layout as L
+from ._accel import ACCELERATED
 from ._admin import feed_names, remove
 from ._errors import FeedNotFound, InvalidInput, PricefeedError
 from ._publisher import Publisher
@@ -81,7 +82,10 @@ def creation_options(f: Any) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pricefeed")
+@click.version_option(
+    package_name="pricefeed",
+    message=f"%(prog)s %(version)s (layout {L.LAYOUT_VERSION}, C accelerator {'on' if ACCELERATED else 'off'})",
+)
 def cli() -> None:
     """Shared-memory price feeds with change notification.
 

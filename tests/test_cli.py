@@ -30,7 +30,11 @@ def no_traceback(p: subprocess.CompletedProcess) -> None:
 def test_python_m_and_help() -> None:
     p = run("--help")
     assert p.returncode == 0 and "subscribe" in p.stdout and "publish" in p.stdout
-    assert run("--version").stdout.strip().endswith("0.1.0")
+    from pricefeed import ACCELERATED
+
+    version = run("--version").stdout.strip()
+    assert version.startswith("pricefeed 0.1.0 (layout 2, C accelerator ")
+    assert version.endswith("on)" if ACCELERATED else "off)")
 
 
 def test_publish_pairs_creates_the_feed_then_get_snapshot_status(feed: str) -> None:
