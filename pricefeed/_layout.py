@@ -108,10 +108,6 @@ class _Block:
         return self.by_name[name].offset
 
 
-def _pad_to_line(used: int) -> str:
-    return f"pad{CACHE_LINE - used % CACHE_LINE}"
-
-
 HEADER = _Block(
     "Header",
     [
