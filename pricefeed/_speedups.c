@@ -188,12 +188,15 @@ static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "commit(index, price, time_ns, seq)");
         return NULL;
     }
-    if (closed(self)) return NULL;
+    /* Convert first: a conversion may run Python code (which could close the feed). */
     uint64_t index = PyLong_AsUnsignedLongLong(args[0]);
-    double price = PyFloat_AsDouble(args[1]);
-    uint64_t time_ns = PyLong_AsUnsignedLongLong(args[2]);
-    uint64_t seq = PyLong_AsUnsignedLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
+    double price = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t time_ns = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred() || closed(self)) return NULL;
     if (index >= self->capacity) {
         PyErr_Format(PyExc_IndexError, "slot %llu is outside the table of %llu", (unsigned long long)index,
                      (unsigned long long)self->capacity);
@@ -220,12 +223,17 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "commit_many(list of (slot, price), time_ns, first_seq, slot_count)");
         return NULL;
     }
-    if (closed(self)) return NULL;
     PyObject *changes = args[0];
     uint64_t time_ns = PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
     uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) return NULL;
     long long slot_count = PyLong_AsLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
+    if (slot_count > (long long)self->capacity) {
+        PyErr_SetString(PyExc_ValueError, "slot_count beyond the table");
+        return NULL;
+    }
     const uint64_t *L = self->layout;
     uint8_t words[1024];
     if (L[L_WAKE_WORDS] > sizeof words) {
@@ -252,6 +260,7 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
             return NULL;
         }
     }
+    if (closed(self)) return NULL; /* the checks above are done: no Python code runs below */
     seq -= 1;
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *item = PyList_GET_ITEM(changes, k);
@@ -265,7 +274,7 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
         RELEASE(); /* pairs with the acquire in slot_count(): new slots are whole (Rule 4) */
         STORE(u32_at(self, L[L_SLOT_COUNT]), (uint32_t)slot_count);
     }
-    if (n == 0) Py_RETURN_NONE;
+    if (n == 0) return PySet_New(NULL);
     RELEASE(); /* Rule 3: the records are complete before head covers them */
     STORE(u64_at(self, L[L_HEAD]), seq);
     bump_words(self, words);
@@ -279,7 +288,20 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
             first = 0;
         }
     }
-    Py_RETURN_NONE;
+    /* The words concerned, as FeedWriter.commit_many returns them (for a caller that wakes). */
+    PyObject *out = PySet_New(NULL);
+    if (out == NULL) return NULL;
+    for (uint64_t w = 0; w < L[L_WAKE_WORDS]; w++) {
+        if (!words[w]) continue;
+        PyObject *v = PyLong_FromUnsignedLongLong(w);
+        if (v == NULL || PySet_Add(out, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return out;
 }
 
 static PyObject *damaged_slot(Feed *f, uint64_t index, double price) {
@@ -310,9 +332,8 @@ static int read_slot(Feed *f, uint64_t index, double *price, uint64_t *time_ns, 
 }
 
 static PyObject *Feed_read_slot(Feed *self, PyObject *arg) {
-    if (closed(self)) return NULL;
     uint64_t index = PyLong_AsUnsignedLongLong(arg);
-    if (PyErr_Occurred()) return NULL;
+    if (PyErr_Occurred() || closed(self)) return NULL;
     if (index >= self->capacity) {
         PyErr_SetString(PyExc_IndexError, "slot outside the table");
         return NULL;
@@ -325,9 +346,8 @@ static PyObject *Feed_read_slot(Feed *self, PyObject *arg) {
 }
 
 static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
-    if (closed(self)) return NULL;
     uint64_t count = PyLong_AsUnsignedLongLong(arg);
-    if (PyErr_Occurred()) return NULL;
+    if (PyErr_Occurred() || closed(self)) return NULL;
     if (count > self->capacity) {
         PyErr_SetString(PyExc_IndexError, "more slots than the table has");
         return NULL;
@@ -338,6 +358,10 @@ static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
         double price;
         uint64_t time_ns, seq;
         PyObject *v;
+        if (self->base == NULL) { /* an allocation above may have run Python code that closed it */
+            Py_DECREF(out);
+            return closed(self), NULL;
+        }
         if (!read_slot(self, i, &price, &time_ns, &seq, 1)) {
             Py_INCREF(Py_None);
             v = Py_None;
@@ -358,9 +382,8 @@ static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
 
 static PyObject *Feed_read_record(Feed *self, PyObject *arg) {
     /* (slot, price, time_ns) of change `seq`, or None when lapped (Rule 2). */
-    if (closed(self)) return NULL;
     uint64_t seq = PyLong_AsUnsignedLongLong(arg);
-    if (PyErr_Occurred()) return NULL;
+    if (PyErr_Occurred() || closed(self)) return NULL;
     const uint64_t *L = self->layout;
     char *rec = self->base + L[L_RING] + (seq & self->mask) * L[L_RECORD_SIZE];
     uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
@@ -391,10 +414,12 @@ static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "spin(cursor, seconds)");
         return NULL;
     }
-    if (closed(self)) return NULL;
     uint64_t cursor = PyLong_AsUnsignedLongLong(args[0]);
-    double seconds = PyFloat_AsDouble(args[1]);
     if (PyErr_Occurred()) return NULL;
+    double seconds = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred() || closed(self)) return NULL;
+    if (!(seconds >= 0)) seconds = 0;
+    if (seconds > 0.01) seconds = 0.01; /* the most Subscriber.updates() accepts */
     uint64_t *head = u64_at(self, self->layout[L_HEAD]);
     int moved = 0;
     struct timespec now, end;
@@ -444,14 +469,16 @@ static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "wait_head(cursor, seconds[, words])");
         return NULL;
     }
-    if (closed(self)) return NULL;
     uint64_t cursor = PyLong_AsUnsignedLongLong(args[0]);
+    if (PyErr_Occurred()) return NULL;
     double seconds = PyFloat_AsDouble(args[1]);
     if (PyErr_Occurred()) return NULL;
+    if (!(seconds >= 0)) seconds = 0; /* NaN too */
+    if (seconds > 86400) seconds = 86400; /* a caller that wants longer calls again */
 #ifdef __linux__
     const uint64_t *L = self->layout;
     struct waitv wv[WAITV_MAX];
-    uint32_t *wp[WAITV_MAX];
+    uint64_t woff[WAITV_MAX];
     Py_ssize_t nw = 0;
     if (nargs == 3 && args[2] != Py_None) {
         if (!PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1 || PyTuple_GET_SIZE(args[2]) > WAITV_MAX) {
@@ -466,18 +493,13 @@ static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t na
                 PyErr_SetString(PyExc_IndexError, "wake-table index out of range");
                 return NULL;
             }
-            wp[k] = u32_at(self, L[L_WAKE] + 4 * w);
-            wv[k].uaddr = (uint64_t)(uintptr_t)wp[k];
+            woff[k] = L[L_WAKE] + 4 * w;
             wv[k].flags = FUTEX2_SIZE_U32_;
             wv[k].reserved = 0;
         }
     }
-    uint32_t *futex = u32_at(self, L[L_FUTEX]);
-    uint64_t *head = u64_at(self, L[L_HEAD]);
-    uint32_t *closedp = u32_at(self, L[L_CLOSED]);
     struct timespec now, end;
     clock_gettime(CLOCK_MONOTONIC, &end);
-    if (seconds < 0) seconds = 0;
     end.tv_sec += (time_t)seconds;
     end.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
     if (end.tv_nsec >= 1000000000L) {
@@ -485,8 +507,18 @@ static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t na
         end.tv_nsec -= 1000000000L;
     }
     for (;;) {
+        /* Every round starts from base: a signal handler (run by PyErr_CheckSignals below) or
+           another thread may have closed the feed since the last one. */
+        if (closed(self)) return NULL;
+        uint32_t *futex = u32_at(self, L[L_FUTEX]);
+        uint64_t *head = u64_at(self, L[L_HEAD]);
+        uint32_t *closedp = u32_at(self, L[L_CLOSED]);
         uint32_t expected = LOAD(futex);
-        for (Py_ssize_t k = 0; k < nw; k++) wv[k].val = LOAD(wp[k]);
+        for (Py_ssize_t k = 0; k < nw; k++) {
+            uint32_t *wp = u32_at(self, woff[k]);
+            wv[k].uaddr = (uint64_t)(uintptr_t)wp;
+            wv[k].val = LOAD(wp);
+        }
         ACQUIRE(); /* the head is loaded after the words: see _subscriber.py */
         if (LOAD(head) != cursor) {
             ACQUIRE(); /* pairs with the release before the head store */
@@ -512,9 +544,6 @@ static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t na
             r = syscall(SYS_futex, futex, FUTEX_WAIT, expected, &left, NULL, 0);
         err = errno;
         Py_END_ALLOW_THREADS
-        /* Another thread may have closed the feed while this one slept without the GIL:
-           close() clears base (under the GIL) before the memory is unmapped. */
-        if (closed(self)) return NULL;
         if (nw && r >= 0) r = 0; /* the index of a woken word */
         if (r == 0 || err == EAGAIN) {
             self->woken++;
@@ -523,7 +552,7 @@ static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t na
         if (err == ETIMEDOUT) continue; /* the loop sees the time is up */
         if (err == EINTR) {
             if (PyErr_CheckSignals() < 0) return NULL;
-            continue;
+            continue; /* the top of the loop checks the feed is still open */
         }
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -571,11 +600,15 @@ static PyTypeObject FeedType = {
  *   F_TIMEOUT  a wait slice passed, or the deadline, with nothing wanted
  *   F_ENDED    the feed was ended and every change read
  *   F_LAPPED   the record of cursor + 1 was overwritten: the caller catches up, sets cursor
- *   F_NEWSLOT  the record names a slot beyond `names`: the caller learns it and goes on
+ *   F_NEWSLOT  the record names a slot at or beyond `known`: the caller learns the new
+ *              symbols, sets `known` (and `interest`, `words`) and goes on
  *   F_VOID     the record stands for a lost change (cursor is already past it)
  *   F_EPOCH    a new publisher took over (epoch is updated)
- * The caller owns `names` (a list it appends to) and `interest` (None, or a bytearray with a
- * non-zero byte per wanted slot), and may set cursor, deadline, words and epoch.
+ * The caller owns `names` (a list it appends to), `known` (how many of them `interest` and
+ * `words` were made for: others may append to `names` meanwhile) and `interest` (None, or a
+ * bytearray with a non-zero byte per wanted slot), and may set cursor, deadline, known,
+ * interest and words. Unwanted records are skipped in C, but at most SKIP_CHECK at a time
+ * before the deadline and signals are looked at.
  */
 enum { F_TIMEOUT = 0, F_ENDED = 2, F_LAPPED = 3, F_NEWSLOT = 4, F_VOID = 5, F_EPOCH = 6 };
 
@@ -587,9 +620,12 @@ typedef struct {
     PyObject *quote;    /* the Quote class */
     PyObject *words;    /* None or tuple of wake-table indices */
     uint64_t cursor;
+    uint64_t known;
     uint32_t epoch;
     double slice, spin, deadline; /* deadline: CLOCK_MONOTONIC seconds; < 0 none */
 } Follow;
+
+#define SKIP_CHECK 4096
 
 static double mono_now(void) {
     struct timespec ts;
@@ -599,18 +635,26 @@ static double mono_now(void) {
 
 static PyObject *Follow_next(Follow *self) {
     Feed *f = self->feed;
-    if (closed(f)) return NULL;
+    if (f == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Follow was not initialised");
+        return NULL;
+    }
     const uint64_t *L = f->layout;
-    uint64_t *head = u64_at(f, L[L_HEAD]);
-    uint32_t *epochp = u32_at(f, L[L_EPOCH]);
+    unsigned skipped = 0;
     for (;;) {
-        uint32_t epoch = LOAD(epochp);
+        /* Every round starts from base: Python code run below (signal handlers, the spin's and
+           the wait's callers) may have closed the feed. */
+        if (closed(f)) return NULL;
+        uint64_t *head = u64_at(f, L[L_HEAD]);
+        uint64_t h = LOAD(head);
+        ACQUIRE(); /* pairs with the release before the head store */
+        /* The epoch after the head: a new publisher bumps it before any change it makes, so
+           its takeover is reported before its first change (repairs included). */
+        uint32_t epoch = LOAD(u32_at(f, L[L_EPOCH]));
         if (epoch != self->epoch) {
             self->epoch = epoch;
             return PyLong_FromLong(F_EPOCH);
         }
-        uint64_t h = LOAD(head);
-        ACQUIRE(); /* pairs with the release before the head store */
         if (h > self->cursor) {
             uint64_t seq = self->cursor + 1;
             if (h - self->cursor > f->mask + 1) return PyLong_FromLong(F_LAPPED);
@@ -623,11 +667,7 @@ static PyObject *Follow_next(Follow *self) {
             uint64_t time_ns = LOAD((uint64_t *)(rec + L[L_R_TIME]));
             ACQUIRE(); /* pairs with the release after the 0 store in write_change() */
             if (LOAD(rseq) != seq) return PyLong_FromLong(F_LAPPED);
-            if (slot == SLOT_VOID) {
-                self->cursor = seq;
-                return PyLong_FromLong(F_VOID);
-            }
-            if (slot >= f->capacity || !isfinite(price)) {
+            if ((slot >= f->capacity && slot != SLOT_VOID) || !isfinite(price)) {
                 PyObject *p = PyFloat_FromDouble(price);
                 if (p != NULL) {
                     PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
@@ -636,12 +676,27 @@ static PyObject *Follow_next(Follow *self) {
                 }
                 return NULL;
             }
-            if ((Py_ssize_t)slot >= PyList_GET_SIZE(self->names)) return PyLong_FromLong(F_NEWSLOT);
+            if (slot == SLOT_VOID) {
+                self->cursor = seq;
+                return PyLong_FromLong(F_VOID);
+            }
+            if ((uint64_t)slot >= self->known) return PyLong_FromLong(F_NEWSLOT);
+            if ((Py_ssize_t)slot >= PyList_GET_SIZE(self->names)) {
+                PyErr_SetString(PyExc_RuntimeError, "Follow.known is beyond its names");
+                return NULL;
+            }
             self->cursor = seq;
             if (self->interest != Py_None) {
                 if ((Py_ssize_t)slot >= PyByteArray_GET_SIZE(self->interest) ||
-                    !PyByteArray_AS_STRING(self->interest)[slot])
+                    !PyByteArray_AS_STRING(self->interest)[slot]) {
+                    /* Unwanted: skip it here, but now and then let Python look at the time and
+                       at signals, so that a feed kept just ahead of us cannot hold them off. */
+                    if (++skipped % SKIP_CHECK == 0) {
+                        if (self->deadline >= 0 && mono_now() >= self->deadline) return PyLong_FromLong(F_TIMEOUT);
+                        if (PyErr_CheckSignals() < 0) return NULL;
+                    }
                     continue;
+                }
             }
             PyObject *name = PyList_GET_ITEM(self->names, slot);
             PyObject *args[4];
@@ -662,12 +717,7 @@ static PyObject *Follow_next(Follow *self) {
             if (LOAD(head) != self->cursor) continue;
             return PyLong_FromLong(F_ENDED);
         }
-        double now = mono_now();
-        double limit = self->slice;
-        if (self->deadline >= 0) {
-            if (now >= self->deadline) return PyLong_FromLong(F_TIMEOUT);
-            if (self->deadline - now < limit) limit = self->deadline - now;
-        }
+        if (self->deadline >= 0 && mono_now() >= self->deadline) return PyLong_FromLong(F_TIMEOUT);
         PyObject *cursor = PyLong_FromUnsignedLongLong(self->cursor);
         if (cursor == NULL) return NULL;
         PyObject *r;
@@ -687,6 +737,15 @@ static PyObject *Follow_next(Follow *self) {
                 continue;
             }
         }
+        double limit = self->slice; /* after the spin, which took some of the time */
+        if (self->deadline >= 0) {
+            double now = mono_now();
+            if (now >= self->deadline) {
+                Py_DECREF(cursor);
+                return PyLong_FromLong(F_TIMEOUT);
+            }
+            if (self->deadline - now < limit) limit = self->deadline - now;
+        }
         PyObject *secs = PyFloat_FromDouble(limit);
         PyObject *wargs[3] = {cursor, secs, self->words};
         r = secs ? Feed_wait_head(f, wargs, 3) : NULL;
@@ -702,12 +761,16 @@ static PyObject *Follow_next(Follow *self) {
 
 static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
     PyObject *feed, *names, *interest, *quote, *words;
-    unsigned long long cursor;
+    unsigned long long cursor, known;
     unsigned int epoch;
     double slice, spin, deadline;
-    if (!PyArg_ParseTuple(args, "O!O!OOOKIddd", &FeedType, &feed, &PyList_Type, &names, &interest, &quote, &words,
-                          &cursor, &epoch, &slice, &spin, &deadline))
+    if (!PyArg_ParseTuple(args, "O!O!KOOOKIddd", &FeedType, &feed, &PyList_Type, &names, &known, &interest, &quote,
+                          &words, &cursor, &epoch, &slice, &spin, &deadline))
         return -1;
+    if (known > (unsigned long long)PyList_GET_SIZE(names)) {
+        PyErr_SetString(PyExc_ValueError, "known is beyond names");
+        return -1;
+    }
     if (interest != Py_None && !PyByteArray_Check(interest)) {
         PyErr_SetString(PyExc_TypeError, "interest must be None or a bytearray");
         return -1;
@@ -723,6 +786,7 @@ static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
     Py_INCREF(words);
     Py_XSETREF(self->words, words);
     self->cursor = cursor;
+    self->known = known;
     self->epoch = epoch;
     self->slice = slice;
     self->spin = spin;
@@ -752,6 +816,17 @@ static int Follow_set_cursor(Follow *self, PyObject *v, void *c) {
     return 0;
 }
 static PyObject *Follow_get_epoch(Follow *self, void *c) { return PyLong_FromUnsignedLong(self->epoch); }
+static PyObject *Follow_get_known(Follow *self, void *c) { return PyLong_FromUnsignedLongLong(self->known); }
+static int Follow_set_known(Follow *self, PyObject *v, void *c) {
+    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+    if (PyErr_Occurred()) return -1;
+    if (self->names == NULL || x > (unsigned long long)PyList_GET_SIZE(self->names)) {
+        PyErr_SetString(PyExc_ValueError, "known is beyond names");
+        return -1;
+    }
+    self->known = x;
+    return 0;
+}
 static PyObject *Follow_get_deadline(Follow *self, void *c) { return PyFloat_FromDouble(self->deadline); }
 static int Follow_set_deadline(Follow *self, PyObject *v, void *c) {
     double x = PyFloat_AsDouble(v);
@@ -759,14 +834,16 @@ static int Follow_set_deadline(Follow *self, PyObject *v, void *c) {
     self->deadline = x;
     return 0;
 }
-static PyObject *Follow_get_words(Follow *self, void *c) { return Py_NewRefCompat(self->words); }
+static PyObject *Follow_get_words(Follow *self, void *c) { return Py_NewRefCompat(self->words ? self->words : Py_None); }
 static int Follow_set_words(Follow *self, PyObject *v, void *c) {
     if (v == NULL) v = Py_None;
     Py_INCREF(v);
     Py_XSETREF(self->words, v);
     return 0;
 }
-static PyObject *Follow_get_interest(Follow *self, void *c) { return Py_NewRefCompat(self->interest); }
+static PyObject *Follow_get_interest(Follow *self, void *c) {
+    return Py_NewRefCompat(self->interest ? self->interest : Py_None);
+}
 static int Follow_set_interest(Follow *self, PyObject *v, void *c) {
     if (v == NULL) v = Py_None;
     if (v != Py_None && !PyByteArray_Check(v)) {
@@ -781,6 +858,7 @@ static int Follow_set_interest(Follow *self, PyObject *v, void *c) {
 static PyGetSetDef Follow_getset[] = {
     {"cursor", (getter)Follow_get_cursor, (setter)Follow_set_cursor, "last change dealt with", NULL},
     {"epoch", (getter)Follow_get_epoch, NULL, "the publisher epoch last seen", NULL},
+    {"known", (getter)Follow_get_known, (setter)Follow_set_known, "names that interest and words cover", NULL},
     {"deadline", (getter)Follow_get_deadline, (setter)Follow_set_deadline, "CLOCK_MONOTONIC s; < 0 none", NULL},
     {"words", (getter)Follow_get_words, (setter)Follow_set_words, "wake-table words to sleep on, or None", NULL},
     {"interest", (getter)Follow_get_interest, (setter)Follow_set_interest, "None or a bytearray of wanted slots", NULL},
@@ -791,7 +869,7 @@ static PyTypeObject FollowType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pricefeed._speedups.Follow",
     .tp_basicsize = sizeof(Follow),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Follow(feed, names, interest, quote, words, cursor, epoch, slice, spin, deadline)",
+    .tp_doc = "Follow(feed, names, known, interest, quote, words, cursor, epoch, slice, spin, deadline)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Follow_init,
     .tp_dealloc = (destructor)Follow_dealloc,

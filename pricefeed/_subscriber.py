@@ -482,10 +482,11 @@ class Subscriber:
             if outcome is not None:
                 yield outcome  # type: ignore[misc]
                 continue
+            head = r.head()
+            # The epoch after the head: a new publisher bumps it before any change it makes.
             restarted = self._restarted()
             if restarted is not None:
                 yield restarted
-            head = r.head()
             while cursor < head:
                 seq = cursor + 1
                 rec = r.read_record(seq) if head - cursor <= ring_size else None
@@ -535,7 +536,7 @@ class Subscriber:
             yield from self._catch_up(wanted, 0, cursor)
         interest, plan = self._targets(wanted)
         follow = _speedups.Follow(
-            fast, names, _interest_map(interest, self.geometry.capacity), Quote,
+            fast, names, len(names), _interest_map(interest, self.geometry.capacity), Quote,
             None if plan is None else tuple(plan.words), cursor, self._epoch, WATCH_SLICE, spin,
             -1.0 if timeout is None else time.monotonic() + timeout,
         )  # fmt: skip
@@ -564,31 +565,29 @@ class Subscriber:
                 values = self._catch_up(wanted, cursor, head)
                 missed = head - cursor - len(values)
                 follow.cursor = head
-                interest, plan = self._targets(wanted)
-                follow.interest = _interest_map(interest, self.geometry.capacity)
-                follow.words = None if plan is None else tuple(plan.words)
+                self._retarget(follow, wanted)
                 if missed:
                     yield Gap(missed, cursor + 1, head)
                 for value in values:
                     yield value
                     if timeout is not None:
                         follow.deadline = time.monotonic() + timeout
-            elif item == _F_NEWSLOT:
-                known = len(names)
-                self._refresh()
-                if len(names) == known:
-                    seq = follow.cursor + 1
-                    rec = r.read_record(seq)
-                    raise BadSegment(
-                        f"feed {self.name!r}: change {seq} names slot {rec[0] if rec else '?'}, but only "
-                        f"{len(names)} slots hold a symbol"
-                    )
-                interest, plan = self._targets(wanted)
-                follow.interest = _interest_map(interest, self.geometry.capacity)
-                follow.words = None if plan is None else tuple(plan.words)
+            elif item == _F_NEWSLOT:  # a slot beyond what Follow was told of: learn it
+                seq = follow.cursor + 1
+                rec = r.read_record(seq)
+                if rec is not None:
+                    self._refresh_for(rec[0], seq)  # raises BadSegment for a slot nobody counted
+                self._retarget(follow, wanted)
             elif item == _F_VOID:
                 yield Gap(1, follow.cursor, follow.cursor)
         return _ENDED  # pragma: no cover - Follow never stops by itself
+
+    def _retarget(self, follow: Any, wanted: Optional[Set[str]]) -> None:
+        """Tell Follow the symbols known now: which slots are wanted, what to sleep on."""
+        interest, plan = self._targets(wanted)
+        follow.interest = _interest_map(interest, self.geometry.capacity)
+        follow.words = None if plan is None else tuple(plan.words)
+        follow.known = len(self._names)
 
     def _conflated(
         self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
@@ -604,10 +603,10 @@ class Subscriber:
         interest, plan = self._targets(wanted)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            restarted = self._restarted()
+            head = r.head()
+            restarted = self._restarted()  # after the head, as in _changes()
             if restarted is not None:
                 yield restarted
-            head = r.head()
             while cursor < head:  # drain everything available into `pending`
                 seq = cursor + 1
                 rec = r.read_record(seq) if head - cursor <= ring_size else None

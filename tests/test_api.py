@@ -545,3 +545,59 @@ def test_closing_from_another_thread_ends_a_sleeping_iterator(feed: str) -> None
     t.join(timeout=5)
     assert not t.is_alive(), "the iterator kept sleeping on a closed subscriber"
     assert outcome and isinstance(outcome[0], (ValueError, OSError)), outcome
+
+
+def test_a_signal_handler_that_closes_the_subscriber_ends_the_iteration(feed: str) -> None:
+    """Closing from a signal handler while the iterator sleeps: an error, never a crash (run
+    in a child, so that a crash would show as a signal, not take the test run down)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    Publisher.create(feed).close()
+    code = textwrap.dedent(
+        f"""
+        import signal
+        from pricefeed import Subscriber
+        sub = Subscriber({feed!r})
+        it = sub.updates(timeout=10)
+        signal.signal(signal.SIGALRM, lambda *_: sub.close())
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        try:
+            next(it)
+        except (ValueError, OSError) as exc:
+            print("ended:", type(exc).__name__)
+        """
+    )
+    for env in ({}, {"PRICEFEED_PURE": "1"}):
+        p = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+        )
+        assert p.returncode == 0 and p.stdout.startswith("ended:"), (env, p.returncode, p.stdout, p.stderr)
+
+
+def test_a_filtered_iterator_gets_a_new_symbol_however_the_subscriber_learnt_it(feed: str) -> None:
+    """The subscriber learns a new symbol through get() before the iterator meets it: the
+    iterator must still deliver every change of it."""
+    with Publisher.create(feed) as pub, Subscriber(feed) as sub:
+        pub.publish("A", 1.0)
+        it = sub.updates(["A", "B"], timeout=5)
+        pub.publish("A", 1.5)
+        assert next(it)[:2] == ("A", 1.5)  # the iterator is running, knowing only A
+        pub.publish("B", 5.0)
+        assert sub.get("B") is not None  # the subscriber now knows B; the iterator does not yet
+        assert sub.symbols() == ["A", "B"]
+        pub.publish("B", 6.0)
+        pub.publish("A", 2.0)
+        pub.end()
+        assert [(q.symbol, q.price) for q in it if isinstance(q, Quote)] == [("B", 5.0), ("B", 6.0), ("A", 2.0)]
+
+
+def test_batches_with_the_polling_backend(feed: str) -> None:
+    with Publisher.create(feed, backend="polling") as pub, Subscriber(feed, backend="polling") as sub:
+        it = sub.updates(timeout=5)
+        assert pub.publish_many({"A": 1.0, "B": 2.0}) == 2
+        assert pub.publish_many([("A", 1.0), ("A", 3.0)]) == 1
+        assert pub.publish_many([]) == 0
+        pub.end()
+        assert [(q.symbol, q.price, q.seq) for q in it] == [("A", 1.0, 1), ("B", 2.0, 2), ("A", 3.0, 3)]
