@@ -380,29 +380,42 @@ static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
     return out;
 }
 
+/* Change `seq` from the ring (Rule 2): 1 with *slot, *price, *time_ns filled; 0 when the
+   record no longer (or does not yet) hold it, i.e. lapped; -1 with the exception set when the
+   record is damaged (a slot outside the table, or a price that is not finite). */
+static int read_rec(Feed *f, uint64_t seq, uint32_t *slot, double *price, uint64_t *time_ns) {
+    const uint64_t *L = f->layout;
+    char *rec = f->base + L[L_RING] + (seq & f->mask) * L[L_RECORD_SIZE];
+    uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
+    if (LOAD(rseq) != seq) return 0;
+    ACQUIRE(); /* pairs with the release before the seq store in write_change() */
+    *slot = LOAD((uint32_t *)(rec + L[L_R_SLOT]));
+    *price = load_double((uint64_t *)(rec + L[L_R_PRICE]));
+    *time_ns = LOAD((uint64_t *)(rec + L[L_R_TIME]));
+    ACQUIRE(); /* pairs with the release after the 0 store in write_change() */
+    if (LOAD(rseq) != seq) return 0;
+    if ((*slot >= f->capacity && *slot != SLOT_VOID) || !isfinite(*price)) {
+        PyObject *p = PyFloat_FromDouble(*price);
+        if (p != NULL) {
+            PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
+                         (unsigned long long)seq, *slot, (unsigned long long)f->capacity, p);
+            Py_DECREF(p);
+        }
+        return -1;
+    }
+    return 1;
+}
+
 static PyObject *Feed_read_record(Feed *self, PyObject *arg) {
     /* (slot, price, time_ns) of change `seq`, or None when lapped (Rule 2). */
     uint64_t seq = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred() || closed(self)) return NULL;
-    const uint64_t *L = self->layout;
-    char *rec = self->base + L[L_RING] + (seq & self->mask) * L[L_RECORD_SIZE];
-    uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
-    if (LOAD(rseq) != seq) Py_RETURN_NONE;
-    ACQUIRE(); /* pairs with the release before the seq store in write_change() */
-    uint32_t slot = LOAD((uint32_t *)(rec + L[L_R_SLOT]));
-    double price = load_double((uint64_t *)(rec + L[L_R_PRICE]));
-    uint64_t time_ns = LOAD((uint64_t *)(rec + L[L_R_TIME]));
-    ACQUIRE(); /* pairs with the release after the 0 store in write_change() */
-    if (LOAD(rseq) != seq) Py_RETURN_NONE;
-    if ((slot >= self->capacity && slot != SLOT_VOID) || !isfinite(price)) {
-        PyObject *p = PyFloat_FromDouble(price);
-        if (p != NULL) {
-            PyErr_Format(self->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
-                         (unsigned long long)seq, slot, (unsigned long long)self->capacity, p);
-            Py_DECREF(p);
-        }
-        return NULL;
-    }
+    uint32_t slot;
+    double price;
+    uint64_t time_ns;
+    int got = read_rec(self, seq, &slot, &price, &time_ns);
+    if (got < 0) return NULL;
+    if (got == 0) Py_RETURN_NONE;
     return Py_BuildValue("(IdK)", slot, price, (unsigned long long)time_ns);
 }
 
@@ -658,24 +671,12 @@ static PyObject *Follow_next(Follow *self) {
         if (h > self->cursor) {
             uint64_t seq = self->cursor + 1;
             if (h - self->cursor > f->mask + 1) return PyLong_FromLong(F_LAPPED);
-            char *rec = f->base + L[L_RING] + (seq & f->mask) * L[L_RECORD_SIZE];
-            uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
-            if (LOAD(rseq) != seq) return PyLong_FromLong(F_LAPPED);
-            ACQUIRE(); /* pairs with the release before the seq store in write_change() */
-            uint32_t slot = LOAD((uint32_t *)(rec + L[L_R_SLOT]));
-            double price = load_double((uint64_t *)(rec + L[L_R_PRICE]));
-            uint64_t time_ns = LOAD((uint64_t *)(rec + L[L_R_TIME]));
-            ACQUIRE(); /* pairs with the release after the 0 store in write_change() */
-            if (LOAD(rseq) != seq) return PyLong_FromLong(F_LAPPED);
-            if ((slot >= f->capacity && slot != SLOT_VOID) || !isfinite(price)) {
-                PyObject *p = PyFloat_FromDouble(price);
-                if (p != NULL) {
-                    PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
-                                 (unsigned long long)seq, slot, (unsigned long long)f->capacity, p);
-                    Py_DECREF(p);
-                }
-                return NULL;
-            }
+            uint32_t slot;
+            double price;
+            uint64_t time_ns;
+            int got = read_rec(f, seq, &slot, &price, &time_ns);
+            if (got < 0) return NULL;
+            if (got == 0) return PyLong_FromLong(F_LAPPED);
             if (slot == SLOT_VOID) {
                 self->cursor = seq;
                 return PyLong_FromLong(F_VOID);

@@ -53,6 +53,32 @@ def hammer_read(feed: str, reads: str) -> None:
     print(json.dumps({"reads": i, "torn": torn, "backwards": backwards, "distinct": distinct}), flush=True)
 
 
+def hammer_records(feed: str, reads: str) -> None:
+    """Read ring records at the head of a feed whose tiny ring is rewritten as fast as the
+    publisher can (hammer_publish: change k sets price k and time k, so seq == k): a record
+    is either reported lapped (None) or holds exactly the change asked for."""
+    torn = got = lapped = 0
+    with Subscriber(feed) as sub:
+        r = sub._reader()
+        print("ready", flush=True)
+        n = int(reads)
+        i = 0
+        while i < n or not sub.ended:
+            i += 1
+            head = r.head()
+            for seq in (head, head - 3):  # the newest, and the next to be overwritten in a ring of 4
+                if seq < 1:
+                    continue
+                rec = r.read_record(seq)
+                if rec is None:
+                    lapped += 1
+                elif rec[1] != float(seq) or rec[2] != seq:
+                    torn += 1
+                else:
+                    got += 1
+    print(json.dumps({"reads": i, "torn": torn, "got": got, "lapped": lapped}), flush=True)
+
+
 def exactly_publish(feed: str, changes: str, seed: str, log_path: str) -> None:
     """Publish until `changes` changes happened, with repeated values mixed in, single and
     batched; log every change as [seq, symbol, price]; end the feed."""

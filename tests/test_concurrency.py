@@ -39,6 +39,25 @@ def test_torn_read_hammer(feed: str, procs: List[Proc]) -> None:
         assert res["distinct"] > 1000, res
 
 
+def test_torn_record_hammer(feed: str, procs: List[Proc]) -> None:
+    """Ring records read at the head of a 4-record ring that a publisher rewrites as fast as
+    it can: two readers check about two million reads; each is the change asked for, or is
+    reported lapped, never a mix of two changes."""
+    Publisher.create(feed, capacity=4, ring_size=4).close()
+    readers = [Proc(worker("hammer_records", feed, 500_000)) for _ in range(2)]
+    procs.extend(readers)
+    for r in readers:
+        assert r.readline() == "ready"
+    pub = Proc(worker("hammer_publish", feed, 1_000_000))
+    procs.append(pub)
+    assert pub.readline() == "ready"
+    results = [r.json_line(timeout=240) for r in readers]
+    pub.json_line(timeout=240)
+    for res in results:
+        assert res["torn"] == 0, res
+        assert res["got"] > 1000 and res["lapped"] > 100, f"the readers did not race the writer: {res}"
+
+
 def _check_follower(rows: list, log: List[list], final: Dict[str, float], total: int) -> dict:
     """The property every follower must have, whatever its speed."""
     by_seq = {seq: (sym, price) for seq, sym, price in log}
