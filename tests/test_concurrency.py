@@ -17,12 +17,11 @@ from conftest import Proc, blocked_in_futex, wait_until, worker
 from pricefeed import Publisher
 
 
-def test_torn_read_hammer(feed: str, procs: List[Proc]) -> None:
-    """Two reader processes check at least two million reads in all, for as long as a
-    publisher rewrites the same two slots as fast as it can (a million times): no read may
-    mix two writes (price != time_ns)."""
-    Publisher.create(feed, capacity=4, ring_size=1024).close()
-    readers = [Proc(worker("hammer_read", feed, 1_000_000)) for _ in range(2)]
+def _hammer(feed: str, procs: List[Proc], reader: str, reads: int, ring_size: int) -> List[dict]:
+    """Two reader processes of kind `reader`, attached first, then a publisher rewriting two
+    slots a million times as fast as it can (hammer_publish); the readers' reports."""
+    Publisher.create(feed, capacity=4, ring_size=ring_size).close()
+    readers = [Proc(worker(reader, feed, reads)) for _ in range(2)]
     procs.extend(readers)
     for r in readers:
         assert r.readline() == "ready"
@@ -31,6 +30,14 @@ def test_torn_read_hammer(feed: str, procs: List[Proc]) -> None:
     assert pub.readline() == "ready"
     results = [r.json_line(timeout=240) for r in readers]
     pub.json_line(timeout=240)
+    return results
+
+
+def test_torn_read_hammer(feed: str, procs: List[Proc]) -> None:
+    """Two reader processes check at least two million reads in all, for as long as a
+    publisher rewrites the same two slots as fast as it can (a million times): no read may
+    mix two writes (price != time_ns)."""
+    results = _hammer(feed, procs, "hammer_read", 1_000_000, ring_size=1024)
     for res in results:
         assert res["reads"] >= 1_000_000
         assert res["torn"] == 0, res
@@ -43,16 +50,7 @@ def test_torn_record_hammer(feed: str, procs: List[Proc]) -> None:
     """Ring records read at the head of a 4-record ring that a publisher rewrites as fast as
     it can: two readers check about two million reads; each is the change asked for, or is
     reported lapped, never a mix of two changes."""
-    Publisher.create(feed, capacity=4, ring_size=4).close()
-    readers = [Proc(worker("hammer_records", feed, 500_000)) for _ in range(2)]
-    procs.extend(readers)
-    for r in readers:
-        assert r.readline() == "ready"
-    pub = Proc(worker("hammer_publish", feed, 1_000_000))
-    procs.append(pub)
-    assert pub.readline() == "ready"
-    results = [r.json_line(timeout=240) for r in readers]
-    pub.json_line(timeout=240)
+    results = _hammer(feed, procs, "hammer_records", 500_000, ring_size=4)
     for res in results:
         assert res["torn"] == 0, res
         assert res["got"] > 1000 and res["lapped"] > 100, f"the readers did not race the writer: {res}"
