@@ -9,7 +9,7 @@ from ._announce import Announcer
 from ._errors import BadSegment, FeedBusy, FeedPermissionError
 from ._feed import FeedWriter, read_geometry
 from ._segment import Segment, list_feeds
-from ._wait import select
+from ._wait import waker
 
 __all__ = ["feed_names", "remove"]
 
@@ -66,7 +66,7 @@ def _end_quietly(seg: Segment) -> None:
     except BadSegment:
         return
     w = FeedWriter(seg.view, geometry)
-    wake = Announcer(select(), seg)
+    wake = Announcer(waker(), seg, geometry.incarnation)
     try:
         w.set_closed()
         wake.everyone()

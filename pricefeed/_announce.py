@@ -13,22 +13,32 @@ from typing import Iterable, List
 
 from . import _layout as L
 from ._segment import Segment
-from ._wait import Backend, WakeWord
+from ._wait import Backend, WakeWord, WordKey
 
 _MASK = L.WAKE_WORDS - 1
+#: The header's wake word as a wait backend names it (``WordKey.number``): after the table's.
+HEADER_INDEX = L.WAKE_WORDS
+
+
+def wake_key(feed: str, incarnation: int, index: int) -> WordKey:
+    """How every process names wake word ``index`` (``HEADER_INDEX``: the header's) of
+    this incarnation of the feed: a re-created feed gets new names."""
+    return WordKey(f"{feed}-{incarnation:016x}", index)
 
 
 class Announcer:
-    def __init__(self, backend: Backend, segment: Segment) -> None:
+    def __init__(self, backend: Backend, segment: Segment, incarnation: int) -> None:
         self._views: List[memoryview] = []
-        self.header = self._word(backend, segment, L.OFF_FUTEX)
-        self.table = [self._word(backend, segment, L.wake_offset(w)) for w in range(L.WAKE_WORDS)]
+        self._incarnation = incarnation
+        self.header = self._word(backend, segment, L.OFF_FUTEX, HEADER_INDEX)
+        self.table = [self._word(backend, segment, L.wake_offset(w), w) for w in range(L.WAKE_WORDS)]
         self._wake_with = [word.wake_with for word in self.table]  # bound once: the publish path
 
-    def _word(self, backend: Backend, segment: Segment, offset: int) -> WakeWord:
+    def _word(self, backend: Backend, segment: Segment, offset: int, index: int) -> WakeWord:
         view = segment.view[offset : offset + 4].cast("I")
         self._views.append(view)
-        return backend.word(segment.address + offset, view)
+        key = wake_key(segment.feed, self._incarnation, index)
+        return backend.word(segment.address + offset, view, key, writer=True)
 
     def change(self, slot: int) -> None:
         """Wake whoever waits for a change of ``slot``: one system call."""
@@ -50,6 +60,9 @@ class Announcer:
             word.wake()
 
     def release(self) -> None:
+        self.header.close()
+        for word in self.table:
+            word.close()
         for view in self._views:
             view.release()
         self._views.clear()

@@ -32,7 +32,7 @@ from ._errors import (
 from ._feed import FeedWriter, Geometry, initialise, read_geometry, symbols_of
 from ._segment import Segment
 from ._values import check_price, check_symbol
-from ._wait import select
+from ._wait import waker
 
 __all__ = ["Publisher"]
 
@@ -74,13 +74,13 @@ class Publisher:
     """
 
     def __init__(self, segment: Segment, geometry: Geometry, backend: Optional[str] = None) -> None:
-        waiter = select(backend)
+        waiter = waker(backend)
         self._seg = segment
         self.name = segment.feed
         self.geometry = geometry
         # With the C accelerator and futexes, commit() also makes the wake-up system call.
         self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry, segment.address, waiter.name == "futex")
-        self._wake = Announcer(waiter, segment)
+        self._wake = Announcer(waiter, segment, geometry.incarnation)
         self._capacity = geometry.capacity
         self.pid = os.getpid()
         w = self._writer_unchecked()

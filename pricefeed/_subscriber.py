@@ -27,6 +27,7 @@ import warnings
 from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 from . import _layout as L
+from ._announce import HEADER_INDEX, wake_key
 from ._attach import attach
 from ._errors import BadSegment, FeedNotFound, FeedReset, PricefeedError, SymbolNotFound, Timeout
 from ._feed import FeedReader, latest_since, symbols_of
@@ -119,7 +120,9 @@ class Subscriber:
         self.geometry = geometry
         self._r = FeedReader(seg.view, geometry, seg.address)
         self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
-        self._word: WakeWord = self._waiter.word(seg.address + L.OFF_FUTEX, self._futex_view)
+        self._word: WakeWord = self._waiter.word(
+            seg.address + L.OFF_FUTEX, self._futex_view, wake_key(self.name, geometry.incarnation, HEADER_INDEX)
+        )
         self._index: Dict[str, int] = {}
         self._names: List[str] = []
         self._epoch = self._r.publisher_epoch()
@@ -140,6 +143,9 @@ class Subscriber:
             return
         self._r.release()
         self._r = None
+        self._word.close()
+        for word in self._table.values():
+            word.close()
         self._futex_view.release()
         for view in self._table_views:
             view.release()
@@ -371,7 +377,8 @@ class Subscriber:
             offset = L.wake_offset(word)
             view = self._seg.view[offset : offset + 4].cast("I")
             self._table_views.append(view)
-            found = self._table[word] = self._waiter.word(self._seg.address + offset, view)
+            key = wake_key(self.name, self.geometry.incarnation, word)
+            found = self._table[word] = self._waiter.word(self._seg.address + offset, view, key)
         return found
 
     def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:

@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 from typing import IO, Iterator, List, Optional
 
-import posix_ipc
 import pytest
 
-from pricefeed._segment import segment_name
+from pricefeed._errors import PricefeedError
+from pricefeed._segment import Segment, segment_name, segment_path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = str(Path(__file__).resolve().parent / "_workers.py")
@@ -39,11 +39,27 @@ def unique_name() -> str:
     return f"t{os.getpid()}-{uuid.uuid4().hex[:10]}"
 
 
+WINDOWS = sys.platform == "win32"
+LINUX = sys.platform.startswith("linux")
+#: Skip markers that say why: these tests look at Linux itself (/proc, /dev/shm, signals).
+linux_only = pytest.mark.skipif(not LINUX, reason="Linux-specific: it looks at /proc or /dev/shm")
+posix_only = pytest.mark.skipif(WINDOWS, reason="POSIX-specific: signals, fork or permissions Windows lacks")
+
+
 def unlink_feed(name: str) -> None:
+    """Remove whatever is under the feed's name, as pricefeed itself would."""
     try:
-        posix_ipc.unlink_shared_memory(segment_name(name))
-    except posix_ipc.ExistentialError:
-        pass
+        seg = Segment.open(name, writable=False)
+    except PricefeedError:
+        if os.path.isdir(segment_path(name)):
+            os.rmdir(segment_path(name))
+        elif os.path.lexists(segment_path(name)):
+            os.remove(segment_path(name))
+        return
+    try:
+        seg.unlink()
+    finally:
+        seg.close()
 
 
 @pytest.fixture

@@ -3,10 +3,18 @@
 The contract, which every backend implements and ``tests/test_wait_conformance.py`` checks for
 each of them:
 
-``backend.word(address, view) -> WakeWord``
+``backend.word(address, view, key, writer=False) -> WakeWord``
     ``address`` is the address of an aligned 32-bit word inside a shared mapping, ``view`` a
     one-item ``memoryview`` of format ``"I"`` over the same word. A read-only mapping must be
-    enough for waiting: subscribers never get write access to a feed.
+    enough for waiting: subscribers never get write access to a feed. ``key`` (a ``WordKey``)
+    names the word the same way in every process: ``space`` is one per segment (the feed's
+    name and incarnation), ``number`` the word within it, 0 to ``MAX_INDEX``. Backends whose
+    kernel keys waits by address ignore it; the Windows backend, whose cross-process wake-ups
+    are named events, needs it. ``writer`` is True for the publisher's words.
+
+``WakeWord.close()`` and ``MultiWait.close()``
+    Give back what the object holds (a registration, a handle). Idempotent; the object is not
+    used afterwards. Backends that hold nothing make it a no-op.
 
 ``WakeWord.wait(expected, timeout) -> bool``
     Sleep without using CPU while the word holds ``expected``. Returns True as soon as the word
@@ -38,11 +46,20 @@ sits beside this file.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Protocol, Sequence
+import os
+from typing import Any, Dict, NamedTuple, Optional, Protocol, Sequence
 
 from .._errors import UnsupportedPlatform
 
-__all__ = ["WakeWord", "MultiWait", "Backend", "select", "available"]
+__all__ = ["WakeWord", "MultiWait", "Backend", "WordKey", "MAX_INDEX", "select", "available", "native", "waker", "ENV"]
+
+#: The highest ``WordKey.number``: a feed uses 0-127 for its wake table and 128 for the header.
+MAX_INDEX = 255
+
+
+class WordKey(NamedTuple):
+    space: str
+    number: int
 
 
 class WakeWord(Protocol):
@@ -52,9 +69,13 @@ class WakeWord(Protocol):
 
     def wake_with(self, other: Any) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class MultiWait(Protocol):
     def wait(self, expected: Sequence[int], timeout: Optional[float]) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 class Backend(Protocol):
@@ -62,17 +83,33 @@ class Backend(Protocol):
 
     def usable(self) -> bool: ...
 
-    def word(self, address: int, view: memoryview) -> WakeWord: ...
+    def word(self, address: int, view: memoryview, key: WordKey, writer: bool = False) -> WakeWord: ...
 
     def can_wait_many(self) -> bool: ...
 
     def multi(self, words: Sequence[Any]) -> MultiWait: ...
 
 
-def _candidates() -> Dict[str, Backend]:
-    from . import _futex_linux, _polling
+#: The environment variable that picks a backend when the code does not (``backend=None``):
+#: ``PRICEFEED_WAIT=polling`` makes every subscriber poll, for instance.
+ENV = "PRICEFEED_WAIT"
 
-    return {"futex": _futex_linux.BACKEND, "polling": _polling.BACKEND}
+
+def _candidates() -> Dict[str, Backend]:
+    """Every backend this build has, best first; each module imports on every platform and
+    says through ``usable()`` whether it works on this one."""
+    from . import _darwin, _freebsd, _futex_linux, _polling, _windows
+
+    found: Dict[str, Backend] = {}
+    for backend in (
+        _futex_linux.BACKEND,
+        _windows.BACKEND,
+        _darwin.BACKEND,
+        _freebsd.BACKEND,
+        _polling.BACKEND,
+    ):
+        found[backend.name] = backend
+    return found
 
 
 def available() -> Dict[str, bool]:
@@ -80,14 +117,38 @@ def available() -> Dict[str, bool]:
     return {name: b.usable() for name, b in _candidates().items()}
 
 
+def native() -> Optional[Backend]:
+    """The kernel-wait backend that works here, or None where only polling does."""
+    for backend in _candidates().values():
+        if backend.name != "polling" and backend.usable():
+            return backend
+    return None
+
+
+def waker(name: Optional[str] = None) -> Backend:
+    """The backend a publisher wakes with: ``select(name)``, except that polling is replaced
+    by the kernel backend wherever one works. Subscribers choose how they wait, each for
+    itself; the publisher must wake the ones that sleep in the kernel whatever it was asked."""
+    chosen = select(name)
+    if chosen.name == "polling":
+        return native() or chosen
+    return chosen
+
+
 def select(name: Optional[str] = None) -> Backend:
-    """The backend called ``name``, or when None the first that works here (futex, then polling)."""
+    """The backend called ``name``; when None, the one named by ``$PRICEFEED_WAIT``, or else the
+    first that works here (the platform's kernel wait, then polling)."""
     found = _candidates()
+    if name is None:
+        name = os.environ.get(ENV) or None
     if name is not None:
         if name not in found:
             raise UnsupportedPlatform(f"unknown wait backend {name!r}; expected one of {sorted(found)}")
         if not found[name].usable():
-            raise UnsupportedPlatform(f"wait backend {name!r} does not work on this machine")
+            raise UnsupportedPlatform(
+                f"wait backend {name!r} does not work on this machine; the ones that do: "
+                f"{sorted(n for n, b in found.items() if b.usable())}"
+            )
         return found[name]
     for backend in found.values():
         if backend.usable():

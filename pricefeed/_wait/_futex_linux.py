@@ -72,6 +72,9 @@ class FutexWord:
         self._ts = _Timespec()
         self._ts_ref = ctypes.byref(self._ts)
 
+    def close(self) -> None:
+        return None
+
     def wake(self) -> None:
         if _syscall(_NR, self._addr, _FUTEX_WAKE, _WAKE_ALL, None, None, 0) < 0:
             err = ctypes.get_errno()
@@ -124,6 +127,9 @@ class FutexMulti:
         self._ts = _Timespec()
         self._ts_ref = ctypes.byref(self._ts)
 
+    def close(self) -> None:
+        return None
+
     def wait(self, expected: Sequence[int], timeout: Optional[float]) -> bool:
         arr = self._arr
         for k in range(self._n):
@@ -159,7 +165,7 @@ class _Futex:
         # A wake with no waiter returns 0; ENOSYS or a seccomp refusal returns -1.
         return bool(_syscall(_NR, ctypes.c_void_p(ctypes.addressof(probe)), _FUTEX_WAKE, 1, None, None, 0) == 0)
 
-    def word(self, address: int, view: memoryview) -> FutexWord:
+    def word(self, address: int, view: memoryview, key: Any = None, writer: bool = False) -> FutexWord:
         return FutexWord(address)
 
     def can_wait_many(self) -> bool:

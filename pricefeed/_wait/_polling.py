@@ -45,6 +45,9 @@ class PollingWord:
     def wake(self) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
     def wake_with(self, other: PollingWord) -> None:
         return None
 
@@ -59,6 +62,9 @@ class PollingMulti:
     def __init__(self, words: Sequence[PollingWord]) -> None:
         self._views = [w._view for w in words]
 
+    def close(self) -> None:
+        return None
+
     def wait(self, expected: Sequence[int], timeout: Optional[float]) -> bool:
         views = self._views
         return _poll(lambda: any(v[0] != e for v, e in zip(views, expected)), timeout)
@@ -70,7 +76,7 @@ class _Polling:
     def usable(self) -> bool:
         return True
 
-    def word(self, address: int, view: memoryview) -> PollingWord:
+    def word(self, address: int, view: memoryview, key: Any = None, writer: bool = False) -> PollingWord:
         return PollingWord(view)
 
     def can_wait_many(self) -> bool:
