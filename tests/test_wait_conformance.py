@@ -1,43 +1,39 @@
-"""One conformance suite, run against every wait backend this machine can use.
+"""The wait-backend conformance suite under pytest: every check of ``pricefeed._conformance`` (the
+suite ``pricefeed selftest`` runs where pricefeed is installed) against every backend that works
+here, one test id per pair, such as ``test_conformance[futex-cross_process_wake]``.
 
-The contract is in pricefeed/_wait/__init__.py. Each test uses a real shared-memory segment;
-the cross-process tests wait on a read-only mapping, as subscribers do.
+The contract is in pricefeed/_wait/__init__.py; the checks themselves are in
+pricefeed/_conformance.py and nowhere else.
 """
 
 from __future__ import annotations
 
-import signal
+import io
+import os
 import sys
-import textwrap
-import time
-from typing import Iterator, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
-from conftest import Proc, blocked_in_futex, unique_name, wait_until
 
-from pricefeed._segment import Segment
-from pricefeed._wait import available, select
+from pricefeed import InvalidInput, UnsupportedPlatform
+from pricefeed._conformance import CHECKS, Check, Skip, run
+from pricefeed._segment import list_feeds
+from pricefeed._wait import ENV, available, select
 
 BACKENDS = [name for name, ok in available().items() if ok]
-OFFSET = 128  # any aligned word will do; keep it off offset 0 to catch address mistakes
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def word(backend: str) -> Iterator[Tuple[Segment, object, memoryview]]:
-    name = unique_name()
-    seg = Segment.create(name, 4096, 0o600)
-    view = seg.view[OFFSET : OFFSET + 4].cast("I")
+@pytest.mark.parametrize(
+    ("backend", "check"),
+    [pytest.param(b, c, id=f"{b}-{c.name}") for b in BACKENDS for c in CHECKS],
+)
+def test_conformance(backend: str, check: Check) -> None:
     try:
-        yield seg, select(backend).word(seg.address + OFFSET, view), view
-    finally:
-        view.release()
-        seg.close()
-        seg.unlink()
+        note = check.func(backend)
+    except Skip as exc:
+        pytest.skip(exc.reason)
+    if note:
+        print(f"{check.name}[{backend}]: {note}")
 
 
 def test_futex_backend_is_available_on_linux() -> None:
@@ -46,226 +42,103 @@ def test_futex_backend_is_available_on_linux() -> None:
     assert available()["polling"]
 
 
-def test_returns_at_once_when_the_word_differs(word) -> None:  # type: ignore[no-untyped-def]
-    _, w, view = word
-    view[0] = 5
-    start = time.monotonic()
-    assert w.wait(4, 10.0) is True
-    assert time.monotonic() - start < 5.0
-
-
-def test_times_out_when_nothing_happens(word) -> None:  # type: ignore[no-untyped-def]
-    _, w, view = word
-    view[0] = 7
-    start = time.monotonic()
-    assert w.wait(7, 0.2) is False
-    elapsed = time.monotonic() - start
-    assert 0.19 <= elapsed < 5.0
-
-
-def test_zero_timeout_does_not_sleep(word) -> None:  # type: ignore[no-untyped-def]
-    _, w, view = word
-    assert w.wait(view[0], 0) is False
-
-
-def test_wake_with_no_waiter_is_harmless(word) -> None:  # type: ignore[no-untyped-def]
-    _, w, _ = word
-    for _ in range(1000):
-        w.wake()
-
-
-def test_a_signal_does_not_shorten_the_timeout(word) -> None:  # type: ignore[no-untyped-def]
-    _, w, view = word
-    hits: List[int] = []
-    old = signal.signal(signal.SIGALRM, lambda *_: hits.append(1))
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
-        start = time.monotonic()
-        assert w.wait(view[0], 0.3) is False
-        elapsed = time.monotonic() - start
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, old)
-    assert len(hits) >= 3, "the timer should have interrupted the wait several times"
-    assert 0.29 <= elapsed < 5.0
-
-
-class _Stop(Exception):
-    pass
-
-
-def _raise_stop(*_: object) -> None:
-    raise _Stop
-
-
-def test_a_raising_signal_handler_ends_an_unbounded_wait(word) -> None:  # type: ignore[no-untyped-def]
-    """This is how Ctrl-C (KeyboardInterrupt) stops a blocked subscriber."""
-    _, w, view = word
-    old = signal.signal(signal.SIGALRM, _raise_stop)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        start = time.monotonic()
-        with pytest.raises(_Stop):
-            w.wait(view[0], None)
-        assert time.monotonic() - start < 5.0
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-_WAITER = textwrap.dedent(
-    """
-    import sys
-    from pricefeed._segment import Segment
-    from pricefeed._wait import select
-    name, backend, offset, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    seg = Segment.open(name, writable=False)
-    seg.map(seg.size)
-    view = seg.view[offset : offset + 4].cast("I")
-    w = select(backend).word(seg.address + offset, view)
-    seen = view[0]
-    print("ready", seen, flush=True)
-    for _ in range(rounds):
-        while view[0] == seen:
-            if not w.wait(seen, 30.0):
-                print("timeout", flush=True)
-                sys.exit(1)
-        seen = view[0]
-        print(seen, flush=True)
-    """
-)
-
-
-def test_cross_process_wake_on_a_read_only_mapping(word, backend: str, procs: List[Proc]) -> None:  # type: ignore[no-untyped-def]
-    """300 rounds of store-then-wake against a waiter in another process that mapped the word
-    read-only; a lost wake-up hangs the waiter and fails the round's timeout."""
-    seg, w, view = word
-    rounds = 300
-    p = Proc([sys.executable, "-c", _WAITER, seg.feed, backend, str(OFFSET), str(rounds)])
-    procs.append(p)
-    assert p.readline() == "ready 0"
-    for i in range(1, rounds + 1):
-        view[0] = i
-        w.wake()
-        assert p.readline(timeout=30) == str(i)
-    code, _, err = p.finish(timeout=30)
-    assert code == 0, err
-
-
-def test_many_waiters_all_wake(word, backend: str, procs: List[Proc]) -> None:  # type: ignore[no-untyped-def]
-    seg, w, view = word
-    waiters = [Proc([sys.executable, "-c", _WAITER, seg.feed, backend, str(OFFSET), "1"]) for _ in range(8)]
-    procs.extend(waiters)
-    for p in waiters:
-        assert p.readline(timeout=60) == "ready 0"
-    if backend == "futex":
-        wait_until(lambda: all(blocked_in_futex(p.pid) for p in waiters), 30, "waiters to block")
-    view[0] = 1
-    w.wake()
-    for p in waiters:
-        assert p.readline(timeout=30) == "1"
-        assert p.finish(timeout=30)[0] == 0
-
-
-def test_backend_selection() -> None:
-    from pricefeed import UnsupportedPlatform
-
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
     assert select("polling").name == "polling"
     assert select().name == BACKENDS[0]
     with pytest.raises(UnsupportedPlatform, match=r"unknown wait backend 'nope'; expected one of"):
         select("nope")
+    unusable = [name for name, ok in available().items() if not ok]
+    if unusable:
+        with pytest.raises(UnsupportedPlatform) as info:
+            select(unusable[0])
+        assert str(info.value) == (
+            f"wait backend {unusable[0]!r} does not work on this machine; the ones that do: {sorted(BACKENDS)}"
+        )
+    monkeypatch.setenv(ENV, "polling")
+    assert select().name == "polling"
 
 
-_MULTI_WAITER = textwrap.dedent(
-    """
-    import sys
-    from pricefeed._segment import Segment
-    from pricefeed._wait import select
-    name, backend, offsets, rounds = sys.argv[1], sys.argv[2], [int(o) for o in sys.argv[3].split(",")], int(sys.argv[4])
-    seg = Segment.open(name, writable=False)
-    seg.map(seg.size)
-    b = select(backend)
-    views = [seg.view[o : o + 4].cast("I") for o in offsets]
-    multi = b.multi([b.word(seg.address + o, v) for o, v in zip(offsets, views)])
-    seen = [v[0] for v in views]
-    print("ready", flush=True)
-    for _ in range(rounds):
-        while [v[0] for v in views] == seen:
-            if not multi.wait(seen, 30.0):
-                print("timeout", flush=True)
-                sys.exit(1)
-        now = [v[0] for v in views]
-        print(",".join(str(i) for i, (a, c) in enumerate(zip(seen, now)) if a != c), flush=True)
-        seen = now
-    """
-)
+class _DeadWord:
+    """A broken wait: it never sees a change or a wake, and ends at once as if it had timed out."""
+
+    def wait(self, expected: Any, timeout: Optional[float]) -> bool:
+        return False
+
+    def wake(self) -> None:
+        pass
+
+    def wake_with(self, other: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
-def test_many_words_are_waited_on_where_it_matters(backend: str) -> None:
-    if backend == "futex" and sys.platform.startswith("linux"):
-        import platform
+class _NeverWakes:
+    name = "never-wakes"
 
-        major, minor = (int(x) for x in platform.release().split(".")[:2])
-        assert select(backend).can_wait_many() == ((major, minor) >= (5, 16))
+    def usable(self) -> bool:
+        return True
 
+    def word(self, address: int, view: memoryview, key: Any, writer: bool = False) -> _DeadWord:
+        return _DeadWord()
 
-def test_a_multi_wait_returns_for_any_of_its_words(word, backend: str, procs: List[Proc]) -> None:  # type: ignore[no-untyped-def]
-    """200 rounds: the waiter (another process, read-only mapping) sleeps on three words and
-    must come back for whichever one changes, and not before."""
-    import random
+    def can_wait_many(self) -> bool:
+        return True
 
-    if not select(backend).can_wait_many():
-        pytest.skip("no multi-word wait on this kernel (Linux < 5.16)")
-    seg, _, _ = word
-    offsets = [OFFSET + 4, OFFSET + 64, OFFSET + 1024]
-    views = [seg.view[o : o + 4].cast("I") for o in offsets]
-    words = [select(backend).word(seg.address + o, v) for o, v in zip(offsets, views)]
-    p = Proc([sys.executable, "-c", _MULTI_WAITER, seg.feed, backend, ",".join(map(str, offsets)), "200"])
-    procs.append(p)
-    try:
-        assert p.readline() == "ready"
-        rng = random.Random(1)
-        for _ in range(200):
-            k = rng.randrange(3)
-            views[k][0] = (views[k][0] + 1) & 0xFFFFFFFF
-            words[k].wake()
-            assert p.readline(timeout=30) == str(k)
-        assert p.finish(timeout=30)[0] == 0
-    finally:
-        for v in views:
-            v.release()
+    def multi(self, words: Sequence[Any]) -> _DeadWord:
+        return _DeadWord()
 
 
-def test_a_multi_wait_times_out(word, backend: str) -> None:  # type: ignore[no-untyped-def]
-    _, w, view = word
-    b = select(backend)
-    if not b.can_wait_many():
-        pytest.skip("no multi-word wait on this kernel (Linux < 5.16)")
-    multi = b.multi([w])
-    start = time.monotonic()
-    assert multi.wait([view[0]], 0.2) is False
-    assert 0.19 <= time.monotonic() - start < 5.0
-    assert multi.wait([view[0] + 1], 5.0) is True  # differs already: at once
+def _our_segments() -> List[str]:
+    """The segments run() made in this process and left behind (it must leave none)."""
+    return [name for name in list_feeds() if name.startswith(f"st-{os.getpid()}-")]
 
 
-def test_wake_with_wakes_the_waiters_of_both_words(word, backend: str, procs: List[Proc]) -> None:  # type: ignore[no-untyped-def]
-    """One call wakes a waiter of each word; the second word keeps its value (below 2**31)."""
-    seg, w, view = word
-    other_off = OFFSET + 256
-    other_view = seg.view[other_off : other_off + 4].cast("I")
-    other = select(backend).word(seg.address + other_off, other_view)
-    try:
-        other_view[0] = 0x7FFFFFF0
-        a = Proc([sys.executable, "-c", _WAITER, seg.feed, backend, str(OFFSET), "1"])
-        b = Proc([sys.executable, "-c", _WAITER, seg.feed, backend, str(other_off), "1"])
-        procs.extend([a, b])
-        assert a.readline() == "ready 0" and b.readline() == f"ready {0x7FFFFFF0}"
-        if backend == "futex":
-            wait_until(lambda: blocked_in_futex(a.pid) and blocked_in_futex(b.pid), 30, "waiters to block")
-        view[0] = 1
-        other_view[0] = 0x7FFFFFF1
-        w.wake_with(other)
-        assert a.readline(timeout=30) == "1" and b.readline(timeout=30) == str(0x7FFFFFF1)
-        assert other_view[0] == 0x7FFFFFF1, "the kernel's no-op must leave the word as it was"
-    finally:
-        other_view.release()
+def _rows(report: str, backend: str) -> Dict[str, str]:
+    """{check name: row} for the rows of one backend in run()'s report."""
+    rows: Dict[str, str] = {}
+    for line in report.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] in ("PASS", "FAIL", "SKIP") and parts[2] == backend:
+            assert parts[1] not in rows, f"two rows for {parts[1]}: {report}"
+            rows[parts[1]] = line
+    return rows
+
+
+def test_run_reports_a_broken_backend_and_returns_1() -> None:
+    out = io.StringIO()
+    assert run([_NeverWakes()], out=out) == 1
+    report = out.getvalue()
+    rows = _rows(report, "never-wakes")
+    assert list(rows) == [c.name for c in CHECKS], report
+    assert rows["returns_at_once"].startswith("FAIL"), report
+    assert "returned False, not True" in rows["returns_at_once"], report
+    assert rows["in_process_wake"].startswith("FAIL"), report
+    assert rows["raising_handler_ends_wait"].startswith("FAIL"), report
+    # Children select their backend by name, which a stand-in object does not have.
+    assert rows["cross_process_wake"].startswith("SKIP"), report
+    assert f"{len(CHECKS)} checks: " in report and "FAILED: returns_at_once[never-wakes]" in report, report
+    assert _our_segments() == []
+
+
+def test_run_returns_0_for_the_real_backends() -> None:
+    out = io.StringIO()
+    assert run(out=out, only="wake_with") == 0
+    report = out.getvalue()
+    for name in BACKENDS:
+        assert list(_rows(report, name)) == ["wake_with"], report
+        assert _rows(report, name)["wake_with"].startswith("PASS"), report
+    assert f"{len(BACKENDS)} checks: {len(BACKENDS)} passed, 0 skipped, 0 failed" in report, report
+    assert "FAILED" not in report
+    assert _our_segments() == []
+
+
+def test_run_refuses_unknown_names_before_running_anything() -> None:
+    out = io.StringIO()
+    with pytest.raises(InvalidInput, match=r"unknown check 'nope'; expected one of \['returns_at_once'"):
+        run(out=out, only="nope")
+    with pytest.raises(UnsupportedPlatform, match=r"unknown wait backend 'nope'"):
+        run(["nope"], out=out)
+    assert out.getvalue() == ""
