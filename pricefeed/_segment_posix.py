@@ -6,10 +6,21 @@ Why each mechanism (the failure it avoids):
   whose ftruncate fails (a read-only open, say) makes it unlink the segment. We size a new
   segment ourselves with ``posix_fallocate``, which also reserves its pages: ftruncate alone
   on a full tmpfs succeeds and the first write then dies of SIGBUS.
-* ``mode`` is masked by the umask at creation, so we ``fchmod`` right after.
-* The single-publisher lock is ``flock(LOCK_EX | LOCK_NB)`` on the segment's descriptor. The
-  kernel drops it when the holder dies, kill -9 included, so there is never a stale lock to
-  clean up. (POSIX fcntl locks would be dropped when *any* descriptor of the file closes.)
+  macOS has no ``posix_fallocate`` and allows exactly one ``ftruncate`` per segment (xnu
+  ``pshm_truncate``), which rounds the size up to a page (16 KiB on Apple Silicon): fstat then
+  reports the rounded size. FreeBSD's segments are swap-backed VM objects with nothing like a
+  full tmpfs, and its ``posix_fallocate`` on a segment (13.0 and later) only grows it: both use
+  ``ftruncate``.
+* ``mode`` is masked by the umask at creation on Linux and FreeBSD, so we ``fchmod`` right
+  after. macOS applies no umask to ``shm_open`` and refuses ``fchmod`` on a segment (EINVAL).
+* The single-publisher lock is ``flock(LOCK_EX | LOCK_NB)``. The kernel drops it when the
+  holder dies, kill -9 included, so there is never a stale lock to clean up. (POSIX fcntl
+  locks would be dropped when *any* descriptor of the file closes.) On Linux it is taken on
+  the segment's descriptor. macOS and FreeBSD refuse ``flock`` on a shared-memory descriptor
+  (ENOTSUP, EOPNOTSUPP: both kernels' ``flock`` accept vnodes only), so there it is on a small
+  lock file per feed in ``LOCK_DIR`` (``/var/tmp``: shared by all users, sticky, and not
+  emptied by macOS's daily /tmp cleaner), which also holds the holder's pid (no /proc/locks
+  there) and lists the feeds (neither system can list its segments from a file system).
 * Nothing here attaches through ``multiprocessing.shared_memory``: before 3.13 its resource
   tracker unlinks every segment a process merely attached to when that process exits.
 """
@@ -20,7 +31,10 @@ import errno
 import fcntl
 import mmap
 import os
+import secrets
 import stat
+import subprocess
+import sys
 import time
 from typing import List, Optional
 
@@ -38,14 +52,61 @@ from ._segment_common import LOCK_RETRY_SECONDS, PREFIX, Pin, is_feed_entry, seg
 
 SHM_DIR = "/dev/shm"
 
+_LINUX = sys.platform.startswith("linux")
+_DARWIN = sys.platform == "darwin"
+_FREEBSD = sys.platform.startswith("freebsd")
+#: Where the publisher locks live where a segment's descriptor cannot be locked (macOS,
+#: FreeBSD): one ``pf-<feed>.lock`` per feed, created with the feed and removed with it.
+LOCK_DIR = os.environ.get("PRICEFEED_LOCK_DIR") or "/var/tmp"
+_LOCK_SUFFIX = ".lock"
+
 
 def list_feeds() -> List[str]:
-    """Names of every feed segment on this machine (read from /dev/shm where it exists)."""
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
+    """Names of every feed segment on this machine: read from /dev/shm on Linux, from
+    ``posixshmcontrol ls`` on FreeBSD, and on macOS (which cannot list segments at all) from
+    the feeds' lock files, keeping those whose segment still opens."""
+    if _FREEBSD:
+        entries = _freebsd_segments()
+    elif not _LINUX:
+        try:
+            files = os.listdir(LOCK_DIR)
+        except OSError:
+            return []
+        entries = [f[: -len(_LOCK_SUFFIX)] for f in files if f.endswith(_LOCK_SUFFIX)]
+        entries = [e for e in entries if e.startswith(PREFIX) and _segment_exists("/" + e)]
+    else:
+        try:
+            entries = os.listdir(SHM_DIR)
+        except OSError:
+            return []
     return sorted(e[len(PREFIX) :] for e in entries if is_feed_entry(e))
+
+
+def _freebsd_segments() -> List[str]:
+    """Segment names without the slash, from ``posixshmcontrol ls`` (FreeBSD 12.1 and later):
+    a header line, then MODE OWNER GROUP SIZE PATH separated by tabs."""
+    try:
+        out = subprocess.run(
+            ["posixshmcontrol", "ls", "-n"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    names = []
+    for line in out.splitlines()[1:]:
+        path = line.rsplit("\t", 1)[-1]
+        if path.startswith("/"):
+            names.append(path[1:])
+    return names
+
+
+def _segment_exists(name: str) -> bool:
+    try:
+        posix_ipc.SharedMemory(name, 0, read_only=True).close_fd()
+    except posix_ipc.ExistentialError:
+        return False
+    except (posix_ipc.Error, OSError):
+        return True  # there, but not ours to open: listed, as /dev/shm would show it
+    return True
 
 
 def segment_path(feed: str) -> str:
@@ -82,8 +143,17 @@ class Segment:
         self._shm = shm
         self.fd = shm.fd
         st = os.fstat(self.fd)
-        self.size = st.st_size
+        self.size = st.st_size  # macOS: rounded up to a page
+        self.mode = st.st_mode & 0o777
+        self._lockfd = -1  # the lock file's descriptor (not Linux)
+        # The lock file's token, a random number written when the segment is created: it tells
+        # this incarnation of the feed from a later one of the same name (not Linux).
+        self._token = None if _LINUX else _token_of(feed)
         self.inode = (st.st_dev, st.st_ino)
+        if self.inode == (0, 0):
+            # macOS's fstat of a segment fills in mode, owner and size only (xnu pshm_stat):
+            # the token stands in for the inode.
+            self.inode = (0, int(self._token or "0", 16))
         self._mm: Optional[mmap.mmap] = None
         self._pin: Optional[Pin] = None
         self.view: memoryview = memoryview(b"")
@@ -105,8 +175,17 @@ class Segment:
         except (posix_ipc.Error, OSError) as exc:
             raise _os_error(exc, feed, "create") from None
         try:
-            os.fchmod(shm.fd, mode)
-            os.posix_fallocate(shm.fd, 0, size)
+            if not _DARWIN:
+                os.fchmod(shm.fd, mode)
+            if sys.platform.startswith("linux"):  # (spelled out so that mypy knows the platform)
+                os.posix_fallocate(shm.fd, 0, size)
+            else:
+                os.ftruncate(shm.fd, size)  # macOS: the one ftruncate a segment may have
+            if not _LINUX:
+                # A new lock file for a new segment (one left by an earlier feed of this name
+                # goes: a publisher still holding it is publishing to a removed segment).
+                _remove_lock_file(feed)
+                os.close(_open_lock(feed, mode, create=True))
             seg = cls(feed, shm, writable=True)
             seg.map(size)
             return seg
@@ -123,7 +202,8 @@ class Segment:
     @classmethod
     def open(cls, feed: str, writable: bool) -> Segment:
         name = segment_name(feed)
-        _refuse_non_files(feed, name)
+        if _LINUX:
+            _refuse_non_files(feed, name)
         try:
             shm = posix_ipc.SharedMemory(name, 0, read_only=not writable)
         except (posix_ipc.Error, OSError) as exc:
@@ -135,14 +215,48 @@ class Segment:
         """Take the publisher lock if nobody holds it. A liveness probe (below) holds a shared
         lock for a few microseconds, so a refusal is retried for LOCK_RETRY_SECONDS."""
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        moved = 0
         while True:
+            fd = self._lock_fd(create=True)
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(0.002)
+                continue
+            if _LINUX:
+                return True
+            if not _names_lock_file(fd, _lock_path(self.feed)):
+                # Removed or replaced between our open and our lock: the lock that counts is on
+                # the file the path names now. Drop this one and take that.
+                self._close_lock()
+                moved += 1
+                if moved > 100:  # pragma: no cover - something keeps replacing the file
+                    raise PricefeedError(f"feed {self.feed!r}: its lock file {_lock_path(self.feed)} keeps changing")
+                continue
+            token = _read_token(fd)
+            if self._token is None:
+                self._token = token  # a feed made before lock files, or whose file was lost
+            elif token != self._token:
+                self._close_lock()
+                raise PricefeedError(f"feed {self.feed!r} was removed and re-created since it was opened")
+            _write_pid(fd, token)
+            return True
+
+    def _lock_fd(self, create: bool) -> int:
+        """The descriptor the publisher lock is taken on: the segment's own on Linux, else the
+        feed's lock file (opened once, kept until close())."""
+        if _LINUX:
+            return int(self.fd)
+        if self._lockfd < 0:
+            self._lockfd = _open_lock(self.feed, self.mode, create=create and self.writable)
+        return self._lockfd
+
+    def _close_lock(self) -> None:
+        if self._lockfd >= 0:
+            os.close(self._lockfd)  # also drops the flock, if this descriptor held it
+            self._lockfd = -1
 
     def lock_publisher(self) -> None:
         """Take the single-publisher lock or raise FeedBusy naming the holder."""
@@ -164,10 +278,14 @@ class Segment:
         only names the holder: it shows pid 0 for holders it cannot name, so it cannot be
         trusted to say that nobody holds the lock."""
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fd = self._lock_fd(create=False)
+        except FileNotFoundError:
+            return None  # no lock file: nobody ever published, or the feed was removed
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _flock_holder(self.inode) or 0
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+            return (_flock_holder(self.inode) if _LINUX else _read_pid(fd)) or 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return None
 
     def still_linked(self) -> bool:
@@ -180,6 +298,8 @@ class Segment:
             st = os.fstat(other.fd)
         finally:
             other.close_fd()
+        if (st.st_dev, st.st_ino) == (0, 0):  # macOS: see __init__ (no token: cannot tell)
+            return self._token is None or _token_of(self.feed) == self._token
         return (st.st_dev, st.st_ino) == self.inode
 
     def unlink(self) -> None:
@@ -187,6 +307,10 @@ class Segment:
             _unlink_quietly(segment_name(self.feed))
         except (posix_ipc.Error, OSError) as exc:
             raise _os_error(exc, self.feed, "remove") from None
+        if not _LINUX:
+            # A publisher that opened the old file and locks it later sees that the path no
+            # longer names it (try_lock), so removing it never lets two publishers in.
+            _remove_lock_file(self.feed)
 
     def close(self) -> None:
         self.view.release()
@@ -196,6 +320,7 @@ class Segment:
         if self._mm is not None:
             self._mm.close()
             self._mm = None
+        self._close_lock()
         if self.fd >= 0:
             self._shm.close_fd()  # also drops the flock, if this descriptor held it
             self.fd = -1
@@ -243,3 +368,97 @@ def _flock_holder(inode: tuple[int, int]) -> int:
         if len(parts) >= 6 and parts[1] == "FLOCK" and parts[3] == "WRITE" and parts[5] == want:
             return int(parts[4])
     return 0
+
+
+# -- lock files (macOS, FreeBSD) ----------------------------------------------------------------
+
+
+def _lock_path(feed: str) -> str:
+    return os.path.join(LOCK_DIR, segment_name(feed)[1:] + _LOCK_SUFFIX)
+
+
+def _open_lock(feed: str, mode: int, create: bool) -> int:
+    """Open (and with ``create``, make) the feed's lock file. A reader that may not write it
+    opens it read-only, which is enough for flock and for reading the holder's pid. Never
+    follows a symbolic link: LOCK_DIR is shared by every user."""
+    path = _lock_path(feed)
+    base = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = -1
+    if create:
+        try:
+            fd = os.open(path, base | os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            fd = -1
+        else:
+            try:
+                os.fchmod(fd, mode)  # the umask applied at creation
+                os.write(fd, f"{secrets.token_hex(16)}\n".encode())
+            except BaseException:
+                os.close(fd)
+                raise
+    if fd < 0:
+        try:
+            fd = os.open(path, base | os.O_RDWR)
+        except PermissionError:
+            fd = os.open(path, base | os.O_RDONLY)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadSegment(f"feed {feed!r}: its lock file {path} is not a regular file")
+    return fd
+
+
+def _remove_lock_file(feed: str) -> None:
+    try:
+        os.unlink(_lock_path(feed))
+    except FileNotFoundError:
+        pass
+
+
+def _names_lock_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file open on ``fd``."""
+    try:
+        a = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    b = os.fstat(fd)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+# A lock file holds two lines: the token (32 hex digits, written once, when the segment is
+# created) and the pid of the publisher that last took the lock.
+
+
+def _read_token(fd: int) -> Optional[str]:
+    try:
+        token = os.pread(fd, 33, 0).split(b"\n", 1)[0].decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token if len(token) == 32 else None
+
+
+def _token_of(feed: str) -> Optional[str]:
+    try:
+        fd = os.open(_lock_path(feed), os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        return _read_token(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_pid(fd: int, token: Optional[str]) -> None:
+    """Write the holder's pid after the token (best effort: a read-only open cannot)."""
+    line = f"{token or '0' * 32}\n{os.getpid()}\n".encode()
+    try:
+        os.pwrite(fd, line, 0)
+        os.ftruncate(fd, len(line))
+    except OSError:
+        pass
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 64, 0).split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
