@@ -364,6 +364,31 @@ def demo(seconds: float) -> None:
     run_demo(seconds, _out)
 
 
+@cli.command()
+@click.option("--backend", "backends", multiple=True, metavar="NAME",
+              help="Check this wait backend (repeatable; default: every one that works here).")
+@click.option("--check", "only", metavar="NAME", help="Run only this check.")
+@click.option("--list", "list_only", is_flag=True, help="List the backends and the checks, and exit.")
+def selftest(backends: Tuple[str, ...], only: Optional[str], list_only: bool) -> None:
+    """Check pricefeed's wait backends and a feed end to end on this machine (exit 1 on a failure).
+
+    The same conformance suite the project's tests run, shipped with the package: run it first
+    on a platform the project does not test itself (docs/platforms.md)."""
+    from ._conformance import CHECKS
+    from ._conformance import run as run_checks
+    from ._wait import available
+
+    if list_only:
+        for name, ok in available().items():
+            _out(f"backend  {name:<10} {'works here' if ok else 'not usable here'}")
+        for check in CHECKS:
+            _out(f"check    {check.name:<28} {check.about}")
+        return
+    code = run_checks(list(backends) or None, only=only)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI and return its exit code (the one place errors become exits)."""
     try:

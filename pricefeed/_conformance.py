@@ -740,9 +740,71 @@ def check_idle_wait_uses_no_cpu(backend: BackendLike) -> str:
 # -- the child processes' side ------------------------------------------------------------------
 
 
+def check_feed_round_trip(backend: BackendLike) -> str:
+    """The whole stack on this platform: a publisher here, a subscriber in another process
+    waiting with this backend, 500 changes of 7 symbols in bursts; the subscriber must see
+    each exactly once, in order. A second publisher is refused and the feed is removed."""
+    from ._admin import remove
+    from ._errors import FeedBusy
+    from ._publisher import Publisher
+
+    b = _resolve(backend)
+    name = _child_backend(b)
+    feed = _segment_name()
+    changes = 500
+    pub = Publisher.create(feed)
+    try:
+        with _Children() as children:
+            p = children.add("subscribe", feed, name, changes, "0:0")
+            p.expect("ready", "start")
+            symbols = [f"S{k}" for k in range(7)]
+            start = time.monotonic()
+            for i in range(1, changes + 1):
+                pub.publish(symbols[i % 7], float(i))
+                if i % 50 == 0:
+                    time.sleep(0.01)  # bursts and pauses: subscribers sleep between them
+            seen = [p.readline(what=f"change {k + 1} of {changes}") for k in range(changes)]
+            took = time.monotonic() - start
+            want = [f"{i} {symbols[i % 7]} {float(i)!r}" for i in range(1, changes + 1)]
+            if seen != want:
+                first = next(k for k, (a, c) in enumerate(zip(seen, want)) if a != c)
+                raise AssertionError(f"change {first + 1}: the subscriber said {seen[first]!r}, expected {want[first]!r}")
+            p.finish()
+        try:
+            Publisher.open(feed).close()
+        except FeedBusy:
+            pass
+        else:
+            raise AssertionError("a second publisher was let in while the first one held the feed")
+    finally:
+        pub.close()
+        remove(feed)
+    return f"{changes} changes seen once each, in order, in {took:.2f} s"
+
+
+def _child_subscribe(feed: str, backend_name: str, count: int) -> int:
+    from ._subscriber import Subscriber
+    from ._values import Quote
+
+    with Subscriber(feed, backend=backend_name) as sub:
+        print("ready", flush=True)
+        got = 0
+        for event in sub.updates(timeout=WAIT_LIMIT):
+            if isinstance(event, Quote):
+                print(event.seq, event.symbol, repr(event.price), flush=True)
+                got += 1
+                if got == count:
+                    return 0
+            else:
+                print("event", type(event).__name__, flush=True)
+    return 1
+
+
 def _child_main(argv: Sequence[str]) -> int:
     """``role feed backend count offset:index[,offset:index...]`` (see the checks above)."""
     role, feed, backend_name, count, specs = argv
+    if role == "subscribe":
+        return _child_subscribe(feed, backend_name, int(count))
     pairs: List[Tuple[int, int]] = []
     for spec in specs.split(","):
         offset, index = spec.split(":")
@@ -834,6 +896,7 @@ CHECKS: List[Check] = [
     Check("multi_wait_any", check_multi_wait_any, "a multi-word wait returns for whichever word changed"),
     Check("wake_with", check_wake_with, "wake_with wakes both words' waiters and leaves the second word as it was"),
     Check("idle_wait_uses_no_cpu", check_idle_wait_uses_no_cpu, "a one-second wait with nothing changing uses no CPU"),
+    Check("feed_round_trip", check_feed_round_trip, "500 changes from a publisher to a subscriber process, once each"),
 ]
 
 

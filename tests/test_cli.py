@@ -337,3 +337,17 @@ def test_bench_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert "Targets (issue 4)" in p.stdout
     p = run("bench", "--only", "nope")
     assert p.returncode == 2 and "unknown suite" in p.stderr
+
+
+def test_selftest_runs_the_conformance_suite_and_says_what_failed() -> None:
+    from pricefeed import UnsupportedPlatform
+    from pricefeed._wait import select
+
+    r = run("selftest", "--check", "wake_with")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"PASS  wake_with  {select().name}" in r.stdout
+    assert ", 0 failed" in r.stdout
+    listed = run("selftest", "--list")
+    assert listed.returncode == 0 and "check    feed_round_trip" in listed.stdout
+    bad = run("selftest", "--backend", "nope")
+    assert bad.returncode == UnsupportedPlatform.exit_code and "unknown wait backend 'nope'" in bad.stderr and "Traceback" not in bad.stderr
