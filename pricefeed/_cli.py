@@ -20,7 +20,7 @@ import click
 from . import _layout as L
 from ._accel import ACCELERATED
 from ._admin import feed_names, remove
-from ._errors import FeedNotFound, InvalidInput, PricefeedError
+from ._errors import FeedNotFound, InvalidInput, PricefeedError, UnsupportedPlatform
 from ._publisher import Publisher
 from ._subscriber import Event, FeedStatus, Subscriber
 from ._values import EVENT_NAMES, Quote, check_price, check_symbol
@@ -178,7 +178,12 @@ def _publish_stream(pub: Publisher, lines: IO[str], strict: bool) -> int:
 @click.option("--timeout", type=click.FloatRange(min=0), help="Give up (exit 12) after S seconds without a change.")
 @click.option("--conflate", is_flag=True, help="Only the newest value of each symbol when falling behind.")
 @click.option("--snapshot", is_flag=True, help="Start with the current value of every symbol.")
-@click.option("--exec", "command", metavar="CMD", help="Run CMD (with sh) once per change instead of printing it.")
+@click.option(
+    "--exec",
+    "command",
+    metavar="CMD",
+    help="Run CMD (with sh; cmd.exe on Windows) once per change instead of printing it.",
+)
 @click.option("--wait", is_flag=True, help="If FEED does not exist yet, wait for it.")
 @click.option("--spin-us", type=click.FloatRange(min=0, max=10_000), default=0, show_default=True,
               help="Poll for this many µs before sleeping: catches bursts without a wake-up.")  # fmt: skip
@@ -348,6 +353,11 @@ def rm(feeds: Tuple[str, ...], stale: bool, force: bool) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: Tuple[str, ...]) -> None:
     """Measure pricefeed beside the alternatives (pricefeed bench --help for its options)."""
+    if not sys.platform.startswith("linux"):
+        raise UnsupportedPlatform(
+            "pricefeed bench runs on Linux only (it forks, pins CPUs and reads /proc); "
+            "scripts/platform_latency.py measures wake-ups on any platform"
+        )
     from ._bench.run import main as bench_main
 
     code = bench_main(list(args))
@@ -365,8 +375,13 @@ def demo(seconds: float) -> None:
 
 
 @cli.command()
-@click.option("--backend", "backends", multiple=True, metavar="NAME",
-              help="Check this wait backend (repeatable; default: every one that works here).")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    metavar="NAME",
+    help="Check this wait backend (repeatable; default: every one that works here).",
+)
 @click.option("--check", "only", metavar="NAME", help="Run only this check.")
 @click.option("--list", "list_only", is_flag=True, help="List the backends and the checks, and exit.")
 def selftest(backends: Tuple[str, ...], only: Optional[str], list_only: bool) -> None:

@@ -768,7 +768,8 @@ def check_feed_round_trip(backend: BackendLike) -> str:
             want = [f"{i} {symbols[i % 7]} {float(i)!r}" for i in range(1, changes + 1)]
             if seen != want:
                 first = next(k for k, (a, c) in enumerate(zip(seen, want)) if a != c)
-                raise AssertionError(f"change {first + 1}: the subscriber said {seen[first]!r}, expected {want[first]!r}")
+                said, expected = seen[first], want[first]
+                raise AssertionError(f"change {first + 1}: the subscriber said {said!r}, expected {expected!r}")
             p.finish()
         try:
             Publisher.open(feed).close()

@@ -13,13 +13,9 @@ import sys
 from ._segment_common import LOCK_RETRY_SECONDS, NAME_MAX, PREFIX, check_name, segment_name
 
 if sys.platform == "win32":
-    from ._segment_windows import Segment, feed_dir, list_feeds, segment_path
+    from ._segment_windows import Segment, list_feeds, segment_path
 else:
     from ._segment_posix import Segment, list_feeds, segment_path
-
-    def feed_dir() -> str:
-        """Where feeds live: named shared memory, shown in /dev/shm on Linux."""
-        return "/dev/shm"
 
 
 __all__ = [
@@ -28,7 +24,6 @@ __all__ = [
     "PREFIX",
     "Segment",
     "check_name",
-    "feed_dir",
     "list_feeds",
     "segment_name",
     "segment_path",

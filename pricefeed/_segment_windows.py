@@ -284,11 +284,19 @@ class Segment:
             return 0
 
     def still_linked(self) -> bool:
-        """True while the feed's name still leads to this file (not removed or replaced)."""
+        """True while the feed's name still leads to this file (not removed or replaced). The
+        identity comes from a handle, not ``os.stat``, which may report 0 for both (seen under
+        Wine)."""
         try:
-            st = os.stat(segment_path(self.feed))
-        except OSError:
+            fd = _open_file(segment_path(self.feed), writable=False, create=False)
+        except FileNotFoundError:
             return False
+        except OSError:
+            return True  # there, but we cannot tell: assume it is ours rather than reset
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         return (st.st_dev, st.st_ino) == self.inode
 
     def unlink(self) -> None:

@@ -43,12 +43,12 @@ def main(argv: List[str]) -> int:
     stale = []
     for (path, tag), make in SECTIONS.items():
         file = ROOT / path
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
         new = render(text, tag, make())
         if new != text:
             stale.append(f"{path} ({tag})")
             if not check:
-                file.write_text(new)
+                file.write_text(new, encoding="utf-8")
     if check and stale:
         print("out of date: " + ", ".join(stale) + "; run: python scripts/gen_docs.py", file=sys.stderr)
         return 1

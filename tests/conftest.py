@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -161,6 +162,12 @@ def procs() -> Iterator[List[Proc]]:
                 p.p.stdin.close()
 
 
+def kill_hard(pid: int) -> None:
+    """Kill a process the way a crash does: SIGKILL, or TerminateProcess on Windows."""
+    # On Windows os.kill calls TerminateProcess for any signal but the console ones.
+    os.kill(pid, signal.SIGTERM if WINDOWS else signal.SIGKILL)
+
+
 def open_fds() -> int:
     """How many descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))
@@ -180,8 +187,16 @@ def cli(*args: object) -> List[str]:
     return [sys.executable, "-m", "pricefeed", *map(str, args)]
 
 
+#: Elsewhere than Linux nothing shows whether a process sleeps in its wait: give it this long.
+SETTLE_SECONDS = 0.5
+
+
 def blocked_in_futex(pid: int) -> bool:
-    """True when the process sits in futex or futex_waitv (Linux: /proc/PID/syscall)."""
+    """True when the process sits in futex or futex_waitv (Linux: /proc/PID/syscall). Where
+    that cannot be seen, it waits SETTLE_SECONDS and says True: tests then rely on time."""
+    if not LINUX:
+        time.sleep(SETTLE_SECONDS)
+        return True
     try:
         with open(f"/proc/{pid}/syscall") as f:
             first = f.read().split(" ", 1)[0]

@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from decimal import Decimal
 from fractions import Fraction
 from typing import List
 
-import posix_ipc
 import pytest
-from conftest import Proc, worker
+
+if sys.platform != "win32":
+    import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
+from conftest import Proc, linux_only, posix_only, worker
 
 from pricefeed import (
     BadSegment,
@@ -35,7 +38,7 @@ from pricefeed import (
     remove,
 )
 from pricefeed import _layout as L
-from pricefeed._segment import segment_name
+from pricefeed._segment import segment_name, segment_path
 
 
 def state(feed: str) -> tuple:
@@ -190,22 +193,24 @@ def test_create_twice(feed: str) -> None:
         Publisher.create(feed)
 
 
+@posix_only
 def test_mode_ignores_umask(feed: str) -> None:
     old = os.umask(0o077)
     try:
         Publisher.create(feed, mode=0o644).close()
     finally:
         os.umask(old)
-    assert os.stat(f"/dev/shm{segment_name(feed)}").st_mode & 0o777 == 0o644
+    assert os.stat(segment_path(feed)).st_mode & 0o777 == 0o644
 
 
+@posix_only
 def test_default_mode_is_owner_only(feed: str) -> None:
     old = os.umask(0)
     try:
         Publisher.create(feed).close()
     finally:
         os.umask(old)
-    assert os.stat(f"/dev/shm{segment_name(feed)}").st_mode & 0o777 == 0o600
+    assert os.stat(segment_path(feed)).st_mode & 0o777 == 0o600
 
 
 def test_second_publisher_is_refused_naming_the_holder(feed: str, procs: List[Proc]) -> None:
@@ -265,6 +270,7 @@ def test_end_finishes_subscribers_and_refuses_more(feed: str) -> None:
         assert sub["A"].price == 1.0, "values stay readable"
 
 
+@linux_only
 def test_subscriber_maps_the_feed_read_only(feed: str) -> None:
     Publisher.create(feed).close()
     with Subscriber(feed) as sub:
@@ -398,6 +404,7 @@ def test_conflate_gives_only_the_newest(feed: str) -> None:
         assert [(q.symbol, q.price) for q in it] == [("A", 48.0), ("B", 100.0)]
 
 
+@posix_only
 def test_foreign_segment_is_reported(feed: str) -> None:
     shm = posix_ipc.SharedMemory(segment_name(feed), posix_ipc.O_CREX, mode=0o600, size=4096)
     os.write(shm.fd, b"definitely not a price feed")
@@ -410,6 +417,7 @@ def test_foreign_segment_is_reported(feed: str) -> None:
         Publisher.create(feed)
 
 
+@posix_only
 def test_empty_segment_is_reported(feed: str) -> None:
     posix_ipc.SharedMemory(segment_name(feed), posix_ipc.O_CREX, mode=0o600).close_fd()
     with pytest.raises(BadSegment, match="0 bytes, smaller than the 256-byte header"):
@@ -417,7 +425,7 @@ def test_empty_segment_is_reported(feed: str) -> None:
 
 
 def _poke(feed: str, offset: int, data: bytes) -> None:
-    with open(f"/dev/shm{segment_name(feed)}", "r+b") as f:
+    with open(segment_path(feed), "r+b") as f:
         f.seek(offset)
         f.write(data)
 
@@ -431,9 +439,10 @@ def test_other_layout_version_names_both(feed: str) -> None:
         Publisher.open(feed)
 
 
+@posix_only
 def test_truncated_segment_is_reported(feed: str) -> None:
     Publisher.create(feed, capacity=8, ring_size=16).close()
-    os.truncate(f"/dev/shm{segment_name(feed)}", 600)
+    os.truncate(segment_path(feed), 600)
     with pytest.raises(BadSegment, match="truncated: 600 bytes, expected at least 1792"):
         Subscriber(feed)
 
@@ -547,6 +556,7 @@ def test_closing_from_another_thread_ends_a_sleeping_iterator(feed: str) -> None
     assert outcome and isinstance(outcome[0], (ValueError, OSError)), outcome
 
 
+@posix_only
 def test_a_signal_handler_that_closes_the_subscriber_ends_the_iteration(feed: str) -> None:
     """Closing from a signal handler while the iterator sleeps: an error, never a crash (run
     in a child, so that a crash would show as a signal, not take the test run down)."""

@@ -6,17 +6,18 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import List
 
 import pytest
-from conftest import Proc, blocked_in_futex, cli, unique_name, unlink_feed, wait_until
+from conftest import Proc, blocked_in_futex, cli, posix_only, unique_name, unlink_feed, wait_until
 
 from pricefeed import Publisher, Subscriber
 from pricefeed import _layout as L
 from pricefeed._cli import main
-from pricefeed._segment import segment_name
+from pricefeed._segment import list_feeds, segment_path
 
 
 def run(*args: object, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
@@ -105,22 +106,23 @@ def test_unknown_symbol_and_foreign_and_versioned_segments(feed: str) -> None:
     run("publish", feed, "A=1")
     p = run("get", feed, "B")
     assert (p.returncode, p.stderr.strip()) == (4, f"pricefeed: feed '{feed}' has no symbol 'B'")
-    with open(f"/dev/shm{segment_name(feed)}", "r+b") as f:
+    with open(segment_path(feed), "r+b") as f:
         f.seek(L.OFF_VERSION)
         f.write((3).to_bytes(4, "little"))
     for args in (["get", feed, "A"], ["publish", feed, "A=2"], ["subscribe", feed]):
         p = run(*args)
         assert p.returncode == 9 and "layout version 3; this pricefeed reads version 2" in p.stderr, p.stderr
         no_traceback(p)
-    with open(f"/dev/shm{segment_name(feed)}", "r+b") as f:
+    with open(segment_path(feed), "r+b") as f:
         f.write(b"garbage!")
     p = run("snapshot", feed)
     assert p.returncode == 9 and "not a pricefeed segment" in p.stderr
 
 
+@posix_only
 def test_create_and_exists(feed: str) -> None:
     assert run("create", feed, "--capacity", "8", "--ring", "64", "--mode", "0640").returncode == 0
-    assert os.stat(f"/dev/shm{segment_name(feed)}").st_mode & 0o777 == 0o640
+    assert os.stat(segment_path(feed)).st_mode & 0o777 == 0o640
     p = run("create", feed)
     assert p.returncode == 5 and "already exists" in p.stderr
     st = json.loads(run("status", feed, "--json").stdout)
@@ -184,6 +186,7 @@ def test_strict_stream_stops_at_the_first_bad_line(feed: str) -> None:
         assert sub.symbols() == ["A"]
 
 
+@posix_only
 def test_exec_runs_once_per_change(feed: str, procs: List[Proc], tmp_path: Path) -> None:
     out = tmp_path / "exec.log"
     run("create", feed)
@@ -219,6 +222,7 @@ def test_subscribe_timeout_exit_code(feed: str) -> None:
     no_traceback(p)
 
 
+@posix_only
 def test_gap_event_in_json(feed: str, procs: List[Proc]) -> None:
     run("create", feed, "--ring", "8")
     sub = Proc(cli("subscribe", feed, "--json", "--exec", "sleep 0.2", "--count", "3", "--timeout", "30"))
@@ -236,6 +240,7 @@ def test_gap_event_in_json(feed: str, procs: List[Proc]) -> None:
     assert gap["missed"] > 0 and gap["first_seq"] == 2
 
 
+@posix_only
 def test_ctrl_c_stops_a_blocked_subscriber_promptly(feed: str, procs: List[Proc]) -> None:
     run("create", feed)
     sub = Proc(cli("subscribe", feed))
@@ -253,9 +258,7 @@ def test_second_publisher_is_refused(feed: str, procs: List[Proc]) -> None:
     procs.append(first)
     first.stdin.write("A 1\n")
     first.stdin.flush()
-    wait_until(
-        lambda: os.path.exists(f"/dev/shm{segment_name(feed)}") and Subscriber(feed).head == 1, 30, "first publish"
-    )
+    wait_until(lambda: os.path.exists(segment_path(feed)) and Subscriber(feed).head == 1, 30, "first publish")
     p = run("publish", feed, "A=2")
     assert p.returncode == 6
     assert f"already has a publisher (pid {first.pid})" in p.stderr
@@ -296,7 +299,7 @@ def test_ls_and_rm(procs: List[Proc]) -> None:
 
 def test_demo_runs_and_cleans_up() -> None:
     def demos() -> set:
-        return {n for n in os.listdir("/dev/shm") if n.startswith("pf-demo-")}
+        return {n for n in list_feeds() if n.startswith("demo-")}
 
     before = demos()  # other runs' feeds may come and go meanwhile: look at demo feeds only
     p = run("demo", "--seconds", "1", timeout=60)
@@ -326,6 +329,7 @@ def test_spin_option(feed: str) -> None:
     assert p.returncode == 2 and "--spin-us" in p.stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pricefeed bench is Linux-only (fork, /proc)")
 def test_bench_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     """`pricefeed bench` is reachable and its JSON has every target; figures are not judged."""
     out = tmp_path / "bench.json"
@@ -339,6 +343,13 @@ def test_bench_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert p.returncode == 2 and "unknown suite" in p.stderr
 
 
+@pytest.mark.skipif(sys.platform.startswith("linux"), reason="on Linux the benchmark runs (the test above)")
+def test_bench_elsewhere_says_it_is_linux_only() -> None:
+    p = run("bench", "--quick")
+    assert p.returncode == 1 and "pricefeed bench runs on Linux only" in p.stderr, p.stderr
+    no_traceback(p)
+
+
 def test_selftest_runs_the_conformance_suite_and_says_what_failed() -> None:
     from pricefeed import UnsupportedPlatform
     from pricefeed._wait import select
@@ -350,4 +361,8 @@ def test_selftest_runs_the_conformance_suite_and_says_what_failed() -> None:
     listed = run("selftest", "--list")
     assert listed.returncode == 0 and "check    feed_round_trip" in listed.stdout
     bad = run("selftest", "--backend", "nope")
-    assert bad.returncode == UnsupportedPlatform.exit_code and "unknown wait backend 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == UnsupportedPlatform.exit_code
+        and "unknown wait backend 'nope'" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )

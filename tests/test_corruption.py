@@ -11,21 +11,30 @@ import os
 import signal
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, List
 
-import posix_ipc
 import pytest
+
+if sys.platform != "win32":
+    import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
 from conftest import Proc, cli, unique_name, unlink_feed, worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pricefeed import BadSegment, PricefeedError, Publisher, Quote, Subscriber
 from pricefeed import _layout as L
-from pricefeed._segment import segment_name
+from pricefeed._segment import segment_name, segment_path
 
 CAPACITY, RING = 8, 16
+
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="POSIX-specific: builds damaged segments with posix_ipc and bounds reads with SIGALRM",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +54,7 @@ def image() -> Iterator[bytes]:
         with Publisher.create(name, capacity=CAPACITY, ring_size=RING) as pub:
             for i in range(70):
                 pub.publish(f"SYM{i % 6}", float(i) + 0.25)
-        with open(f"/dev/shm{segment_name(name)}", "rb") as f:
+        with open(segment_path(name), "rb") as f:
             yield f.read()
     finally:
         unlink_feed(name)
@@ -152,7 +161,7 @@ def test_the_untouched_image_reads_back(image: bytes) -> None:
 
 @pytest.mark.parametrize("kind", ["directory", "fifo", "symlink", "text file"])
 def test_things_that_only_carry_the_feeds_name(feed: str, kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    path = f"/dev/shm{segment_name(feed)}"
+    path = segment_path(feed)
     made = {"directory": lambda: os.mkdir(path), "fifo": lambda: os.mkfifo(path),
             "symlink": lambda: os.symlink(tmp_path / "target", path),
             "text file": lambda: Path(path).write_text("hello, I am not a feed\n" * 20)}  # fmt: skip
@@ -187,7 +196,7 @@ def test_a_live_segment_damaged_under_its_readers(feed: str, procs: List[Proc]) 
     subs = [Proc(cli("subscribe", feed, "--json", "--timeout", "3")) for _ in range(3)]
     procs.extend(subs)
     size = L.segment_size(CAPACITY, RING)
-    with open(f"/dev/shm{segment_name(feed)}", "r+b") as f:
+    with open(segment_path(feed), "r+b") as f:
         mm = mmap.mmap(f.fileno(), size)
     try:
         old = signal.signal(signal.SIGALRM, _watchdog)

@@ -26,27 +26,29 @@ def test_generated_section_check_can_fail(tmp_path: Path) -> None:
     finally:
         sys.path.pop(0)
     text = (
-        (ROOT / "docs" / "layout.md").read_text().replace("| 64 | 8 | u64 | `head_seq`", "| 72 | 8 | u64 | `head_seq`")
+        (ROOT / "docs" / "layout.md")
+        .read_text(encoding="utf-8")
+        .replace("| 64 | 8 | u64 | `head_seq`", "| 72 | 8 | u64 | `head_seq`")
     )
     assert gen_docs.render(text, "TABLES", gen_docs.SECTIONS[("docs/layout.md", "TABLES")]()) != text
 
 
 def test_readme_points_at_tests_that_exist() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     cited = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?", readme)
     assert cited
     for path, name in cited:
-        source = (ROOT / path).read_text()
+        source = (ROOT / path).read_text(encoding="utf-8")
         if name:
             assert f"def {name}(" in source, f"README cites {path}::{name}, which does not exist"
 
 
 def test_readme_opens_with_the_two_commands_ci_runs() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split("```sh", 1)[1].split("```", 1)[0]
     demo, tests = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert demo.endswith("pricefeed demo")
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert tests in ci, "CI must run the README's test command word for word"
 
 
@@ -58,7 +60,7 @@ def test_the_readme_examples_run(feed: str) -> None:
 
     import pricefeed
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     publisher, subscriber = (b.replace('"prices"', repr(feed)) for b in blocks[:2])
     subscriber = subscriber.replace("timeout=60", "timeout=2")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import select
 import shutil
 import subprocess
@@ -16,12 +15,21 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
+
+if sys.platform.startswith("linux"):
+    import pwd
 from conftest import ROOT, Proc, mappings_of, open_fds, unique_name, unlink_feed, worker
 
 from pricefeed import PricefeedError, Publisher, Subscriber, remove
 from pricefeed._segment import segment_name
 
 USER = "pricefeed-test"
+
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="Linux-specific: a second user by setuid, a full tmpfs by unshare, /proc",
+)
 
 
 @pytest.fixture(scope="module")

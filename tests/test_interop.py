@@ -16,11 +16,14 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import posix_ipc
 import pytest
+
+if sys.platform != "win32":
+    import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
 from conftest import ROOT, Proc, blocked_in_futex, cli, wait_until
 
 from pricefeed import Publisher, PublisherRestarted, Subscriber
@@ -50,6 +53,12 @@ BUILDS = {
     "publisher": (RUSTC, lambda out: ["-O", str(CLIENTS / "rust/publisher.rs"), "-o", out]),
 }
 COMPILER_NAMES = {CC: "gcc", CXX: "g++", RUSTC: "rustc"}
+
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="the C, C++ and Rust clients are written for Linux (futex, POSIX shared memory)",
+)
 
 
 class Builds:

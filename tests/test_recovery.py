@@ -15,15 +15,15 @@ import threading
 import time
 
 import pytest
-from conftest import mappings_of, open_fds
+from conftest import linux_only, mappings_of, open_fds, posix_only
 
 from pricefeed import BadSegment, Publisher, PublisherRestarted, Subscriber
 from pricefeed import _layout as L
-from pricefeed._segment import segment_name
+from pricefeed._segment import segment_name, segment_path
 
 
 def path(feed: str) -> str:
-    return f"/dev/shm{segment_name(feed)}"
+    return segment_path(feed)
 
 
 def poke(feed: str, offset: int, fmt: str, *values: object) -> None:
@@ -138,6 +138,11 @@ def _ops(pub: Publisher, round_: int) -> None:
     pub.publish_many([(f"M{round_}", 2.0), ("A", float(round_) + 0.5), ("B", float(round_))])
 
 
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="under Wine 8, 300 open()/close() pairs of one file left 5,070 fewer free C-runtime descriptors "
+    "(measured); this test opens the feed file thousands of times",
+)
 def test_an_interruption_anywhere_in_a_publish_leaves_publisher_and_feed_in_step(feed: str) -> None:
     """Interrupt publish() and publish_many() at every line they execute, one line per round:
     afterwards the publisher's own view, the feed and a subscriber must still agree, every
@@ -203,6 +208,7 @@ def test_a_longer_segment_of_odd_size_is_accepted(feed: str) -> None:
         assert sub["A"].price == 1.0
 
 
+@posix_only
 def test_a_segment_still_being_created_is_waited_for(feed: str) -> None:
     """A subscriber that opens a feed between its creator's shm_open and its header being
     written waits (up to a second) instead of calling it damaged."""
@@ -228,6 +234,7 @@ def test_a_segment_still_being_created_is_waited_for(feed: str) -> None:
         t.join(timeout=10)
 
 
+@posix_only
 def test_a_segment_never_finished_is_reported_after_a_second(feed: str) -> None:
     import posix_ipc
 
@@ -238,6 +245,7 @@ def test_a_segment_never_finished_is_reported_after_a_second(feed: str) -> None:
     assert time.monotonic() - start >= 0.9, "an empty segment is given its creator's second"
 
 
+@linux_only
 def test_dropped_objects_release_descriptors_mappings_and_the_lock(feed: str) -> None:
     Publisher.create(feed).close()
     gc.collect()
