@@ -788,9 +788,10 @@ def _child_subscribe(feed: str, backend_name: str, count: int) -> int:
     from ._values import Quote
 
     with Subscriber(feed, backend=backend_name) as sub:
+        events = sub.updates(timeout=WAIT_LIMIT)  # the start is taken here: before "ready"
         print("ready", flush=True)
         got = 0
-        for event in sub.updates(timeout=WAIT_LIMIT):
+        for event in events:
             if isinstance(event, Quote):
                 print(event.seq, event.symbol, repr(event.price), flush=True)
                 got += 1

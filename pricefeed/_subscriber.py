@@ -100,10 +100,13 @@ class Subscriber:
     def __init__(self, name: str, backend: Optional[str] = None, wait: Union[bool, float] = False) -> None:
         """Open feed ``name`` read-only. ``wait``: if the feed does not exist yet, wait for it
         (True: as long as it takes; a number: that many seconds) instead of raising
-        FeedNotFound at once."""
+        FeedNotFound at once. A subscriber that had to wait for the feed to appear gets, from
+        its first ``updates()``, every change since the feed was created: all of them happened
+        after it started waiting, however long attaching took."""
         self._waiter = select(backend)  # before anything is opened: the one step that can refuse
         self.name = name
         self._r: Optional[FeedReader] = None
+        self._from_start = False
         deadline = None if wait is True else time.monotonic() + (0.0 if wait is False else float(wait))
         while True:
             try:
@@ -112,6 +115,7 @@ class Subscriber:
             except FeedNotFound:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
+                self._from_start = True
             time.sleep(APPEAR_POLL)
 
     def _attach(self) -> None:
@@ -330,7 +334,8 @@ class Subscriber:
         # The start is taken now, not at the first next(): changes published between this call
         # and the first next() are delivered.
         self._refresh()
-        start = self._reader().head()
+        start = 0 if self._from_start else self._reader().head()
+        self._from_start = False
         return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin)
 
     def _follow(

@@ -611,3 +611,26 @@ def test_batches_with_the_polling_backend(feed: str) -> None:
         assert pub.publish_many([]) == 0
         pub.end()
         assert [(q.symbol, q.price, q.seq) for q in it] == [("A", 1.0, 1), ("B", 2.0, 2), ("A", 3.0, 3)]
+
+
+def test_a_subscriber_that_waited_for_the_feed_gets_every_change_since_it_appeared(feed: str) -> None:
+    """Changes made after the subscriber started waiting are after its start, however late it
+    attaches: its first updates() begins at the feed's first change."""
+    import threading
+
+    box: List[Subscriber] = []
+    t = threading.Thread(target=lambda: box.append(Subscriber(feed, wait=30)), daemon=True)
+    t.start()
+    time.sleep(0.1)
+    with Publisher.create(feed) as pub:
+        pub.publish_many({"A": 1.0, "B": 2.0})
+        pub.publish("A", 3.0)
+        t.join(timeout=30)
+        assert box, "the waiting subscriber never attached"
+        with box[0] as sub:
+            it = sub.updates(timeout=5)
+            got = [(q.seq, q.symbol, q.price) for q in (next(it) for _ in range(3))]
+            assert got == [(1, "A", 1.0), (2, "B", 2.0), (3, "A", 3.0)]
+            later = sub.updates(timeout=0.2)  # the next updates() starts from now, as usual
+            pub.publish("B", 4.0)
+            assert next(later).seq == 4
