@@ -20,6 +20,7 @@ import click
 from . import _layout as L
 from ._accel import ACCELERATED
 from ._admin import feed_names, remove
+from ._segment import check_name
 from ._errors import FeedNotFound, InvalidInput, PricefeedError, UnsupportedPlatform
 from ._publisher import Publisher
 from ._subscriber import Event, FeedStatus, Subscriber
@@ -199,6 +200,8 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
     values of the symbols that changed meanwhile.
     """
     seen = 0
+    if wait and check_name(feed) not in feed_names():
+        click.echo(f"pricefeed: waiting for feed {feed!r} to appear", err=True)
     with Subscriber(feed, wait=wait) as sub:
         events = sub.updates(
             symbols or None,

@@ -209,7 +209,8 @@ def test_feed_recreated_under_running_subscribers(feed: str, procs: List[Proc]) 
 def test_wait_for_a_feed_that_does_not_exist_yet(feed: str, procs: List[Proc]) -> None:
     sub = Proc(cli("subscribe", feed, "--wait", "--json", "--count", "1", "--timeout", "60"))
     procs.append(sub)
-    time.sleep(0.3)
+    wait_until(lambda: "waiting for feed" in sub.stderr, 60, "the subscriber to say it waits")
+    time.sleep(0.1)
     assert sub.p.poll() is None, sub.stderr
     with Publisher.create(feed) as pub:
         time.sleep(0.1)
