@@ -20,9 +20,9 @@ import click
 from . import _layout as L
 from ._accel import ACCELERATED
 from ._admin import feed_names, remove
-from ._segment import check_name
 from ._errors import FeedNotFound, InvalidInput, PricefeedError, UnsupportedPlatform
 from ._publisher import Publisher
+from ._segment import check_name
 from ._subscriber import Event, FeedStatus, Subscriber
 from ._values import EVENT_NAMES, Quote, check_price, check_symbol
 
