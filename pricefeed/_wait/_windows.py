@@ -47,12 +47,12 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from . import _polling
+from . import MAX_INDEX, _polling
 
 ENTRIES = 256
 ENTRY_BYTES = 64
 REGISTRY_BYTES = 64 + ENTRIES * ENTRY_BYTES
-_MASK_WORDS = 4  # 256 bits: WordKey.number 0..255
+_MASK_WORDS = (MAX_INDEX + 1) // 64  # one bit per WordKey.number
 SLICE = 0.05  # WaitOnAddress slices in the main thread: how long Ctrl-C may take
 FIRST_WAIT_CAP = 1e-3
 FULL_RETRY = 1.0  # how often a waiter that found the registry full tries again
@@ -482,8 +482,8 @@ class _Windows:
         if key is None:
             raise ValueError("the windows backend names its events after the word: key is required")
         space, index = key
-        if not 0 <= index <= 255:
-            raise ValueError(f"word index must be 0 to 255: index={index}")
+        if not 0 <= index <= MAX_INDEX:
+            raise ValueError(f"word number must be 0 to {MAX_INDEX}: number={index}")
         return WindowsWord(address, view, space, index, writer)
 
     def can_wait_many(self) -> bool:
