@@ -29,16 +29,31 @@ def wake_key(feed: str, incarnation: int, index: int) -> WordKey:
 class Announcer:
     def __init__(self, backend: Backend, segment: Segment, incarnation: int) -> None:
         self._views: List[memoryview] = []
+        self._built: List[WakeWord] = []
         self._incarnation = incarnation
-        self.header = self._word(backend, segment, L.OFF_FUTEX, HEADER_INDEX)
-        self.table = [self._word(backend, segment, L.wake_offset(w), w) for w in range(L.WAKE_WORDS)]
+        try:
+            self.header = self._word(backend, segment, L.OFF_FUTEX, HEADER_INDEX)
+            self.table = [self._word(backend, segment, L.wake_offset(w), w) for w in range(L.WAKE_WORDS)]
+        except BaseException:
+            self._undo()
+            raise
         self._wake_with = [word.wake_with for word in self.table]  # bound once: the publish path
 
     def _word(self, backend: Backend, segment: Segment, offset: int, index: int) -> WakeWord:
         view = segment.view[offset : offset + 4].cast("I")
         self._views.append(view)
         key = wake_key(segment.feed, self._incarnation, index)
-        return backend.word(segment.address + offset, view, key, writer=True)
+        word = backend.word(segment.address + offset, view, key, writer=True)
+        self._built.append(word)
+        return word
+
+    def _undo(self) -> None:
+        for word in self._built:
+            word.close()
+        for view in self._views:
+            view.release()
+        self._built.clear()
+        self._views.clear()
 
     def change(self, slot: int) -> None:
         """Wake whoever waits for a change of ``slot``: one system call."""

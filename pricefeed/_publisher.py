@@ -80,11 +80,11 @@ class Publisher:
         self.geometry = geometry
         # With the C accelerator and futexes, commit() also makes the wake-up system call.
         self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry, segment.address, waiter.name == "futex")
-        self._wake = Announcer(waiter, segment, geometry.incarnation)
         self._capacity = geometry.capacity
         self.pid = os.getpid()
         w = self._writer_unchecked()
         try:
+            self._wake = Announcer(waiter, segment, geometry.incarnation)
             self._ended = w.closed()
             if not self._ended:
                 # Announce the takeover before repairing, so that a subscriber sees the
@@ -375,7 +375,9 @@ class Publisher:
         if self._w is not None:
             self._w.release()
             self._w = None
-        self._wake.release()
+        wake = getattr(self, "_wake", None)  # None when __init__ failed building it
+        if wake is not None:
+            wake.release()
 
     def __enter__(self) -> Publisher:
         return self

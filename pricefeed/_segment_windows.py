@@ -306,17 +306,23 @@ class Segment:
             raise _os_error(exc, self.feed, "remove") from None
 
     def close(self) -> None:
-        self.view.release()
-        if self._pin is not None:
-            self._pin.release()
-            self._pin = None
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        if self.fd >= 0:
-            os.close(self.fd)  # closing the handle also drops its lock
-            self.fd = -1
+        if self._locked:
+            # First, and explicitly: if unmapping fails below (views still exported), the
+            # mapping's duplicate of our handle keeps the file object, and with it the lock.
+            self._unlock()
             self._locked = False
+        try:
+            self.view.release()
+            if self._pin is not None:
+                self._pin.release()
+                self._pin = None
+            if self._mm is not None:
+                self._mm.close()
+                self._mm = None
+        finally:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
 
 def _remove_path(path: str) -> None:

@@ -132,6 +132,7 @@ class Subscriber:
         self._epoch = self._r.publisher_epoch()
         self._gone_reported = False
         self._table: Dict[int, WakeWord] = {}
+        self._multis: Dict[Tuple[int, ...], MultiWait] = {}
         self._table_views: List[memoryview] = []
         self._woken = 0
 
@@ -148,6 +149,9 @@ class Subscriber:
         self._r.release()
         self._r = None
         self._word.close()
+        for multi in self._multis.values():  # before the words: a live iterator may hold one
+            multi.close()
+        self._multis.clear()
         for word in self._table.values():
             word.close()
         self._futex_view.release()
@@ -374,7 +378,10 @@ class Subscriber:
         words = sorted({i & (L.WAKE_WORDS - 1) for i in interest})
         if len(words) >= L.WAKE_WORDS:
             return interest, None
-        return interest, _WaitPlan(words, self._waiter.multi([self._table_word(w) for w in words]))
+        multi = self._multis.get(tuple(words))
+        if multi is None:  # one per set of words, kept until close: no new registration per retarget
+            multi = self._multis[tuple(words)] = self._waiter.multi([self._table_word(w) for w in words])
+        return interest, _WaitPlan(words, multi)
 
     def _table_word(self, word: int) -> WakeWord:
         found = self._table.get(word)

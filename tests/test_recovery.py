@@ -271,3 +271,34 @@ def test_infinite_timeout_means_forever(feed: str) -> None:
             assert next(it).price == 1.0
         finally:
             t.join(timeout=10)
+
+
+def test_a_publisher_that_fails_while_starting_leaves_no_lock_behind(
+    feed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error halfway through building the wake words (Ctrl-C, a refused kernel object) must
+    reach the caller as itself, and leave the feed free for the next publisher."""
+    from pricefeed import _announce
+    from pricefeed._segment import Segment
+
+    Publisher.create(feed).close()
+    real = _announce.Announcer._word
+    calls = [0]
+
+    def failing(self, *args):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 50:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(_announce.Announcer, "_word", failing)
+    with pytest.raises(KeyboardInterrupt):
+        Publisher.open(feed)
+    monkeypatch.undo()
+    seg = Segment.open(feed, writable=False)
+    try:
+        assert seg.holder_pid() is None, "the failed publisher still holds the lock"
+    finally:
+        seg.close()
+    with Publisher.open(feed) as pub:
+        assert pub.publish("A", 1.0)

@@ -109,3 +109,23 @@ def test_a_full_registry_makes_subscribers_poll_not_fail(feed: str, procs: List[
             for entry in taken:
                 entry.release()
             W._release_registry(reg)
+
+
+def test_any_spelling_of_the_feed_name_gets_the_same_wake_ups(feed: str, procs: List[Proc]) -> None:
+    """Windows file names ignore case and kernel object names do not: a subscriber that spells
+    the name differently must still be woken by events (counted as wake-ups), not only find
+    the changes at its quarter-second watch."""
+    from conftest import worker
+
+    with Publisher.create(feed.upper()) as pub:
+        sub = Proc(worker("count_wakeups", feed.lower(), "A"))
+        procs.append(sub)
+        assert sub.readline(timeout=60) == "ready"
+        time.sleep(0.3)
+        for k in range(1, 11):
+            pub.publish("A", float(k))
+            time.sleep(0.05)
+        pub.end()
+        report = sub.json_line(timeout=60)
+    assert report["prices"] == [float(k) for k in range(1, 11)]
+    assert report["wakeups"] >= 10, report

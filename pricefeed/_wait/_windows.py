@@ -112,7 +112,9 @@ if _ON:  # pragma: no cover - exercised by the Wine lane
 
 
 def _name(space: str, what: str) -> str:
-    return f"Local\\pricefeed-{space}-{what}"
+    # The feed's file name is case-insensitive on Windows, kernel object names are not: every
+    # spelling of a feed's name must lead to the same registry and events.
+    return f"Local\\pricefeed-{space.lower()}-{what}"
 
 
 def _ms(seconds: float) -> int:
@@ -148,7 +150,10 @@ class _Registry:
             if _last_error() == _ERROR_ALREADY_EXISTS:
                 _CloseHandle(alive)
                 continue
-            event = _check(_CreateEventW(None, 0, 0, _name(self.space, f"ev-{i}")), "CreateEventW")
+            event = _CreateEventW(None, 0, 0, _name(self.space, f"ev-{i}"))
+            if not event:  # e.g. another user's publisher holds ev-i: not an entry we can use
+                _CloseHandle(alive)
+                continue
             entry = _Entry(self, i, alive, event)
             entry.set_mask(mask)
             return entry
@@ -288,7 +293,13 @@ class _Waiting:
         """(event to wait on, whether this is the registration's first wait), or None when the
         registry is full (then: poll)."""
         if self.reg is None:
-            self.reg = _acquire_registry(self.space)
+            if time.monotonic() < self.full_until:
+                return None
+            try:
+                self.reg = _acquire_registry(self.space)
+            except OSError:  # another user's registry (Local\\ objects carry their creator's DACL)
+                self.full_until = time.monotonic() + FULL_RETRY
+                return None
         mask = _mask_of(indices)
         if self.entry is None:
             if time.monotonic() < self.full_until:
@@ -365,25 +376,23 @@ class WindowsWord:
         self._waiting = _Waiting(space)
         self._notifier: Optional[_Notifier] = None
         self._closed = False
+        self._own_notifier = False
         if writer:
             with _lock:
-                _local_writers[space] = _local_writers.get(space, 0) + 1
                 notifier = _notifiers.get(space)
                 if notifier is None:
                     notifier = _notifiers[space] = _Notifier(_acquire_registry(space))
+                _local_writers[space] = _local_writers.get(space, 0) + 1  # only once it can wake
             self._notifier = notifier
         self._finalizer = weakref.finalize(self, _Waiting.close, self._waiting)
 
     # -- waking (the publisher) --
     def _notify(self) -> _Notifier:
         if self._notifier is None:  # a waiter's object asked to wake: fine, just slower
-            with _lock:
-                notifier = _notifiers.get(self.space)
-                if notifier is None:
-                    notifier = _notifiers[self.space] = _Notifier(_acquire_registry(self.space))
-                    _local_writers[self.space] = _local_writers.get(self.space, 0) + 1
-            self._notifier = notifier
-            self.writer = True
+            # Its own notifier: not a local writer (that would send this process's waiters to
+            # WaitOnAddress, which the real publisher elsewhere never wakes), not shared.
+            self._notifier = _Notifier(_acquire_registry(self.space))
+            self._own_notifier = True
         return self._notifier
 
     def wake(self) -> None:
@@ -405,8 +414,9 @@ class WindowsWord:
         key = (self.space, self.index)
         box = ctypes.c_uint32(expected)
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiters = _local_waiters.setdefault(key, {})
-        waiters[self.address] = waiters.get(self.address, 0) + 1
+        with _lock:  # (the publisher's thread reads these; a waiter thread may be leaving)
+            waiters = _local_waiters.setdefault(key, {})
+            waiters[self.address] = waiters.get(self.address, 0) + 1
         try:
             while True:
                 if self._view[0] != expected:
@@ -421,19 +431,24 @@ class WindowsWord:
                 if _last_error() != _ERROR_TIMEOUT:
                     raise ctypes.WinError(_last_error(), "WaitOnAddress")  # type: ignore[attr-defined,unused-ignore]
         finally:
-            left_count = waiters.get(self.address, 1) - 1
-            if left_count:
-                waiters[self.address] = left_count
-            else:
-                waiters.pop(self.address, None)
-                if not waiters:
-                    _local_waiters.pop(key, None)
+            with _lock:
+                left_count = waiters.get(self.address, 1) - 1
+                if left_count:
+                    waiters[self.address] = left_count
+                else:
+                    waiters.pop(self.address, None)
+                    if not waiters and _local_waiters.get(key) is waiters:
+                        del _local_waiters[key]
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._finalizer()  # a registration of this object's waits, if any
+        if self._own_notifier and self._notifier is not None:
+            self._notifier.close()
+            _release_registry(self._notifier.reg)
+            self._notifier = None
         if self.writer:
             with _lock:
                 n = _local_writers.get(self.space, 0) - 1
