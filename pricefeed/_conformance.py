@@ -320,14 +320,9 @@ class _Children:
 
 def _in_futex(pid: int) -> Optional[bool]:
     """Linux: whether the process sits in futex or futex_waitv now (None: cannot tell)."""
-    try:
-        with open(f"/proc/{pid}/syscall") as f:
-            first = f.read().split(" ", 1)[0]
-    except OSError:
-        return None
-    from ._wait._futex_linux import _NR, _SYS_FUTEX_WAITV
+    from ._wait._futex_linux import sleeping_in_futex
 
-    return first in (str(_NR), str(_SYS_FUTEX_WAITV))
+    return sleeping_in_futex(pid)
 
 
 def _let_them_sleep(children: Sequence[_Child], b: Backend) -> None:
@@ -605,12 +600,12 @@ def check_multi_wait_times_out(backend: BackendLike) -> None:
     _in_each_setting(b, body)
 
 
-def check_can_wait_many(backend: BackendLike) -> None:
+def check_can_wait_many(backend: BackendLike) -> Optional[str]:
     b = _resolve(backend)
     says = b.can_wait_many()
     if b.name == "polling":
         assert says is True, f"polling waits on any number of words, but can_wait_many() says {says!r}"
-        return
+        return None
     if b.name != "futex" or not sys.platform.startswith("linux"):
         raise Skip(f"can_wait_many() says {says}; only futex's answer has a kernel version to check it against")
     release = platform.release()
@@ -619,7 +614,13 @@ def check_can_wait_many(backend: BackendLike) -> None:
     except ValueError:
         raise Skip(f"cannot read a kernel version from {release!r}") from None
     want = (major, minor) >= (5, 16)
+    if want and not says:
+        from ._wait._futex_linux import waitv_missing
+
+        if waitv_missing():
+            return f"futex_waitv is missing on Linux {release} (an emulator or a seccomp filter): one word is used"
     assert says == want, f"can_wait_many() says {says} on Linux {release}: futex_waitv came in 5.16"
+    return None
 
 
 # -- cross-process checks -----------------------------------------------------------------------

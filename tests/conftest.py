@@ -197,14 +197,9 @@ def blocked_in_futex(pid: int) -> bool:
     if not LINUX:
         time.sleep(SETTLE_SECONDS)
         return True
-    try:
-        with open(f"/proc/{pid}/syscall") as f:
-            first = f.read().split(" ", 1)[0]
-    except OSError:
-        return False
-    from pricefeed._wait._futex_linux import _NR, _SYS_FUTEX_WAITV
+    from pricefeed._wait._futex_linux import sleeping_in_futex
 
-    return first in (str(_NR), str(_SYS_FUTEX_WAITV))
+    return bool(sleeping_in_futex(pid))
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

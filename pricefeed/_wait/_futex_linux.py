@@ -154,6 +154,31 @@ class FutexMulti:
                 raise OSError(err, f"futex_waitv failed: {os.strerror(err)}")
 
 
+#: futex and futex_waitv as /proc/PID/syscall shows them: the host kernel's numbers, which differ
+#: from the process's own under an emulator (qemu-user runs an aarch64 futex, 98, as the x86-64
+#: host's 202). A process cannot sit in any other syscall with these numbers for long.
+_SEEN_AS_FUTEX = {str(n) for n in (*_SYS_FUTEX.values(), _SYS_FUTEX_WAITV)}
+
+
+def sleeping_in_futex(pid: int) -> Optional[bool]:
+    """Whether process ``pid`` sits in futex or futex_waitv now (Linux /proc); None: cannot tell."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            first = f.read().split(" ", 1)[0]
+    except OSError:
+        return None
+    return first in _SEEN_AS_FUTEX
+
+
+def waitv_missing() -> bool:
+    """True when futex_waitv is not there (ENOSYS), whatever the kernel's version says: an
+    emulator or a seccomp filter may lack it on a new kernel."""
+    if _libc is None:
+        return True
+    _syscall(_SYS_FUTEX_WAITV, None, 0, 0, None, 0)
+    return ctypes.get_errno() != errno.EINVAL
+
+
 class _Futex:
     name = "futex"
     _waitv: Optional[bool] = None
@@ -172,8 +197,7 @@ class _Futex:
         if self._waitv is None:
             # With no words the call fails at once: EINVAL where futex_waitv exists (Linux
             # 5.16 and later), ENOSYS where it does not.
-            _syscall(_SYS_FUTEX_WAITV, None, 0, 0, None, 0)
-            type(self)._waitv = ctypes.get_errno() == errno.EINVAL
+            type(self)._waitv = not waitv_missing()
         return bool(self._waitv)
 
     def multi(self, words: Sequence[Any]) -> FutexMulti:
