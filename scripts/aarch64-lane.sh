@@ -13,7 +13,8 @@
 #   2. registers qemu-aarch64-static with binfmt_misc, with the F ("fix binary") flag, so the
 #      kernel runs every aarch64 ELF through qemu, inside a chroot too and for every
 #      subprocess the tests start (sys.executable, gcc, sh, useradd, ...); the entry is removed
-#      on exit, and binfmt_misc unmounted again if this script mounted it;
+#      on exit, and binfmt_misc unmounted again if this script mounted it. (binfmt-support is
+#      not needed: the entry is written to binfmt_misc directly, and only for this run.)
 #   3. in a private mount and pid namespace (nothing mounted here is visible to the host, and
 #      every process started inside dies with it): builds an arm64 Debian bookworm root in DIR
 #      with `debootstrap --foreign` and the second stage under qemu, unless DIR holds a finished
