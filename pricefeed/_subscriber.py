@@ -468,13 +468,19 @@ class Subscriber:
         return None
 
     def _restarted(self) -> Optional[PublisherRestarted]:
-        """A PublisherRestarted event if a new publisher took over since we last looked."""
+        """A PublisherRestarted event if a new publisher took over since we last looked. Not
+        for epoch 0 to 1: a subscriber that attached between a feed's creation (its header
+        complete) and its first publisher recording itself saw epoch 0, and that publisher
+        took nothing over."""
         r = self._reader()
         epoch = r.publisher_epoch()
         if epoch == self._epoch:
             return None
+        first = self._epoch == 0
         self._epoch = epoch
         self._gone_reported = False
+        if first:
+            return None
         return PublisherRestarted(r.publisher_pid() or None, epoch, r.head())
 
     def _check_deadline(self, deadline: Optional[float], timeout: Optional[float]) -> None:

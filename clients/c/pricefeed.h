@@ -1144,13 +1144,16 @@ static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err
     for (;;) {
         uint32_t epoch = pf_publisher_epoch(f);
         if (epoch != s->epoch) { /* a new publisher took the feed over */
+            uint32_t before = s->epoch;
             s->epoch = epoch;
             s->gone_reported = 0;
-            ev->kind = PF_EVENT_PUBLISHER_RESTARTED;
-            ev->pid = pf_publisher_pid(f);
-            ev->epoch = epoch;
-            if ((rc = pf__head_checked(f, &ev->head_seq, err)) != 0) return rc;
-            return pf__ok(err);
+            if (before != 0) { /* from 0: the feed's first publisher, which took nothing over */
+                ev->kind = PF_EVENT_PUBLISHER_RESTARTED;
+                ev->pid = pf_publisher_pid(f);
+                ev->epoch = epoch;
+                if ((rc = pf__head_checked(f, &ev->head_seq, err)) != 0) return rc;
+                return pf__ok(err);
+            }
         }
         uint64_t head;
         if ((rc = pf__head_checked(f, &head, err)) != 0) return rc;

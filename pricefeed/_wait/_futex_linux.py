@@ -154,10 +154,11 @@ class FutexMulti:
                 raise OSError(err, f"futex_waitv failed: {os.strerror(err)}")
 
 
-#: futex and futex_waitv as /proc/PID/syscall shows them: the host kernel's numbers, which differ
-#: from the process's own under an emulator (qemu-user runs an aarch64 futex, 98, as the x86-64
-#: host's 202). A process cannot sit in any other syscall with these numbers for long.
-_SEEN_AS_FUTEX = {str(n) for n in (*_SYS_FUTEX.values(), _SYS_FUTEX_WAITV)}
+#: futex and futex_waitv as /proc/PID/syscall shows them. /proc gives the host kernel's number,
+#: which differs from the process's own under an emulator (qemu-user runs an aarch64 futex, 98,
+#: as the x86-64 host's 202), so for an emulated process every futex number counts.
+_OWN_FUTEX = {str(_NR), str(_SYS_FUTEX_WAITV)}
+_ANY_FUTEX = {str(n) for n in (*_SYS_FUTEX.values(), _SYS_FUTEX_WAITV)}
 
 
 def sleeping_in_futex(pid: int) -> Optional[bool]:
@@ -167,7 +168,11 @@ def sleeping_in_futex(pid: int) -> Optional[bool]:
             first = f.read().split(" ", 1)[0]
     except OSError:
         return None
-    return first in _SEEN_AS_FUTEX
+    try:
+        emulated = "qemu" in os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        emulated = False
+    return first in (_ANY_FUTEX if emulated else _OWN_FUTEX)
 
 
 def waitv_missing() -> bool:
