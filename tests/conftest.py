@@ -80,9 +80,18 @@ class Proc:
         full_env = dict(os.environ, PYTHONUNBUFFERED="1")
         if env:
             full_env.update(env)
-        self.p = subprocess.Popen(
-            args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=full_env
-        )
+        for attempt in range(3):
+            try:
+                self.p = subprocess.Popen(
+                    args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=full_env
+                )
+                break
+            except OSError as exc:
+                # Wine's CreateProcess now and then fails with "Internal error" (1359) when many
+                # processes start at once (seen once in the lane): try again, Windows only.
+                if getattr(exc, "winerror", None) != 1359 or attempt == 2:
+                    raise
+                time.sleep(0.5)
         self._lines: queue.Queue[Optional[str]] = queue.Queue()
         self._err: List[str] = []
         self._threads = [
