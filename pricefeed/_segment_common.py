@@ -9,8 +9,9 @@ from __future__ import annotations
 import ctypes
 import mmap
 import re
+from typing import Optional
 
-from ._errors import InvalidName, PricefeedError
+from ._errors import FeedBusy, InvalidName, PricefeedError
 
 #: A feed's segment is named PREFIX + feed name ("/" first where POSIX wants it). macOS allows
 #: 31 bytes with the slash, so a feed name is at most NAME_MAX characters on every platform:
@@ -35,6 +36,14 @@ def check_name(feed: str) -> str:
 def segment_name(feed: str) -> str:
     """The POSIX shared-memory name of a feed; Windows uses it, without the slash, as a file name."""
     return "/" + PREFIX + check_name(feed)
+
+
+def busy_error(feed: str, pid: Optional[int]) -> FeedBusy:
+    """The refusal of a second publisher, naming the holder when the platform can."""
+    who = f"pid {pid}" if pid else "another process"
+    return FeedBusy(
+        f"feed {feed!r} already has a publisher ({who}); a feed has one publisher at a time", holder_pid=pid or None
+    )
 
 
 def is_feed_entry(entry: str) -> bool:

@@ -42,13 +42,12 @@ import posix_ipc
 
 from ._errors import (
     BadSegment,
-    FeedBusy,
     FeedExists,
     FeedNotFound,
     FeedPermissionError,
     PricefeedError,
 )
-from ._segment_common import LOCK_RETRY_SECONDS, PREFIX, Pin, is_feed_entry, segment_name
+from ._segment_common import LOCK_RETRY_SECONDS, PREFIX, Pin, busy_error, is_feed_entry, segment_name
 
 SHM_DIR = "/dev/shm"
 
@@ -262,12 +261,7 @@ class Segment:
         """Take the single-publisher lock or raise FeedBusy naming the holder."""
         if self.try_lock():
             return
-        pid = self.holder_pid()
-        who = f"pid {pid}" if pid else "another process"
-        raise FeedBusy(
-            f"feed {self.feed!r} already has a publisher ({who}); a feed has one publisher at a time",
-            holder_pid=pid or None,
-        )
+        raise busy_error(self.feed, self.holder_pid())
 
     def holder_pid(self) -> Optional[int]:
         """None when nobody holds the publisher lock; otherwise the holder's pid, or 0 when the

@@ -42,13 +42,12 @@ from typing import List, Optional
 from . import _layout as L
 from ._errors import (
     BadSegment,
-    FeedBusy,
     FeedExists,
     FeedNotFound,
     FeedPermissionError,
     PricefeedError,
 )
-from ._segment_common import LOCK_RETRY_SECONDS, PREFIX, Pin, check_name, is_feed_entry
+from ._segment_common import LOCK_RETRY_SECONDS, PREFIX, Pin, busy_error, check_name, is_feed_entry
 
 assert sys.platform == "win32"
 
@@ -255,12 +254,7 @@ class Segment:
         """Take the single-publisher lock or raise FeedBusy naming the holder."""
         if self.try_lock():
             return
-        pid = self.holder_pid()
-        who = f"pid {pid}" if pid else "another process"
-        raise FeedBusy(
-            f"feed {self.feed!r} already has a publisher ({who}); a feed has one publisher at a time",
-            holder_pid=pid or None,
-        )
+        raise busy_error(self.feed, self.holder_pid())
 
     def holder_pid(self) -> Optional[int]:
         """None when nobody holds the publisher lock; otherwise the pid the publisher wrote in
