@@ -15,6 +15,7 @@ from ._errors import (
     FeedExists,
     FeedFull,
     FeedNotFound,
+    FeedNotTrusted,
     FeedPermissionError,
     FeedReset,
     InvalidGeometry,
@@ -66,5 +67,6 @@ __all__ = [
     "FeedEnded",
     "Timeout",
     "FeedReset",
+    "FeedNotTrusted",
     "UnsupportedPlatform",
 ]

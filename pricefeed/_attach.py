@@ -9,21 +9,26 @@ from . import _layout as L
 from ._errors import BadSegment
 from ._feed import Geometry, Initialising, read_geometry
 from ._segment import Segment
+from ._segment_common import Owner, check_trust
 
 #: A segment reads layout version 0 while its creator initialises it, which takes
 #: microseconds; past this long, the creator died before finishing.
 INIT_WAIT_SECONDS = 1.0
 
 
-def attach(feed: str, writable: bool) -> Tuple[Segment, Geometry]:
+def attach(
+    feed: str, writable: bool, owner: Owner = None, allow_world_writable: bool = False
+) -> Tuple[Segment, Geometry]:
     """Open and map ``feed``; with ``writable``, take the publisher lock first.
 
-    Raises FeedNotFound, FeedPermissionError, FeedBusy (writable only), or BadSegment /
+    Raises FeedNotFound, FeedPermissionError, FeedNotTrusted (see ``check_trust``: checked
+    before anything is locked, read or written), FeedBusy (writable only), or BadSegment /
     LayoutVersionMismatch saying what was found and what was expected."""
     deadline = time.monotonic() + INIT_WAIT_SECONDS
     while True:
         seg = Segment.open(feed, writable)
         try:
+            check_trust(seg, feed, writable, owner, allow_world_writable)
             if writable:
                 seg.lock_publisher()
                 if not seg.still_linked():

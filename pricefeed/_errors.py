@@ -20,6 +20,7 @@ The tree (each class also subclasses the nearest builtin, so ``except FileNotFou
     ├── FeedEnded (EOFError)               exit 11  the feed was ended for good
     ├── Timeout (TimeoutError)             exit 12  nothing arrived within the timeout
     ├── FeedReset                          exit 13  the segment was re-created (reattach=False)
+    ├── FeedNotTrusted (PermissionError)   exit 14  another user's segment, or one every user may write
     └── UnsupportedPlatform (OSError)      exit 1   this CPU or OS lacks what the protocol needs
 
 ``docs/cli.md`` lists the same codes; a test keeps the two in agreement. Errors that come from
@@ -48,6 +49,7 @@ __all__ = [
     "FeedEnded",
     "Timeout",
     "FeedReset",
+    "FeedNotTrusted",
     "UnsupportedPlatform",
 ]
 
@@ -109,7 +111,7 @@ class InvalidPrice(InvalidInput):
 
 
 class InvalidGeometry(InvalidInput):
-    """A capacity, ring size, mode or time is out of range."""
+    """A capacity, ring size or mode is out of range."""
 
 
 class FeedFull(PricefeedError, OverflowError):
@@ -150,6 +152,12 @@ class FeedReset(PricefeedError):
     """The feed was removed and created anew while following it, and re-attaching was refused."""
 
     exit_code = 13
+
+
+class FeedNotTrusted(PricefeedError, PermissionError):
+    """The segment belongs to another user than the one required, or every user may write it; nothing was written."""
+
+    exit_code = 14
 
 
 class UnsupportedPlatform(PricefeedError, OSError):

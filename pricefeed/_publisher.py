@@ -31,21 +31,26 @@ from ._errors import (
 )
 from ._feed import FeedWriter, Geometry, initialise, read_geometry, symbols_of
 from ._segment import Segment
+from ._segment_common import Owner
 from ._values import check_price, check_symbol
 from ._wait import waker
 
 __all__ = ["Publisher"]
 
-_WAKE_MASK = L.WAKE_WORDS - 1
-
 Items = Union[Mapping[str, float], Iterable[Tuple[str, float]]]
 
 
-def _check_mode(mode: int) -> int:
-    if not isinstance(mode, int) or mode & ~0o777 or mode & 0o600 != 0o600:
+def _check_mode(mode: int, allow_world_writable: bool) -> int:
+    if not isinstance(mode, int) or isinstance(mode, bool) or mode & ~0o777 or mode & 0o600 != 0o600:
         raise InvalidGeometry(
             f"mode must be a permission from 0o600 to 0o777 that lets the owner read and write: "
             f"mode={oct(mode) if isinstance(mode, int) else repr(mode)}"
+        )
+    if mode & 0o002 and not allow_world_writable:
+        raise InvalidGeometry(
+            f"mode {mode:04o} lets every user write the feed, and subscribers refuse such a feed; use a mode "
+            "such as 0644 or 0664, or pass allow_world_writable=True (--allow-world-writable) to make it anyway: "
+            f"mode={mode:04o}"
         )
     return mode
 
@@ -61,7 +66,7 @@ def _check_time(time_ns: Optional[int]) -> int:
     except TypeError:
         t = -1
     if isinstance(time_ns, bool) or not 0 <= t < 1 << 64:
-        raise InvalidGeometry(f"time_ns must be a whole number of ns from 0 to 2**64-1: time_ns={time_ns!r}")
+        raise InvalidInput(f"time_ns must be a whole number of ns from 0 to 2**64-1: time_ns={time_ns!r}")
     return t
 
 
@@ -164,13 +169,17 @@ class Publisher:
         ring_size: int = L.DEFAULT_RING,
         mode: int = 0o600,
         backend: Optional[str] = None,
+        allow_world_writable: bool = False,
     ) -> Publisher:
-        """Create a new feed (FeedExists if the name is taken) and become its publisher."""
+        """Create a new feed (FeedExists if the name is taken) and become its publisher.
+
+        ``mode``: who else may read (0o644, 0o640) or also write (0o660, a group of publishers)
+        the feed; a mode that lets every user write is refused unless ``allow_world_writable``."""
         try:
             L.check_geometry(capacity, ring_size)
         except ValueError as exc:
             raise InvalidGeometry(str(exc)) from None
-        _check_mode(mode)
+        _check_mode(mode, allow_world_writable)
         size = L.segment_size(capacity, ring_size)
         seg = Segment.create(name, size, mode)
         try:
@@ -183,9 +192,16 @@ class Publisher:
             raise
 
     @classmethod
-    def open(cls, name: str, backend: Optional[str] = None) -> Publisher:
-        """Take over an existing feed. Its values stay, and its sequence continues."""
-        seg, geometry = attach(name, writable=True)
+    def open(
+        cls, name: str, backend: Optional[str] = None, owner: Owner = None, allow_world_writable: bool = False
+    ) -> Publisher:
+        """Take over an existing feed. Its values stay, and its sequence continues.
+
+        Only a feed of this process's own user is opened, unless ``owner`` (a user name or
+        uid) names the user whose feed it must be: another user's segment found under the name
+        raises FeedNotTrusted, with nothing written to it. So does a segment every user may
+        write, unless ``allow_world_writable``."""
+        seg, geometry = attach(name, writable=True, owner=owner, allow_world_writable=allow_world_writable)
         try:
             pub = cls(seg, geometry, backend)
         except BaseException:
@@ -204,18 +220,21 @@ class Publisher:
         ring_size: int = L.DEFAULT_RING,
         mode: int = 0o600,
         backend: Optional[str] = None,
+        owner: Owner = None,
+        allow_world_writable: bool = False,
     ) -> Publisher:
-        """Open ``name`` if it exists (capacity, ring size and mode are then ignored), else create it."""
+        """Open ``name`` if it exists (capacity, ring size and mode are then ignored), else create
+        it. ``owner`` and ``allow_world_writable`` are as for ``open`` and ``create``."""
         for _ in range(3):  # another process may create or remove it between our two calls
             try:
-                return cls.open(name, backend)
+                return cls.open(name, backend, owner, allow_world_writable)
             except FeedNotFound:
                 pass
             try:
-                return cls.create(name, capacity, ring_size, mode, backend)
+                return cls.create(name, capacity, ring_size, mode, backend, allow_world_writable)
             except FeedExists:
                 pass
-        return cls.open(name, backend)
+        return cls.open(name, backend, owner, allow_world_writable)
 
     # -- publishing ------------------------------------------------------------------------------
     def publish(self, symbol: str, price: float, time_ns: Optional[int] = None) -> bool:

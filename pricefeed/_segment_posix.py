@@ -44,10 +44,11 @@ from ._errors import (
     BadSegment,
     FeedExists,
     FeedNotFound,
+    FeedNotTrusted,
     FeedPermissionError,
     PricefeedError,
 )
-from ._segment_common import LOCK_RETRY_SECONDS, PREFIX, Pin, busy_error, is_feed_entry, segment_name
+from ._segment_common import LOCK_RETRY_SECONDS, PREFIX, Pin, busy_error, is_feed_entry, segment_name, user_name
 
 SHM_DIR = "/dev/shm"
 
@@ -114,10 +115,10 @@ def segment_path(feed: str) -> str:
 
 
 def _os_error(exc: BaseException, feed: str, action: str) -> PricefeedError:
-    if isinstance(exc, posix_ipc.ExistentialError):
+    if isinstance(exc, (posix_ipc.ExistentialError, FileExistsError, FileNotFoundError)):
         if action == "create":  # O_CREAT | O_EXCL found the name taken
-            return FeedExists(f"feed {feed!r} already exists (use open, or pricefeed rm first)")
-        return FeedNotFound(f"no feed named {feed!r} on this machine (create it with pricefeed create)")
+            return FeedExists(f"feed {feed!r} already exists")
+        return FeedNotFound(f"no feed named {feed!r} on this machine")
     if isinstance(exc, posix_ipc.PermissionsError) or (
         isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
     ):
@@ -136,14 +137,15 @@ class Segment:
     its start, pinned until ``close()``.
     """
 
-    def __init__(self, feed: str, shm: posix_ipc.SharedMemory, writable: bool) -> None:
+    def __init__(self, feed: str, fd: int, writable: bool) -> None:
         self.feed = feed
         self.writable = writable
-        self._shm = shm
-        self.fd = shm.fd
+        self.fd = fd
         st = os.fstat(self.fd)
         self.size = st.st_size  # macOS: rounded up to a page
-        self.mode = st.st_mode & 0o777
+        self.mode: Optional[int] = st.st_mode & 0o777
+        self.uid: Optional[int] = st.st_uid
+        self.gid: Optional[int] = st.st_gid
         self._lockfd = -1  # the lock file's descriptor (not Linux)
         # The lock file's token, a random number written when the segment is created: it tells
         # this incarnation of the feed from a later one of the same name (not Linux).
@@ -169,29 +171,26 @@ class Segment:
     @classmethod
     def create(cls, feed: str, size: int, mode: int) -> Segment:
         name = segment_name(feed)
-        try:
-            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
-        except (posix_ipc.Error, OSError) as exc:
-            raise _os_error(exc, feed, "create") from None
+        fd = _shm_open(feed, create=True, writable=True, mode=mode)
         try:
             if not _DARWIN:
-                os.fchmod(shm.fd, mode)
+                os.fchmod(fd, mode)
             if sys.platform.startswith("linux"):  # (spelled out so that mypy knows the platform)
-                os.posix_fallocate(shm.fd, 0, size)
+                os.posix_fallocate(fd, 0, size)
             else:
-                os.ftruncate(shm.fd, size)  # macOS: the one ftruncate a segment may have
+                os.ftruncate(fd, size)  # macOS: the one ftruncate a segment may have
             if not _LINUX:
                 # A new lock file for a new segment (one left by an earlier feed of this name
                 # goes: a publisher still holding it is publishing to a removed segment).
                 _remove_lock_file(feed)
-                os.close(_open_lock(feed, mode, create=True))
-            seg = cls(feed, shm, writable=True)
+                os.close(_open_lock(feed, mode, create=True, owner=os.geteuid()))
+            seg = cls(feed, fd, writable=True)
             seg.map(size)
             return seg
         except BaseException as exc:
             # Leave nothing half-created behind.
             try:
-                shm.close_fd()
+                os.close(fd)
             finally:
                 _unlink_quietly(name)
             if isinstance(exc, OSError):
@@ -200,14 +199,7 @@ class Segment:
 
     @classmethod
     def open(cls, feed: str, writable: bool) -> Segment:
-        name = segment_name(feed)
-        if _LINUX:
-            _refuse_non_files(feed, name)
-        try:
-            shm = posix_ipc.SharedMemory(name, 0, read_only=not writable)
-        except (posix_ipc.Error, OSError) as exc:
-            raise _os_error(exc, feed, "open for writing" if writable else "open") from None
-        return cls(feed, shm, writable)
+        return cls(feed, _shm_open(feed, create=False, writable=writable), writable)
 
     # -- the publisher lock -------------------------------------------------------------------
     def try_lock(self) -> bool:
@@ -249,7 +241,7 @@ class Segment:
         if _LINUX:
             return int(self.fd)
         if self._lockfd < 0:
-            self._lockfd = _open_lock(self.feed, self.mode, create=create and self.writable)
+            self._lockfd = _open_lock(self.feed, self.mode or 0o600, create=create and self.writable, owner=self.uid)
         return self._lockfd
 
     def _close_lock(self) -> None:
@@ -285,13 +277,13 @@ class Segment:
     def still_linked(self) -> bool:
         """True while the feed's name still leads to this segment (not removed or replaced)."""
         try:
-            other = posix_ipc.SharedMemory(segment_name(self.feed), 0, read_only=True)
-        except (posix_ipc.Error, OSError):
+            other = _shm_open(self.feed, create=False, writable=False)
+        except PricefeedError:
             return False
         try:
-            st = os.fstat(other.fd)
+            st = os.fstat(other)
         finally:
-            other.close_fd()
+            os.close(other)
         if (st.st_dev, st.st_ino) == (0, 0):  # macOS: see __init__ (no token: cannot tell)
             return self._token is None or _token_of(self.feed) == self._token
         return (st.st_dev, st.st_ino) == self.inode
@@ -316,33 +308,73 @@ class Segment:
             self._mm = None
         self._close_lock()
         if self.fd >= 0:
-            self._shm.close_fd()  # also drops the flock, if this descriptor held it
+            os.close(self.fd)  # also drops the flock, if this descriptor held it
             self.fd = -1
 
 
-def _refuse_non_files(feed: str, name: str) -> None:
-    """Look before shm_open where the segments are visible: a FIFO under the feed's name would
-    block the open forever, and a directory or device would fail later with a confusing error.
-    (shm_open itself refuses symbolic links.)"""
+#: Flags of every open of a segment or lock file: never follow a link, never block (a FIFO
+#: under the name would block an ordinary open forever), never become a controlling terminal.
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def _shm_open(feed: str, create: bool, writable: bool, mode: int = 0o600) -> int:
+    """A descriptor of the feed's segment, which is a regular file: never blocks.
+
+    On Linux a segment is a file in SHM_DIR, and glibc's ``shm_open`` is an ``open`` of it with
+    O_NOFOLLOW: but without O_NONBLOCK, so a FIFO put under the name (renamed into place by
+    anyone who may write SHM_DIR) would block it forever, and checking the name first with
+    ``lstat`` leaves a window in which the name can change. So the open itself cannot block,
+    and ``fstat`` on the descriptor checks what was opened. Elsewhere the segments are not in
+    any file system, a FIFO cannot stand in for one, and ``shm_open`` is used as it is."""
+    name = segment_name(feed)
+    action = "create" if create else ("open for writing" if writable else "open")
+    if not _LINUX:
+        try:
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX if create else 0, mode=mode, read_only=not writable)
+        except (posix_ipc.Error, OSError) as exc:
+            raise _os_error(exc, feed, action) from None
+        fd = int(os.dup(shm.fd))
+        shm.close_fd()
+        return fd
+    path = SHM_DIR + name
+    flags = _OPEN_FLAGS | (os.O_RDWR if writable else os.O_RDONLY) | (os.O_CREAT | os.O_EXCL if create else 0)
     try:
-        st = os.lstat(os.path.join(SHM_DIR, name[1:]))
-    except OSError:
-        return  # missing (shm_open will say so), or a system without SHM_DIR
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BadSegment(f"feed {feed!r} is not a pricefeed segment: {path} is a symbolic link") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.ENOTDIR):
+            raise BadSegment(f"feed {feed!r} is not a pricefeed segment: {path} is not a regular file") from None
+        raise _os_error(exc, feed, action) from None
+    try:
+        _check_regular(fd, f"feed {feed!r} is not a pricefeed segment: {path}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_regular(fd: int, what: str) -> None:
+    """BadSegment unless ``fd`` is a regular file (``what`` says which, for the message)."""
+    st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         kind = (
             "a directory"
             if stat.S_ISDIR(st.st_mode)
-            else "a symbolic link"
-            if stat.S_ISLNK(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
             else "not a regular file"
         )
-        raise BadSegment(f"feed {feed!r} is not a pricefeed segment: {SHM_DIR}/{name[1:]} is {kind}")
+        raise BadSegment(f"{what} is {kind}")
 
 
 def _unlink_quietly(name: str) -> None:
     try:
-        posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.ExistentialError:
+        if _LINUX:
+            os.unlink(SHM_DIR + name)  # what shm_unlink does there
+        else:
+            posix_ipc.unlink_shared_memory(name)
+    except (posix_ipc.ExistentialError, FileNotFoundError):
         pass
 
 
@@ -371,16 +403,17 @@ def _lock_path(feed: str) -> str:
     return os.path.join(LOCK_DIR, segment_name(feed)[1:] + _LOCK_SUFFIX)
 
 
-def _open_lock(feed: str, mode: int, create: bool) -> int:
+def _open_lock(feed: str, mode: int, create: bool, owner: Optional[int]) -> int:
     """Open (and with ``create``, make) the feed's lock file. A reader that may not write it
     opens it read-only, which is enough for flock and for reading the holder's pid. Never
-    follows a symbolic link: LOCK_DIR is shared by every user."""
+    follows a symbolic link and never blocks (LOCK_DIR is shared by every user, who may put a
+    FIFO there), and refuses a lock file that another user than the segment's ``owner`` made:
+    whoever owns it could hold it, or rewrite the token that tells incarnations apart."""
     path = _lock_path(feed)
-    base = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     fd = -1
     if create:
         try:
-            fd = os.open(path, base | os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+            fd = os.open(path, _OPEN_FLAGS | os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
         except FileExistsError:
             fd = -1
         else:
@@ -392,20 +425,44 @@ def _open_lock(feed: str, mode: int, create: bool) -> int:
                 raise
     if fd < 0:
         try:
-            fd = os.open(path, base | os.O_RDWR)
+            fd = os.open(path, _OPEN_FLAGS | os.O_RDWR)
         except PermissionError:
-            fd = os.open(path, base | os.O_RDONLY)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+            fd = os.open(path, _OPEN_FLAGS | os.O_RDONLY)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise BadSegment(f"feed {feed!r}: its lock file {path} is not a regular file") from None
+            raise
+    try:
+        _check_regular(fd, f"feed {feed!r}: its lock file {path}")
+        uid = os.fstat(fd).st_uid
+        if owner is not None and uid != owner:
+            raise FeedNotTrusted(
+                f"feed {feed!r}: its lock file {path} belongs to {user_name(uid)}, not to the segment's owner "
+                f"{user_name(owner)}; another user made it, so it is not used (remove it, or set "
+                "PRICEFEED_LOCK_DIR to a directory only trusted users may write)"
+            )
+    except BaseException:
         os.close(fd)
-        raise BadSegment(f"feed {feed!r}: its lock file {path} is not a regular file")
+        raise
     return fd
 
 
 def _remove_lock_file(feed: str) -> None:
+    path = _lock_path(feed)
     try:
-        os.unlink(_lock_path(feed))
+        os.unlink(path)
     except FileNotFoundError:
         pass
+    except PermissionError:
+        # LOCK_DIR is sticky: only the owner of a file there may remove it.
+        try:
+            uid = os.stat(path, follow_symlinks=False).st_uid
+        except OSError:
+            raise
+        raise FeedNotTrusted(
+            f"feed {feed!r}: a lock file {path} made by {user_name(uid)} is in the way and cannot be removed; "
+            "ask its owner to remove it, or set PRICEFEED_LOCK_DIR to a directory only trusted users may write"
+        ) from None
 
 
 def _names_lock_file(fd: int, path: str) -> bool:
@@ -432,10 +489,12 @@ def _read_token(fd: int) -> Optional[str]:
 
 def _token_of(feed: str) -> Optional[str]:
     try:
-        fd = os.open(_lock_path(feed), os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(_lock_path(feed), _OPEN_FLAGS | os.O_RDONLY)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         return _read_token(fd)
     finally:
         os.close(fd)

@@ -176,6 +176,11 @@ class Segment:
         st = os.fstat(fd)
         self.size = st.st_size
         self.inode = (st.st_dev, st.st_ino)
+        # Who owns the file is not looked at here: the feeds live in the user's own
+        # %LOCALAPPDATA% (docs/platforms.md), so check_trust has nothing to check.
+        self.uid: Optional[int] = None
+        self.gid: Optional[int] = None
+        self.mode: Optional[int] = None
         self._mm: Optional[mmap.mmap] = None
         self._pin: Optional[Pin] = None
         self.view: memoryview = memoryview(b"")

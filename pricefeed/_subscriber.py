@@ -32,6 +32,7 @@ from ._attach import attach
 from ._errors import BadSegment, FeedNotFound, FeedReset, PricefeedError, SymbolNotFound, Timeout
 from ._feed import FeedReader, latest_since, symbols_of
 from ._segment import Segment
+from ._segment_common import Owner, user_name
 from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol
 from ._wait import MultiWait, WakeWord, select
 
@@ -87,6 +88,17 @@ class FeedStatus(NamedTuple):
     created_ns: int
     size: int
     publisher_epoch: int
+    #: Who owns the segment (a user name, else the uid as text) and its permission bits; both
+    #: None where the platform does not say (Windows).
+    owner: Optional[str]
+    mode: Optional[int]
+
+
+def _owner_name(uid: Optional[int]) -> Optional[str]:
+    if uid is None:
+        return None
+    name = user_name(uid)  # "alice (uid 1000)" or "uid 1234"
+    return name.split(" ", 1)[0] if "(" in name else str(uid)
 
 
 class Subscriber:
@@ -97,14 +109,27 @@ class Subscriber:
     not be used after that. A Subscriber is for one thread at a time: give each thread its own.
     """
 
-    def __init__(self, name: str, backend: Optional[str] = None, wait: Union[bool, float] = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        backend: Optional[str] = None,
+        wait: Union[bool, float] = False,
+        owner: Owner = None,
+        allow_world_writable: bool = False,
+    ) -> None:
         """Open feed ``name`` read-only. ``wait``: if the feed does not exist yet, wait for it
         (True: as long as it takes; a number: that many seconds) instead of raising
         FeedNotFound at once. A subscriber that had to wait for the feed to appear gets, from
         its first ``updates()``, every change since the feed was created: all of them happened
-        after it started waiting, however long attaching took."""
+        after it started waiting, however long attaching took.
+
+        ``owner`` (a user name or uid): accept only that user's segment under the name, here
+        and when the feed is re-created (FeedNotTrusted otherwise). A segment every user may
+        write is refused unless ``allow_world_writable``: anyone could change its prices."""
         self._waiter = select(backend)  # before anything is opened: the one step that can refuse
         self.name = name
+        self._owner = owner
+        self._allow_world_writable = allow_world_writable
         self._r: Optional[FeedReader] = None
         self._from_start = False
         deadline = None if wait is True else time.monotonic() + (0.0 if wait is False else float(wait))
@@ -119,7 +144,7 @@ class Subscriber:
             time.sleep(APPEAR_POLL)
 
     def _attach(self) -> None:
-        seg, geometry = attach(self.name, writable=False)
+        seg, geometry = attach(self.name, False, self._owner, self._allow_world_writable)
         self._seg: Segment = seg
         self.geometry = geometry
         self._r = FeedReader(seg.view, geometry, seg.address)
@@ -295,6 +320,7 @@ class Subscriber:
             self.name, head, len(self._names), g.capacity, g.ring_size,
             holder or r.publisher_pid() or None, holder is not None,
             last, r.closed(), g.incarnation, g.created_ns, g.size, r.publisher_epoch(),
+            _owner_name(self._seg.uid), self._seg.mode,
         )  # fmt: skip
 
     # -- following changes -----------------------------------------------------------------------
