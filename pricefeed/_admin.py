@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import List
 
 from . import _layout as L
@@ -27,6 +28,9 @@ def remove(name: str, force: bool = False, stale_only: bool = False) -> bool:
     nothing happens and False is returned; otherwise FeedBusy is raised, unless ``force``,
     which removes the name anyway without ending the feed (the publisher goes on writing to a
     segment no new subscriber can open). Raises FeedNotFound if there is no such feed.
+
+    Another user's segment is never written, only unlinked where the system allows it (the
+    owner, or root: /dev/shm is sticky); its subscribers then notice that the name is gone.
     """
     while True:
         try:
@@ -48,11 +52,16 @@ def remove(name: str, force: bool = False, stale_only: bool = False) -> bool:
             elif not seg.still_linked():
                 continue  # removed, or removed and re-created, while we took the lock: look again
             seg.unlink()
-            if locked:
+            if locked and _ours(seg):
                 _end_quietly(seg)
             return True
         finally:
             seg.close()
+
+
+def _ours(seg: Segment) -> bool:
+    """Whether the segment belongs to this process's user (Windows: always, see check_trust)."""
+    return seg.uid is None or not hasattr(os, "geteuid") or seg.uid == os.geteuid()
 
 
 def _end_quietly(seg: Segment) -> None:

@@ -2,9 +2,13 @@
 
 Why each mechanism (the failure it avoids):
 
-* ``posix_ipc.SharedMemory`` is given ``size`` never: opening an existing segment with a size
-  whose ftruncate fails (a read-only open, say) makes it unlink the segment. We size a new
-  segment ourselves with ``posix_fallocate``, which also reserves its pages: ftruncate alone
+* On Linux a segment is the file of its name in /dev/shm, opened (``_shm_open``) as glibc's
+  ``shm_open`` opens it, but with O_NONBLOCK too, and checked with ``fstat`` on the descriptor
+  afterwards: anyone may put a FIFO under a name there, and a blocking open of a FIFO never
+  returns (a look at the name before the open leaves a window in which it can change).
+* Elsewhere ``posix_ipc.SharedMemory`` opens segments, and is given ``size`` never: opening an
+  existing segment with a size whose ftruncate fails (a read-only open, say) makes it unlink
+  the segment. We size a new segment ourselves with ``posix_fallocate``, which also reserves its pages: ftruncate alone
   on a full tmpfs succeeds and the first write then dies of SIGBUS.
   macOS has no ``posix_fallocate`` and allows exactly one ``ftruncate`` per segment (xnu
   ``pshm_truncate``), which rounds the size up to a page (16 KiB on Apple Silicon): fstat then

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -18,13 +17,11 @@ import pytest
 
 if sys.platform.startswith("linux"):
     import pwd
+from _users import as_user, make_other_user
 from conftest import ROOT, Proc, mappings_of, open_fds, unique_name, unlink_feed, worker
 
 from pricefeed import PricefeedError, Publisher, Subscriber, remove
 from pricefeed._segment import segment_name
-
-USER = "pricefeed-test"
-
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
@@ -34,60 +31,12 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def other_user() -> Iterator[pwd.struct_passwd]:
-    """An unprivileged user, made for the test when running as root."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create a second, unprivileged user")
-    if not shutil.which("useradd"):
-        pytest.skip("useradd is not installed")
-    made = False
-    try:
-        entry = pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER], check=True, timeout=60
-        )
-        entry = pwd.getpwnam(USER)
-        made = True
-    try:
-        yield entry
-    finally:
-        if made:
-            subprocess.run(["userdel", USER], check=False, timeout=60)
+    yield from make_other_user()
 
 
 def _mappings(feed: str) -> set[str]:
     with open("/proc/self/maps") as f:
         return {line for line in f if line.rstrip().endswith(segment_name(feed))}
-
-
-def as_user(user: pwd.struct_passwd, fn: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
-    """Run fn in a forked child that has dropped to ``user`` (real uid and gid, no groups)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            out = fn()
-        except BaseException as exc:
-            out = {"crashed": repr(exc)}
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    try:
-        ready, _, _ = select.select([r], [], [], 60)
-        assert ready, "the child running as the other user did not answer within 60 s"
-        data = b""
-        while chunk := os.read(r, 65536):
-            data += chunk
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    result: Dict[str, Any] = json.loads(data)
-    assert "crashed" not in result, result["crashed"]
-    return result
 
 
 def _try(fn: Callable[[], Any]) -> Dict[str, Any]:
