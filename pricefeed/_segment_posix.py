@@ -149,7 +149,6 @@ class Segment:
         self.size = st.st_size  # macOS: rounded up to a page
         self.mode: Optional[int] = st.st_mode & 0o777
         self.uid: Optional[int] = st.st_uid
-        self.gid: Optional[int] = st.st_gid
         self._lockfd = -1  # the lock file's descriptor (not Linux)
         # The lock file's token, a random number written when the segment is created: it tells
         # this incarnation of the feed from a later one of the same name (not Linux).
@@ -347,7 +346,9 @@ def _shm_open(feed: str, create: bool, writable: bool, mode: int = 0o600) -> int
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise BadSegment(f"feed {feed!r} is not a pricefeed segment: {path} is a symbolic link") from None
-        if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.ENOTDIR):
+        if exc.errno == errno.EISDIR:
+            raise BadSegment(f"feed {feed!r} is not a pricefeed segment: {path} is a directory") from None
+        if exc.errno in (errno.ENXIO, errno.ENODEV, errno.ENOTDIR):
             raise BadSegment(f"feed {feed!r} is not a pricefeed segment: {path} is not a regular file") from None
         raise _os_error(exc, feed, action) from None
     try:
@@ -459,10 +460,7 @@ def _remove_lock_file(feed: str) -> None:
         pass
     except PermissionError:
         # LOCK_DIR is sticky: only the owner of a file there may remove it.
-        try:
-            uid = os.stat(path, follow_symlinks=False).st_uid
-        except OSError:
-            raise
+        uid = os.stat(path, follow_symlinks=False).st_uid
         raise FeedNotTrusted(
             f"feed {feed!r}: a lock file {path} made by {user_name(uid)} is in the way and cannot be removed; "
             "ask its owner to remove it, or set PRICEFEED_LOCK_DIR to a directory only trusted users may write"

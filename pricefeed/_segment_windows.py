@@ -141,9 +141,9 @@ def _sweep() -> None:
 
 def _os_error(exc: OSError, feed: str, action: str) -> PricefeedError:
     if isinstance(exc, FileExistsError):
-        return FeedExists(f"feed {feed!r} already exists (use open, or pricefeed rm first)")
+        return FeedExists(f"feed {feed!r} already exists")
     if isinstance(exc, FileNotFoundError):
-        return FeedNotFound(f"no feed named {feed!r} on this machine (create it with pricefeed create)")
+        return FeedNotFound(f"no feed named {feed!r} on this machine")
     if isinstance(exc, PermissionError):
         return FeedPermissionError(f"permission denied to {action} feed {feed!r}: {exc}")
     if exc.errno == errno.ENOSPC:
@@ -179,7 +179,6 @@ class Segment:
         # Who owns the file is not looked at here: the feeds live in the user's own
         # %LOCALAPPDATA% (docs/platforms.md), so check_trust has nothing to check.
         self.uid: Optional[int] = None
-        self.gid: Optional[int] = None
         self.mode: Optional[int] = None
         self._mm: Optional[mmap.mmap] = None
         self._pin: Optional[Pin] = None

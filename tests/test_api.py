@@ -30,6 +30,7 @@ from pricefeed import (
     InvalidPrice,
     InvalidSymbol,
     LayoutVersionMismatch,
+    PricefeedError,
     Publisher,
     Quote,
     Subscriber,
@@ -473,12 +474,12 @@ def test_close_is_idempotent_and_final(feed: str) -> None:
     pub = Publisher.create(feed)
     pub.close()
     pub.close()
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(PricefeedError, match=re.escape(f"publisher of feed {feed!r} is closed")):
         pub.publish("A", 1.0)
     sub = Subscriber(feed)
     sub.close()
     sub.close()
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(PricefeedError, match=re.escape(f"subscriber of feed {feed!r} is closed")):
         sub.get("A")
 
 

@@ -19,7 +19,7 @@ import pytest
 from _users import as_user, make_other_user
 from conftest import cli
 
-from pricefeed import FeedNotTrusted, InvalidGeometry, PricefeedError, Publisher, Subscriber
+from pricefeed import FeedNotTrusted, InvalidGeometry, InvalidInput, Publisher, Subscriber
 from pricefeed._segment import segment_path
 
 pytestmark = pytest.mark.skipif(
@@ -101,7 +101,7 @@ def test_another_users_feed_is_published_to_only_when_told_whose_it_is(
 
 def test_an_owner_that_does_not_exist_is_bad_input(feed: str) -> None:
     Publisher.create(feed).close()
-    with pytest.raises(PricefeedError, match="owner must be the name or uid of a user of this machine"):
+    with pytest.raises(InvalidInput, match="owner must be the name or uid of a user of this machine"):
         Publisher.open(feed, owner="no-such-user-here")
 
 

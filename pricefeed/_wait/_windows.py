@@ -59,11 +59,9 @@ FULL_RETRY = 1.0  # how often a waiter that found the registry full tries again
 
 _WAIT_OBJECT_0 = 0
 _WAIT_TIMEOUT = 0x102
-_WAIT_FAILED = 0xFFFFFFFF
 _ERROR_ALREADY_EXISTS = 183
 _ERROR_TIMEOUT = 1460
 _EVENT_MODIFY_STATE = 0x0002
-_SYNCHRONIZE = 0x00100000
 
 _HANDLE = ctypes.c_void_p
 _ON = sys.platform == "win32"
@@ -119,12 +117,6 @@ def _name(space: str, what: str) -> str:
 
 def _ms(seconds: float) -> int:
     return max(0, min(int(seconds * 1000 + 0.999), 0xFFFFFFFE))
-
-
-def _check(ok: Any, what: str) -> Any:
-    if not ok:
-        raise ctypes.WinError(_last_error(), what)  # type: ignore[attr-defined,unused-ignore]
-    return ok
 
 
 # -- the registry ---------------------------------------------------------------------------------
