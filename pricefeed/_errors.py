@@ -107,7 +107,7 @@ class InvalidSymbol(InvalidInput):
 
 
 class InvalidPrice(InvalidInput):
-    """A price is NaN, infinite, or not a real number."""
+    """A price is NaN, infinite, not a number, or (on the command line) not stored as written."""
 
 
 class InvalidGeometry(InvalidInput):

@@ -248,7 +248,7 @@ def render(doc: Result) -> str:
             busy = _busy(lat or pub or {})
             lines += [f"{title} (publish cost and wake latency; x first = ratio to the smallest){busy}"]
             lines += [*_scale(label, pub, lat), ""]
-    lines += ["Targets (issue 4)"]
+    lines += ["Targets"]
     rows = [[t["status"], t["target"], t["measured"]] for t in doc["targets"]]
     lines += _table(["status", "target", "measured"], rows, left=3)
     if doc["notes"]:
@@ -357,7 +357,7 @@ def _targeted_target(r: Result) -> Target:
 
 
 def targets(results: Result) -> List[Target]:
-    """Each target of the issue, with the figure measured and "met", "not met", "not
+    """Each performance target, with the figure measured and "met", "not met", "not
     available" (the feature does not exist yet) or "not measured" (its suite did not run)."""
     return [
         *_latency_targets(results),

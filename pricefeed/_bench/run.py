@@ -25,9 +25,9 @@ How to read it:
   skipped with a note when there is no C compiler), the same in bare ctypes,
   multiprocessing.Pipe, a posix_ipc semaphore, os.eventfd, and, if installed, ZeroMQ and
   iceoryx2. For rates, the "floor" is the same stores pricefeed makes, with no checks.
-* The closing "Targets" table states, for each target of issue 4, the figure measured and
-  "met", "not met", "not available" (the feature is not in this pricefeed yet) or
-  "not measured" (its suite did not run or failed; see the notes).
+* The closing "Targets" table states, for each of pricefeed's performance targets, the
+  figure measured and "met", "not met", "not available" (the feature is not in this
+  pricefeed yet) or "not measured" (its suite did not run or failed; see the notes).
 
 Every process it starts is killed by pid when it ends, Ctrl-C included; every shared-memory
 name it creates (feeds ``bench-<pid>-*``, segments ``/bench-<pid>-*``) is removed.
