@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -84,7 +83,3 @@ class CFutex:
 def procs_timeout(waiters: int) -> float:
     """How long forking ``waiters`` processes may take on a busy machine."""
     return 10.0 + waiters * 0.1
-
-
-def temporary_directory() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix=f"bench-{os.getpid()}-")
