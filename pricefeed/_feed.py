@@ -20,6 +20,12 @@ Rule 4 (new symbols). The symbol's bytes and its first value go into the slot be
 Rule 5 (trust nothing). The reader checks every index and count it loads from the segment
         against the geometry it validated at open, and raises BadSegment instead of reading
         out of range.
+Rule 6 (who publishes). A publisher that takes the feed stores ``publisher_state`` (its new
+        epoch, "holds", the count of clean handovers) before ``publisher_epoch``; one that
+        closes cleanly stores ``publisher_state`` ("closed") after its last change. A reader
+        loads ``publisher_epoch`` before ``publisher_state``, so the state it finds is never
+        older than the epoch it found (``publisher_view``), and decides with the pure
+        functions at the end of this module what a change of them means.
 """
 
 from __future__ import annotations
@@ -47,6 +53,15 @@ _WAKE_MASK = L.WAKE_WORDS - 1
 _FUTEX_MASK = 0x7FFFFFFF  # the header's word stays below 2**31 (see FUTEX_WAKE_OP in _wait)
 _CLOSED = L.OFF_CLOSED // _I
 _SLOT_COUNT = L.OFF_SLOT_COUNT // _I
+_EPOCH = L.OFF_PUBLISHER_EPOCH // _I
+_PID = L.OFF_PUBLISHER_PID // _I
+_PSTATE = L.OFF_PUBLISHER_STATE // _Q
+_EPOCH_MASK = (1 << L.STATE_EPOCH_BITS) - 1
+_HANDOVERS_MASK = (1 << L.HANDOVERS_BITS) - 1
+#: How many times publisher_view() loads the two words again when it finds a takeover halfway
+#: through (its state stored, its epoch not yet): the gap is two stores wide, unless the
+#: publisher died between them.
+SETTLE_TRIES = 100
 _S_LOCK = L.SLOT_LOCK // _Q
 _S_PRICE = L.SLOT_PRICE // _Q
 _S_TIME = L.SLOT_TIME // _Q
@@ -128,6 +143,13 @@ def read_geometry(buf: memoryview) -> Geometry:
     magic = head[L.OFF_MAGIC : L.OFF_MAGIC + 8]
     if magic == bytes(8) and version == 0:
         raise Initialising("segment is still being created (its header is all zeros)")
+    if magic == bytes(8):
+        # The creator stores magic before version (with a release fence between), and the
+        # acquire above means a version we see comes with the magic stored before it.
+        raise BadSegment(
+            f"damaged header: magic is 0 but version is {version}; a creator stores magic before version, "
+            "so this is damage, not a segment still being created"
+        )
     if magic != L.MAGIC_BYTES:
         raise BadSegment(f"not a pricefeed segment: its first 8 bytes are {magic!r}, expected {L.MAGIC_BYTES!r}")
     if version == 0:
@@ -246,10 +268,23 @@ class _Views:
         return closed
 
     def publisher_pid(self) -> int:
-        return self._i[L.OFF_PUBLISHER_PID // _I]
+        return self._i[_PID]
 
     def publisher_epoch(self) -> int:
-        return self._i[L.OFF_PUBLISHER_EPOCH // _I]
+        return self._i[_EPOCH]
+
+    def publisher_view(self) -> Tuple[int, L.PublisherState]:
+        """``publisher_epoch`` and the ``publisher_state`` loaded after it (Rule 6): a state
+        at least as new as the epoch. One that is exactly one takeover ahead (that takeover
+        stored its state, not yet its epoch) is loaded again, a few times."""
+        i, q = self._i, self._q
+        for _ in range(SETTLE_TRIES):
+            epoch = i[_EPOCH]
+            fence_acquire()  # pairs with the release between the two stores in take_over()
+            state = L.unpack_publisher_state(q[_PSTATE])
+            if state.epoch != (epoch + 1) & _EPOCH_MASK:
+                break
+        return epoch, state
 
     def slot_count(self) -> int:
         n = self._i[_SLOT_COUNT]
@@ -354,7 +389,15 @@ class FeedReader(_Views):
     def newest_records(self, head: int, only: Optional[int] = None) -> Dict[int, Tuple[int, float, int]]:
         """slot -> (seq, price, time_ns) of its newest change still in the ring, up to head
         (of slot ``only`` alone, if given). What a slot held when its last change was
-        announced: the fallback for a slot a dead publisher left mid-write."""
+        announced: the fallback for a slot a dead publisher left mid-write, and what the
+        takeover's repair compares a broken slot with.
+
+        It reads the records of head, head - 1, ..., head - ring_size + 1: every record the ring
+        can hold, never one above the head (it may be half-written, or a change nobody
+        announced). Each with read_record()'s two sequence checks: a reader's fallback runs
+        with no lock held, and a new publisher may start overwriting the oldest records
+        meanwhile (the repair holds the lock and could do with one check; one path serves
+        both)."""
         found: Dict[int, Tuple[int, float, int]] = {}
         for seq in range(head, max(0, head - self.geometry.ring_size), -1):
             rec = self.read_record(seq)
@@ -497,12 +540,43 @@ class FeedWriter(FeedReader):
         self._i[_CLOSED] = 1
         self.bump_all()
 
-    def set_publisher(self, pid: int) -> int:
-        """Record a new publisher; returns its epoch (how many have taken the feed)."""
-        epoch = (self.publisher_epoch() + 1) & 0xFFFFFFFF
-        self._i[L.OFF_PUBLISHER_EPOCH // _I] = epoch
-        self._i[L.OFF_PUBLISHER_PID // _I] = pid & 0xFFFFFFFF
-        return epoch
+    def intact(self) -> bool:
+        """No slot in use is odd or ahead of the head: nothing for a takeover to repair."""
+        head = self.head()
+        q = self._q
+        for b in range(_SLOTS, _SLOTS + self.slot_count() * _SLOT_WORDS, _SLOT_WORDS):
+            if q[b + _S_LOCK] & 1 or q[b + _S_SEQ] > head:
+                return False
+        return True
+
+    def take_over(self, pid: int, intact: bool) -> int:
+        """Record a new publisher (Rule 6); returns its epoch (how many have taken the feed).
+
+        The handover counts as clean when the word describes the previous epoch and says it
+        closed cleanly, and the feed is ``intact`` (a clean close is checked, not trusted): a
+        word of an older epoch means the previous publisher did not write it (an older writer),
+        and a first publisher takes nothing over."""
+        epoch = self.publisher_epoch()
+        before = L.unpack_publisher_state(self._q[_PSTATE])
+        clean = intact and epoch != 0 and before.epoch == epoch and before.state == L.PUBLISHER_CLOSED
+        new = (epoch + 1) & _EPOCH_MASK
+        self._q[_PSTATE] = L.pack_publisher_state(new, L.PUBLISHER_HOLDS, before.handovers + clean)
+        if FENCES:
+            fence_release()  # pairs with the acquire in publisher_view(): the state, then the epoch
+        self._i[_EPOCH] = new
+        self._i[_PID] = pid & 0xFFFFFFFF
+        return new
+
+    def close_cleanly(self, epoch: int) -> None:
+        """Say that the publisher of ``epoch`` gave the feed up with every change complete."""
+        handovers = L.unpack_publisher_state(self._q[_PSTATE]).handovers
+        if FENCES:
+            # Its changes are complete before the word says so. Pairs with the reader's probe of
+            # the lock: the caller gives the lock up after this store, and a reader loads the
+            # word only once its flock finds the lock free (two system calls on one lock,
+            # which the kernel orders).
+            fence_release()
+        self._q[_PSTATE] = L.pack_publisher_state(epoch, L.PUBLISHER_CLOSED, handovers)
 
 
 def symbols_of(reader: _Views, start: int, stop: int) -> Dict[str, int]:
@@ -536,3 +610,53 @@ def latest_since(
             out.append((seq, index, price, time_ns))
     out.sort()
     return out
+
+
+# -- what a reader makes of the publisher words (Rule 6): pure functions, no I/O -------------------
+class Seen(NamedTuple):
+    """What a reader last took in of the publishers: the epoch, and the clean handovers."""
+
+    epoch: int
+    handovers: int
+
+
+def takeover_news(seen: Seen, epoch: int, state: L.PublisherState, final: bool) -> Optional[Tuple[int, Seen]]:
+    """None when nothing changed since ``seen`` (or nothing can be said yet); else how many of
+    the takeovers since then followed a publisher that did not close cleanly (each of those
+    may have repaired what it found), and what the reader has seen now.
+
+    A state one takeover ahead of the epoch belongs to a takeover still being recorded: with
+    ``final`` False the answer waits for it; with ``final`` True (no process holds the lock,
+    so that publisher died between its two stores) the handover it may have counted is not
+    believed, so the answer errs towards reporting a restart, never towards hiding one.
+    Takeovers by writers that do not keep the word are never counted clean: reported, as
+    readers that do not know the word report every takeover."""
+    if epoch == seen.epoch:
+        return None
+    ahead = state.epoch == (epoch + 1) & _EPOCH_MASK
+    if ahead and not final:
+        return None
+    takeovers = (epoch - seen.epoch) & _EPOCH_MASK
+    if seen.epoch == 0:
+        takeovers -= 1  # the feed's first publisher took nothing over
+    clean = (state.handovers - seen.handovers) & _HANDOVERS_MASK
+    if ahead:
+        clean = max(0, clean - 1)
+    return max(0, takeovers - clean), Seen(epoch, state.handovers)
+
+
+def closed_cleanly(epoch: int, state: L.PublisherState) -> bool:
+    """Whether the publisher of ``epoch`` (no process holds the lock now) closed cleanly."""
+    return epoch != 0 and state.epoch == epoch and state.state == L.PUBLISHER_CLOSED
+
+
+def check_head(head: int, cursor: int, feed: str) -> None:
+    """A head below the reader's cursor: sequences only grow for a segment's life, and a
+    feed that is removed and created anew is a different segment, never this mapping; so
+    this one was damaged, or rewritten in place by something that is not a conforming writer,
+    and nothing validated at open can be trusted any longer."""
+    if head < cursor:
+        raise BadSegment(
+            f"feed {feed!r}: head_seq went back from {cursor} to {head}; sequences only grow for a segment's "
+            "life, so the segment was damaged or rewritten in place"
+        )

@@ -65,6 +65,31 @@ SLOT_VOID = 0xFFFFFFFF
 #: waits on the header's word instead.
 WAKE_WORDS = 128
 
+#: ``publisher_state`` packs three things into one u64, so that one load gives a consistent
+#: view of them (the single writer stores the whole word at once)::
+#:
+#:     63                     40 39       32 31                        0
+#:     +------------------------+-----------+--------------------------+
+#:     | clean handovers (24)   | state (8) | epoch (32)               |
+#:     +------------------------+-----------+--------------------------+
+#:
+#: ``epoch`` is the ``publisher_epoch`` of the publisher that wrote the word; ``state`` says
+#: what that publisher did last (PUBLISHER_HOLDS, PUBLISHER_CLOSED); ``clean handovers``
+#: counts, modulo 2**24, the takeovers that found their predecessor closed cleanly. A word
+#: whose epoch is not the header's ``publisher_epoch`` describes an older publisher: the
+#: current one does not write the word (a writer older than the word), or is writing it now.
+STATE_EPOCH_BITS = 32
+STATE_SHIFT = STATE_EPOCH_BITS
+STATE_BITS = 8
+HANDOVERS_SHIFT = STATE_SHIFT + STATE_BITS
+HANDOVERS_BITS = 64 - HANDOVERS_SHIFT
+#: The publisher of ``epoch`` took the feed and has not closed it cleanly (if no process holds
+#: the lock now, it died, or exited without closing).
+PUBLISHER_HOLDS = 1
+#: The publisher of ``epoch`` closed the feed cleanly: it gave the role up with every change
+#: it began complete.
+PUBLISHER_CLOSED = 2
+
 MIN_CAPACITY = 1
 MAX_CAPACITY = 1 << 20
 DEFAULT_CAPACITY = 1024
@@ -134,7 +159,14 @@ HEADER = _Block(
         ("publisher_pid", "u32", "Pid of the newest publisher (informational; the lock decides)."),
         ("publisher_epoch", "u32", "Number of times a publisher has taken the feed."),
         ("wake_words", "u32", "Number of words in the wake table (128)."),
-        ("_pad3", "pad44", ""),
+        ("_pad3", "pad4", "Zero; keeps the next field naturally aligned."),
+        (
+            "publisher_state",
+            "u64",
+            "How the newest publisher stands: its epoch, whether it holds the feed or closed it "
+            "cleanly, and a count of clean handovers (section 10). 0 from older writers.",
+        ),
+        ("_pad4", "pad32", ""),
     ],
 )
 
@@ -188,6 +220,7 @@ OFF_SLOT_COUNT = HEADER["slot_count"]
 OFF_PUBLISHER_PID = HEADER["publisher_pid"]
 OFF_PUBLISHER_EPOCH = HEADER["publisher_epoch"]
 OFF_WAKE_WORDS = HEADER["wake_words"]
+OFF_PUBLISHER_STATE = HEADER["publisher_state"]
 
 # Byte offsets inside a slot and inside a ring record.
 SLOT_LOCK = SLOT["lock"]
@@ -200,6 +233,29 @@ REC_SLOT = RECORD["slot"]
 REC_FLAGS = RECORD["flags"]
 REC_PRICE = RECORD["price"]
 REC_TIME = RECORD["time_ns"]
+
+
+class PublisherState(NamedTuple):
+    epoch: int
+    state: int
+    handovers: int
+
+
+def pack_publisher_state(epoch: int, state: int, handovers: int) -> int:
+    """The ``publisher_state`` word for these three parts (each reduced to its width)."""
+    return (
+        (epoch & ((1 << STATE_EPOCH_BITS) - 1))
+        | (state & ((1 << STATE_BITS) - 1)) << STATE_SHIFT
+        | (handovers & ((1 << HANDOVERS_BITS) - 1)) << HANDOVERS_SHIFT
+    )
+
+
+def unpack_publisher_state(word: int) -> PublisherState:
+    return PublisherState(
+        word & ((1 << STATE_EPOCH_BITS) - 1),
+        (word >> STATE_SHIFT) & ((1 << STATE_BITS) - 1),
+        (word >> HANDOVERS_SHIFT) & ((1 << HANDOVERS_BITS) - 1),
+    )
 
 
 def ring_offset(capacity: int) -> int:

@@ -58,11 +58,10 @@ def _check_mode(mode: int, allow_world_writable: bool) -> int:
 _time_ns = time.time_ns
 
 
-def _check_time(time_ns: Optional[int]) -> int:
-    if time_ns is None:
-        return time.time_ns()
+def _check_time(time_ns: object) -> int:
+    """A caller's time stamp (the callers take the time themselves when it is None)."""
     try:
-        t = operator.index(time_ns)  # int, numpy integers; not float, not bool
+        t = operator.index(time_ns)  # type: ignore[arg-type]  # int, numpy integers; not float, not bool
     except TypeError:
         t = -1
     if isinstance(time_ns, bool) or not 0 <= t < 1 << 64:
@@ -94,9 +93,10 @@ class Publisher:
             if not self._ended:
                 # Announce the takeover before repairing, so that a subscriber sees the
                 # PublisherRestarted event before any change the repair publishes.
-                self.epoch = w.set_publisher(self.pid)
+                self.epoch = w.take_over(self.pid, w.intact())
                 w.bump_all()
                 self._wake.everyone()
+                self._took_over = True
             else:
                 self.epoch = w.publisher_epoch()
             self._load_state()
@@ -119,6 +119,8 @@ class Publisher:
 
     #: Slots the last takeover (or resync) found half-written and repaired.
     repaired = 0
+    #: True once this publisher recorded itself in the feed (not for a feed found ended).
+    _took_over = False
 
     def _repair(self) -> None:
         """Finish what a publisher that died in the middle of a change left behind.
@@ -384,11 +386,30 @@ class Publisher:
         self._seg.unlink()
 
     def close(self) -> None:
-        """Give up the publisher role. The values stay, and another publisher may take over."""
-        if self._w is None:
+        """Give up the publisher role. The values stay, and another publisher may take over.
+
+        A clean close: the feed records that this publisher left with every change complete
+        (a publish cut short by an exception was put right before that exception left it), so
+        subscribers report its departure as clean and the next publisher's takeover as no
+        restart. A publisher that dies, or exits without closing, is reported as gone uncleanly,
+        and its successor as a restart."""
+        w = self._w
+        if w is None:
             return
+        if self._took_over and self._intact(w):
+            w.close_cleanly(self.epoch)  # before the lock goes: nobody else may write by then
         self._release()
         self._seg.close()
+
+    @staticmethod
+    def _intact(w: FeedWriter) -> bool:
+        """What a clean close promises, checked on the segment itself rather than trusted: no
+        slot odd, none ahead of the head (an exception inside the repair of an interrupted
+        publish could leave one; the next publisher must then be told to look)."""
+        try:
+            return w.intact()
+        except BadSegment:
+            return False  # damaged meanwhile: certainly nothing to vouch for
 
     def _release(self) -> None:
         if self._w is not None:

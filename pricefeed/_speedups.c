@@ -617,13 +617,15 @@ static PyTypeObject FeedType = {
  *              symbols, sets `known` (and `interest`, `words`) and goes on
  *   F_VOID     the record stands for a lost change (cursor is already past it)
  *   F_EPOCH    a new publisher took over (epoch is updated)
+ *   F_BEHIND   head_seq is below the cursor (`head` says what was loaded): damage, which
+ *              the caller reports; sequences only grow for a segment's life
  * The caller owns `names` (a list it appends to), `known` (how many of them `interest` and
  * `words` were made for: others may append to `names` meanwhile) and `interest` (None, or a
  * bytearray with a non-zero byte per wanted slot), and may set cursor, deadline, known,
  * interest and words. Unwanted records are skipped in C, but at most SKIP_CHECK at a time
  * before the deadline and signals are looked at.
  */
-enum { F_TIMEOUT = 0, F_ENDED = 2, F_LAPPED = 3, F_NEWSLOT = 4, F_VOID = 5, F_EPOCH = 6 };
+enum { F_TIMEOUT = 0, F_ENDED = 2, F_LAPPED = 3, F_NEWSLOT = 4, F_VOID = 5, F_EPOCH = 6, F_BEHIND = 7 };
 
 typedef struct {
     PyObject_HEAD
@@ -634,6 +636,7 @@ typedef struct {
     PyObject *words;    /* None or tuple of wake-table indices */
     uint64_t cursor;
     uint64_t known;
+    uint64_t head; /* the head_seq loaded last */
     uint32_t epoch;
     double slice, spin, deadline; /* deadline: CLOCK_MONOTONIC seconds; < 0 none */
 } Follow;
@@ -661,6 +664,8 @@ static PyObject *Follow_next(Follow *self) {
         uint64_t *head = u64_at(f, L[L_HEAD]);
         uint64_t h = LOAD(head);
         ACQUIRE(); /* pairs with the release before the head store */
+        self->head = h;
+        if (h < self->cursor) return PyLong_FromLong(F_BEHIND); /* never waited on: it would spin */
         /* The epoch after the head: a new publisher bumps it before any change it makes, so
            its takeover is reported before its first change (repairs included). */
         uint32_t epoch = LOAD(u32_at(f, L[L_EPOCH]));
@@ -817,6 +822,7 @@ static int Follow_set_cursor(Follow *self, PyObject *v, void *c) {
     return 0;
 }
 static PyObject *Follow_get_epoch(Follow *self, void *c) { return PyLong_FromUnsignedLong(self->epoch); }
+static PyObject *Follow_get_head(Follow *self, void *c) { return PyLong_FromUnsignedLongLong(self->head); }
 static PyObject *Follow_get_known(Follow *self, void *c) { return PyLong_FromUnsignedLongLong(self->known); }
 static int Follow_set_known(Follow *self, PyObject *v, void *c) {
     unsigned long long x = PyLong_AsUnsignedLongLong(v);
@@ -859,6 +865,7 @@ static int Follow_set_interest(Follow *self, PyObject *v, void *c) {
 static PyGetSetDef Follow_getset[] = {
     {"cursor", (getter)Follow_get_cursor, (setter)Follow_set_cursor, "last change dealt with", NULL},
     {"epoch", (getter)Follow_get_epoch, NULL, "the publisher epoch last seen", NULL},
+    {"head", (getter)Follow_get_head, NULL, "the head_seq loaded last", NULL},
     {"known", (getter)Follow_get_known, (setter)Follow_set_known, "names that interest and words cover", NULL},
     {"deadline", (getter)Follow_get_deadline, (setter)Follow_set_deadline, "CLOCK_MONOTONIC s; < 0 none", NULL},
     {"words", (getter)Follow_get_words, (setter)Follow_set_words, "wake-table words to sleep on, or None", NULL},

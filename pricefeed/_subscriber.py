@@ -17,20 +17,24 @@ wait returns at once (pairs with Rule 3 of ``_feed``).
 It waits in slices of WATCH_SLICE seconds. A slice that passes with nothing new is the moment
 to look at what cannot wake it: whether a publisher still holds the feed (PublisherGone), and
 whether the feed's name still leads to this segment (a re-created feed: re-attach, Reset).
-A new publisher is noticed by the epoch it writes into the header (PublisherRestarted).
+A new publisher is noticed by the epoch it writes into the header; it is reported
+(PublisherRestarted) only when the publisher before it did not close cleanly, since only then
+may it have repaired anything (Rule 6 of ``_feed``). What happened before the subscriber
+attached is not news: it takes in the publisher words and the lock when it attaches, and
+reports only departures and takeovers after that (``status()`` tells how the feed stands).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union, overload
 
 from . import _layout as L
 from ._announce import HEADER_INDEX, wake_key
 from ._attach import attach
-from ._errors import BadSegment, FeedNotFound, FeedReset, PricefeedError, SymbolNotFound, Timeout
-from ._feed import FeedReader, latest_since, symbols_of
+from ._errors import BadSegment, FeedNotFound, FeedReset, InvalidInput, PricefeedError, SymbolNotFound, Timeout
+from ._feed import FeedReader, Seen, check_head, closed_cleanly, latest_since, symbols_of, takeover_news
 from ._segment import Segment
 from ._segment_common import Owner, user_name
 from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol
@@ -52,7 +56,7 @@ APPEAR_POLL = 0.02
 
 
 # What the accelerator's Follow returns instead of a Quote (see _speedups.c).
-_F_TIMEOUT, _F_ENDED, _F_LAPPED, _F_NEWSLOT, _F_VOID, _F_EPOCH = 0, 2, 3, 4, 5, 6
+_F_TIMEOUT, _F_ENDED, _F_LAPPED, _F_NEWSLOT, _F_VOID, _F_EPOCH, _F_BEHIND = 0, 2, 3, 4, 5, 6, 7
 
 
 def _interest_map(interest: Optional[Set[int]], capacity: int) -> Optional[bytearray]:
@@ -92,6 +96,10 @@ class FeedStatus(NamedTuple):
     #: None where the platform does not say (Windows).
     owner: Optional[str]
     mode: Optional[int]
+    #: With no publisher holding the feed: True if the last one closed it cleanly, False if it
+    #: did not (it died, or was a writer that does not say). None while a publisher holds it,
+    #: or if none ever did.
+    publisher_clean: Optional[bool] = None
 
 
 def _owner_name(uid: Optional[int]) -> Optional[str]:
@@ -145,6 +153,11 @@ class Subscriber:
 
     def _attach(self) -> None:
         seg, geometry = attach(self.name, False, self._owner, self._allow_world_writable)
+        if self._owner is None:
+            # A feed re-created under the name is followed only if it has the owner of the one
+            # first attached to: anyone may create a name that is free, and would otherwise be
+            # followed as if the feed were the same (guarantees.md, "Other users").
+            self._owner = seg.uid
         self._seg: Segment = seg
         self.geometry = geometry
         self._r = FeedReader(seg.view, geometry, seg.address)
@@ -154,8 +167,12 @@ class Subscriber:
         )
         self._index: Dict[str, int] = {}
         self._names: List[str] = []
-        self._epoch = self._r.publisher_epoch()
-        self._gone_reported = False
+        # What is true when we attach is not news: the publisher words first, then the lock
+        # (the other order would miss a publisher that takes over in between, and never
+        # report its departure). A publisher already gone left before we came.
+        epoch, state = self._r.publisher_view()
+        self._seen = Seen(epoch, state.handovers)
+        self._gone_reported = self._seg.holder_pid() is None
         self._table: Dict[int, WakeWord] = {}
         self._multis: Dict[Tuple[int, ...], MultiWait] = {}
         self._table_views: List[memoryview] = []
@@ -230,11 +247,19 @@ class Subscriber:
         got = self._reader().read_slot(index)
         return got if got is not None else self._read_stuck_slot(index)
 
-    def _read_stuck_slot(self, index: int) -> tuple[float, int, int]:
+    @overload
+    def _read_stuck_slot(self, index: int) -> Tuple[float, int, int]: ...
+
+    @overload
+    def _read_stuck_slot(self, index: int, give_up: bool) -> Optional[Tuple[float, int, int]]: ...
+
+    def _read_stuck_slot(self, index: int, give_up: bool = False) -> Optional[Tuple[float, int, int]]:
         """A slot whose lock stayed odd (or kept moving) through SPIN_TRIES copies. Either the
         publisher is writing it (a Python publisher may be descheduled mid-write: sleep and
         retry, never spin), or the publisher died mid-write and nobody will finish: then the
-        value to give is the slot's last announced one, which the ring still holds."""
+        value to give is the slot's last announced one, which the ring still holds (the search
+        covers every record the ring can hold, newest first, and never one above the head).
+        If it does not: BadSegment, or None with ``give_up``."""
         r = self._reader()  # raises if closed
         check_at = 0.0
         pause = 1e-5
@@ -246,6 +271,8 @@ class Subscriber:
                         return got
                     rec = r.newest_records(r.head(), only=index).get(index)
                     if rec is None:
+                        if give_up:
+                            return None
                         raise BadSegment(
                             f"feed {self.name!r}: slot {index} ({self._names[index]!r}) was left mid-write by a "
                             "publisher that is gone, and the ring no longer holds its last value; the next "
@@ -315,12 +342,14 @@ class Subscriber:
             times = [rec[2]] if rec is not None else [self._read_slot(i)[1] for i in range(len(self._names))]
             last = max(times, default=None)
         holder = self._seg.holder_pid()
+        epoch, state = r.publisher_view()  # after the lock: see _watch()
         g = self.geometry
         return FeedStatus(
             self.name, head, len(self._names), g.capacity, g.ring_size,
             holder or r.publisher_pid() or None, holder is not None,
-            last, r.closed(), g.incarnation, g.created_ns, g.size, r.publisher_epoch(),
+            last, r.closed(), g.incarnation, g.created_ns, g.size, epoch,
             _owner_name(self._seg.uid), self._seg.mode,
+            None if holder is not None or epoch == 0 else closed_cleanly(epoch, state),
         )  # fmt: skip
 
     # -- following changes -----------------------------------------------------------------------
@@ -358,9 +387,9 @@ class Subscriber:
         if timeout is not None and timeout == float("inf"):
             timeout = None
         if timeout is not None and not timeout >= 0:
-            raise ValueError(f"timeout must be a number of seconds >= 0 or None: timeout={timeout!r}")
+            raise InvalidInput(f"timeout must be a number of seconds >= 0 or None: timeout={timeout!r}")
         if not 0 <= spin <= MAX_SPIN:
-            raise ValueError(f"spin must be from 0 to {MAX_SPIN} seconds: spin={spin!r}")
+            raise InvalidInput(f"spin must be from 0 to {MAX_SPIN} seconds: spin={spin!r}")
         # The start is taken now, not at the first next(): changes published between this call
         # and the first next() are delivered.
         self._refresh()
@@ -420,10 +449,22 @@ class Subscriber:
         return found
 
     def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:
+        """The current value of every wanted slot whose change falls in (after, upto]. The slot
+        count is loaded again first, after ``upto`` was (the caller's head): a symbol added in
+        the skipped range is in the table by then, since a new slot is counted before the head
+        covers its first change."""
         self._refresh()
         names = self._names
         slots = [i for i in range(len(names)) if wanted is None or names[i] in wanted]
-        return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._read_slot, slots, after, upto)]
+        return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._read_caught_up, slots, after, upto)]
+
+    def _read_caught_up(self, index: int) -> Optional[Tuple[float, int, int]]:
+        """A slot for the catch-up: as get() reads it (patiently while a publisher writes it;
+        a dead writer's slot from the ring), but None instead of an error when a dead writer
+        left it mid-write and the ring no longer holds its last value: the catch-up then leaves
+        it out, counted in the Gap's ``missed``, and the next publisher's repair announces it."""
+        got = self._reader().read_slot(index)
+        return got if got is not None else self._read_stuck_slot(index, give_up=True)
 
     def _sleep(
         self, cursor: int, deadline: Optional[float], timeout: Optional[float], plan: Optional[_WaitPlan], spin: float
@@ -481,10 +522,22 @@ class Subscriber:
 
     def _watch(self) -> object:
         """What an idle slice checks: the publisher's lock and the feed's name."""
-        if not self._gone_reported and self._seg.holder_pid() is None:
-            self._gone_reported = True
-            r = self._reader()
-            return PublisherGone(r.publisher_pid() or None, r.head())
+        r = self._reader()
+        if not self._gone_reported or r.publisher_epoch() != self._seen.epoch:
+            # The words are loaded after the lock: a publisher that closed cleanly stored its
+            # state before it let the lock go, so a free lock shows that state. A takeover not
+            # taken in yet comes first (one caught between its two stores is settled here if
+            # nobody holds the lock: it died there).
+            free = self._seg.holder_pid() is None
+            before = self._seen.epoch
+            restarted = self._restarted(final=free)
+            if restarted is not None:
+                return restarted
+            if free and not self._gone_reported and self._seen.epoch == before:
+                epoch, state = r.publisher_view()
+                self._gone_reported = True
+                return PublisherGone(r.publisher_pid() or None, r.head(), closed_cleanly(epoch, state))
+            # (A newer publisher than we knew: its departure is for a later slice.)
         if not self._seg.still_linked():
             try:
                 Segment.open(self.name, writable=False).close()
@@ -493,19 +546,20 @@ class Subscriber:
             return _RESET
         return None
 
-    def _restarted(self) -> Optional[PublisherRestarted]:
-        """A PublisherRestarted event if a new publisher took over since we last looked. Not
-        for epoch 0 to 1: a subscriber that attached between a feed's creation (its header
-        complete) and its first publisher recording itself saw epoch 0, and that publisher
-        took nothing over."""
+    def _restarted(self, final: bool = False) -> Optional[PublisherRestarted]:
+        """A PublisherRestarted event if, since we last looked, a publisher took over from one
+        that did not close cleanly (``_feed.takeover_news``; ``final``: no process holds the
+        lock). Any takeover makes the new publisher's departure news again."""
         r = self._reader()
-        epoch = r.publisher_epoch()
-        if epoch == self._epoch:
+        if r.publisher_epoch() == self._seen.epoch:
+            return None  # the common case, one load: no takeover
+        epoch, state = r.publisher_view()
+        news = takeover_news(self._seen, epoch, state, final)
+        if news is None:
             return None
-        first = self._epoch == 0
-        self._epoch = epoch
+        unclean, self._seen = news
         self._gone_reported = False
-        if first:
+        if not unclean:
             return None
         return PublisherRestarted(r.publisher_pid() or None, epoch, r.head())
 
@@ -534,6 +588,7 @@ class Subscriber:
                 yield outcome  # type: ignore[misc]
                 continue
             head = r.head()
+            check_head(head, cursor, self.name)
             # The epoch after the head: a new publisher bumps it before any change it makes.
             restarted = self._restarted()
             if restarted is not None:
@@ -588,7 +643,7 @@ class Subscriber:
         interest, plan = self._targets(wanted)
         follow = _speedups.Follow(
             fast, names, len(names), _interest_map(interest, self.geometry.capacity), Quote,
-            None if plan is None else tuple(plan.words), cursor, self._epoch, WATCH_SLICE, spin,
+            None if plan is None else tuple(plan.words), cursor, self._seen.epoch, WATCH_SLICE, spin,
             -1.0 if timeout is None else time.monotonic() + timeout,
         )  # fmt: skip
         for item in follow:
@@ -631,6 +686,8 @@ class Subscriber:
                 self._retarget(follow, wanted)
             elif item == _F_VOID:
                 yield Gap(1, follow.cursor, follow.cursor)
+            elif item == _F_BEHIND:
+                check_head(follow.head, follow.cursor, self.name)
         return _ENDED  # pragma: no cover - Follow never stops by itself
 
     def _retarget(self, follow: Any, wanted: Optional[Set[str]]) -> None:
@@ -655,6 +712,7 @@ class Subscriber:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             head = r.head()
+            check_head(head, cursor, self.name)
             restarted = self._restarted()  # after the head, as in _changes()
             if restarted is not None:
                 yield restarted

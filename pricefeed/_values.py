@@ -22,10 +22,14 @@ class Quote(NamedTuple):
 
 
 class Gap(NamedTuple):
-    """The subscriber fell more than a ring's length behind: the changes with sequence numbers
-    in [first_seq, last_seq] were overwritten before it read them. ``missed`` of them will never
-    be delivered one by one; right after this event come the latest values of the symbols that
-    changed in that range, once each, in feed order."""
+    """The subscriber fell more than a ring's length behind and jumped over the changes with
+    sequence numbers first_seq to last_seq, both included. Right after this event come the
+    latest values of the (wanted) symbols that changed in that range, once each, in feed order,
+    each with its own sequence in the range; ``missed`` is every other change of the range, so
+    ``missed`` + those values == last_seq - first_seq + 1. ``missed`` counts changes of the
+    whole feed: for a subscriber of a few symbols it includes changes of symbols it did not
+    ask for. Never reported with ``missed`` 0. A change whose details were lost gives
+    Gap(1, s, s)."""
 
     missed: int
     first_seq: int
@@ -35,7 +39,7 @@ class Gap(NamedTuple):
 def check_symbol(symbol: object) -> bytes:
     """The symbol's bytes, or InvalidSymbol stating the rule and the value."""
     if isinstance(symbol, str):
-        raw = symbol.encode("ascii", "replace") if symbol.isascii() else b""
+        raw = symbol.encode("ascii") if symbol.isascii() else b""
         if 1 <= len(raw) <= L.SYMBOL_MAX and all(0x21 <= b <= 0x7E for b in raw):
             return raw
     raise InvalidSymbol(
@@ -66,18 +70,23 @@ def _price_msg(price: object, symbol: object, rule: str) -> str:
 
 
 class PublisherGone(NamedTuple):
-    """No publisher holds the feed any more: the last one exited or died (``pid``, when known)
-    and none has taken over yet. Reported once, within a second, while the subscriber waits;
-    changes resume, after a PublisherRestarted, when a new publisher takes over."""
+    """The publisher that held the feed while this subscriber followed it has gone (``pid``,
+    when known), and none has taken over yet. ``clean``: it closed the feed cleanly (every
+    change it began is complete); False when it died, or exited without closing, or was a
+    writer that does not say. Reported once per publisher, within a second, while the
+    subscriber waits; never for a departure before the subscriber attached (``status()``
+    says how the feed stands). Changes resume when a new publisher takes over."""
 
     pid: Optional[int]
     head_seq: int
+    clean: bool = False
 
 
 class PublisherRestarted(NamedTuple):
-    """A new publisher (``pid``) has taken the feed over; ``epoch`` counts takeovers. The
-    sequence continues from ``head_seq``: nothing is delivered twice, and anything the old
-    publisher left half-done was repaired or published by the new one."""
+    """A new publisher (``pid``) has taken over a feed whose previous publisher did not close
+    it cleanly (it died, most likely), so it may have repaired or republished what it found;
+    ``epoch`` counts takeovers. The sequence continues from ``head_seq``: nothing is delivered
+    twice. A takeover after a clean close is not reported: nothing was left to repair."""
 
     pid: Optional[int]
     epoch: int

@@ -105,7 +105,7 @@ def test_blocked_subscribers_learn_of_publisher_death_within_a_second(feed: str,
     for s in subs:
         event = s.json_line(timeout=10)
         latencies.append(time.monotonic() - killed)
-        assert event == {"event": "publisher_gone", "pid": holder.pid, "head_seq": 0}
+        assert event == {"event": "publisher_gone", "pid": holder.pid, "head_seq": 0, "clean": False}
     assert max(latencies) < 1.0, f"publisher_gone took {max(latencies):.3f} s"
     status = json.loads(
         subprocess.run(cli("status", feed, "--json"), capture_output=True, text=True, timeout=30).stdout

@@ -42,6 +42,8 @@ class FeedModel(RuleBasedStateMachine):
         self.slots: Dict[str, int] = {}  # model: symbol -> slot
         self.values: Dict[int, Tuple[float, int, int]] = {}  # model: slot -> (price, time, seq)
         self.changes: List[Tuple[int, float, int]] = []  # model: changes[seq-1] = (slot, price, time)
+        self.publisher = L.PublisherState(0, 0, 0)  # model: the last publisher_state written
+        self.epoch = 0
 
     @rule(symbol=SYMBOLS, price=PRICES, time_ns=TIMES)
     def publish(self, symbol: str, price: float, time_ns: int) -> None:
@@ -103,6 +105,30 @@ class FeedModel(RuleBasedStateMachine):
         for after in {0, head // 2, max(0, head - 1), head}:
             want = sorted((v[2], i, v[0], v[1]) for i, v in self.values.items() if after < v[2] <= head)
             assert latest_since(self.r.read_slot, list(self.values), after, head) == want
+
+    @precondition(lambda self: hasattr(self, "w"))
+    @rule(intact=st.booleans(), pid=st.integers(0, 2**32 - 1))
+    def take_over(self, intact: bool, pid: int) -> None:
+        """Rule 6: the handover is clean when the last word is this epoch's clean close and the
+        feed is intact; the first publisher's is never counted."""
+        before = self.publisher
+        clean = intact and self.epoch != 0 and before.epoch == self.epoch and before.state == L.PUBLISHER_CLOSED
+        assert self.w.take_over(pid, intact) == self.epoch + 1
+        self.epoch += 1
+        self.publisher = L.PublisherState(self.epoch, L.PUBLISHER_HOLDS, before.handovers + clean)
+        assert self.r.publisher_pid() == pid
+
+    @precondition(lambda self: hasattr(self, "w") and self.epoch > 0)
+    @rule()
+    def close_cleanly(self) -> None:
+        self.w.close_cleanly(self.epoch)
+        self.publisher = self.publisher._replace(state=L.PUBLISHER_CLOSED)
+
+    @invariant()
+    def publisher_words_match(self) -> None:
+        if not hasattr(self, "r"):
+            return
+        assert self.r.publisher_view() == (self.epoch, self.publisher)
 
     @rule(batch=st.lists(st.tuples(SYMBOLS, PRICES), max_size=12), time_ns=TIMES)
     def publish_batch(self, batch: List[Tuple[str, float]], time_ns: int) -> None:

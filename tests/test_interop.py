@@ -24,7 +24,7 @@ import pytest
 
 if sys.platform != "win32":
     import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
-from conftest import ROOT, Proc, blocked_in_futex, cli, wait_until
+from conftest import ROOT, Proc, blocked_in_futex, cli, kill_hard, wait_until, worker
 
 from pricefeed import Publisher, PublisherRestarted, Subscriber
 from pricefeed import _layout as L
@@ -83,7 +83,11 @@ class Builds:
         output, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:
             if "m32" in name:
-                first = output.strip().splitlines()[0] if output.strip() else "no output"
+                lines = output.strip().splitlines()
+                # The compiler's first line is often "In file included from ...": say the error.
+                first = next(
+                    (x for x in lines if "error" in x or "cannot find" in x), lines[0] if lines else "no output"
+                )
                 pytest.skip(
                     f"gcc -m32 cannot build a 32-bit program here (Debian: apt-get install gcc-multilib): {first}"
                 )
@@ -258,17 +262,27 @@ def test_cpp_subscriber_lapped_reports_a_gap_then_the_final_values(build: Builds
 
 
 def test_cpp_subscriber_events_and_exit_codes(build: Builds, feed: str, procs: List[Proc]) -> None:
+    """The liveness events through pricefeed.h: nothing for a departure before it started, a
+    clean close and a kill told apart, a restart only after the kill."""
     sub = build("subscriber")
-    made_by_python(feed)  # A=1.0, published by this process, which has given the feed up
-    cpp = start(procs, [sub, feed, "--count", "2", "--timeout", "30"])
-    assert cpp.json_line(10) == {"event": "publisher_gone", "pid": os.getpid(), "head_seq": 1}
-    with Publisher.open(feed) as pub:
-        assert cpp.json_line(10) == {"event": "publisher_restarted", "pid": os.getpid(), "epoch": 2, "head_seq": 1}
+    made_by_python(feed)  # A=1.0, published by this process, which has closed the feed cleanly
+    cpp = start(procs, [sub, feed, "--count", "3", "--timeout", "30"])
+    wait_blocked(cpp)
+    with Publisher.open(feed) as pub:  # after a clean close: a takeover, not a restart
         pub.publish("A", 2.0)
+        assert quotes([cpp.json_line(10)]) == [(2, "A", 2.0)], "no publisher_gone from before it started"
+    assert cpp.json_line(10) == {"event": "publisher_gone", "pid": os.getpid(), "head_seq": 2, "clean": True}
+    holder = start(procs, worker("hold_publisher", feed), stdin=subprocess.PIPE)
+    assert holder.readline() == "ready"
+    kill_hard(holder.pid)
+    assert cpp.json_line(10) == {"event": "publisher_gone", "pid": holder.pid, "head_seq": 2, "clean": False}
+    with Publisher.open(feed) as pub:
+        assert cpp.json_line(10) == {"event": "publisher_restarted", "pid": os.getpid(), "epoch": 4, "head_seq": 2}
         pub.publish("B", 3.0)
         pub.publish("C", 4.0)
-    assert quotes([cpp.json_line(), cpp.json_line()]) == [(2, "A", 2.0), (3, "B", 3.0)]
-    assert cpp.finish()[0] == 0, "--count 2: done after two changes"
+        pub.publish("D", 5.0)
+    assert quotes([cpp.json_line(), cpp.json_line()]) == [(3, "B", 3.0), (4, "C", 4.0)]
+    assert cpp.finish()[0] == 0, "--count 3: done after three changes"
 
     idle = subprocess.run([sub, feed, "--timeout", "0.2"], capture_output=True, text=True, timeout=30)
     assert idle.returncode == 12 and "within the timeout of 0.2 s" in idle.stderr

@@ -3,6 +3,7 @@
  * The tests run it (also built with -m32, as a 32-bit reader); it doubles as an example.
  *
  *   pfcat check FEED                      open read-only and validate; print the geometry
+ *                                         and whether a publisher holds the feed (1, 0, -1)
  *   pfcat get FEED SYMBOL...              each symbol's current value
  *   pfcat follow FEED [SYMBOL...] [--count N] [--timeout S]
  *                                         every change from now on, as `pricefeed subscribe
@@ -70,8 +71,8 @@ static int check(const char *feed) {
     pf_error err;
     if (pf_open(&f, feed, &err)) return report(&err);
     printf("{\"ok\": true, \"capacity\": %" PRIu32 ", \"ring_size\": %" PRIu32 ", \"head_seq\": %" PRIu64
-           ", \"size\": %" PRIu64 ", \"pointer_bits\": %u}\n",
-           f.capacity, f.ring_size, pf_head(&f), f.size, (unsigned)(sizeof(void *) * 8));
+           ", \"size\": %" PRIu64 ", \"pointer_bits\": %u, \"publisher_alive\": %d}\n",
+           f.capacity, f.ring_size, pf_head(&f), f.size, (unsigned)(sizeof(void *) * 8), pf_publisher_alive(&f));
     pf_close(&f);
     return 0;
 }
@@ -123,8 +124,9 @@ static int follow(const char *feed, char **symbols, int n, long count, double ti
                    "}\n",
                    ev.missed, ev.first_seq, ev.last_seq);
         } else if (ev.kind == PF_EVENT_PUBLISHER_GONE) {
-            printf("{\"event\": \"publisher_gone\", \"pid\": %" PRIu32 ", \"head_seq\": %" PRIu64 "}\n", ev.pid,
-                   ev.head_seq);
+            printf("{\"event\": \"publisher_gone\", \"pid\": %" PRIu32 ", \"head_seq\": %" PRIu64
+                   ", \"clean\": %s}\n",
+                   ev.pid, ev.head_seq, ev.clean ? "true" : "false");
         } else if (ev.kind == PF_EVENT_PUBLISHER_RESTARTED) {
             printf("{\"event\": \"publisher_restarted\", \"pid\": %" PRIu32 ", \"epoch\": %" PRIu32
                    ", \"head_seq\": %" PRIu64 "}\n",

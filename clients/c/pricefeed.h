@@ -23,7 +23,8 @@
  *     pf_open(&f, "prices", &err)              open a feed read-only, validate its header
  *     pf_get(&f, "AAPL", &quote, &err)          a symbol's current value (PF_ENOSYMBOL if none)
  *     pf_head(&f), pf_ended(&f)                 newest sequence; 1 once the feed was ended
- *     pf_publisher_alive(&f)                    1 while some process holds the publisher lock
+ *     pf_publisher_alive(&f)                    1 while some process holds the publisher lock,
+ *                                               0 if none does, -1 (errno) if the probe failed
  *     pf_wait(&f, cursor, seconds, &err)        sleep until head_seq != cursor (PF_OK), the
  *                                               feed ended (PF_EENDED), or time (PF_ETIMEOUT)
  *     pf_close(&f)
@@ -31,8 +32,9 @@
  *   Following changes, exactly once and in order, as the Python Subscriber.updates() does:
  *     pf_sub_open(&s, &f, symbols, n, &err)     cursor = head_seq now; symbols NULL: all
  *     pf_next(&s, &ev, seconds, &err)           the next event: PF_EVENT_QUOTE, _GAP,
- *                                               _PUBLISHER_GONE, _PUBLISHER_RESTARTED or
- *                                               _ENDED (and _ENDED again on every later call);
+ *                                               _PUBLISHER_GONE (ev.clean: it closed cleanly),
+ *                                               _PUBLISHER_RESTARTED (after one that did not)
+ *                                               or _ENDED (and _ENDED again on every later call);
  *                                               PF_ETIMEOUT when `seconds` (< 0: forever)
  *                                               pass in this call with nothing to hand out
  *                                               (for the CLI's idle timeout, which only a
@@ -47,7 +49,7 @@
  *     pf_publish(&f, "AAPL", 187.5, &changed, &err)          changed = 0: same price, no event
  *     pf_publish_at(&f, "AAPL", 187.5, time_ns, &changed, &err)
  *     pf_end(&f, &err)                                       end the feed for good
- *     pf_close(&f)                                           give up the role (values stay)
+ *     pf_close(&f)                                           give up the role cleanly (values stay)
  *
  *   pf_code_name(code) is "PF_EBADSEG" and so on; pf_exit_code(code) is the exit code the
  *   `pricefeed` CLI gives the same error (docs/cli.md). pf_format_price(price, buf, n)
@@ -160,7 +162,19 @@
 #define PF_OFF_PUBLISHER_PID (PF_OFF_SLOT_COUNT + 4u)
 #define PF_OFF_PUBLISHER_EPOCH (PF_OFF_PUBLISHER_PID + 4u)
 #define PF_OFF_WAKE_WORDS (PF_OFF_PUBLISHER_EPOCH + 4u)
-#define PF_HEADER_SIZE (PF_OFF_WAKE_WORDS + 4u + 44u)
+#define PF_OFF_PUBLISHER_STATE (PF_OFF_WAKE_WORDS + 4u + 4u) /* after 4 bytes that align it */
+#define PF_HEADER_SIZE (PF_OFF_PUBLISHER_STATE + 8u + 32u)
+
+/* publisher_state packs, in one u64 written with one store: bits 0-31 the epoch of the
+   publisher that wrote it, bits 32-39 what that publisher did last (PF_PUBLISHER_HOLDS or
+   PF_PUBLISHER_CLOSED), bits 40-63 the number of clean handovers (layout.md, section 10). */
+#define PF_STATE_EPOCH_BITS 32u
+#define PF_STATE_SHIFT PF_STATE_EPOCH_BITS
+#define PF_STATE_BITS 8u
+#define PF_HANDOVERS_SHIFT (PF_STATE_SHIFT + PF_STATE_BITS)
+#define PF_HANDOVERS_BITS (64u - PF_HANDOVERS_SHIFT)
+#define PF_PUBLISHER_HOLDS 1u
+#define PF_PUBLISHER_CLOSED 2u
 
 /* The wake table, then the slot table, then the change ring. */
 #define PF_WAKE_OFFSET PF_HEADER_SIZE
@@ -187,14 +201,25 @@ PF_STATIC_ASSERT(PF_HEADER_SIZE == 4u * PF_CACHE_LINE, "the header is four cache
 PF_STATIC_ASSERT(PF_OFF_HEAD_SEQ == 1u * PF_CACHE_LINE, "head_seq opens line 1");
 PF_STATIC_ASSERT(PF_OFF_FUTEX == 2u * PF_CACHE_LINE, "futex opens line 2");
 PF_STATIC_ASSERT(PF_OFF_CLOSED == 3u * PF_CACHE_LINE, "closed opens line 3");
+PF_STATIC_ASSERT(PF_OFF_PUBLISHER_STATE % 8u == 0, "publisher_state is naturally aligned");
 PF_STATIC_ASSERT(PF_SLOT_SIZE == PF_CACHE_LINE, "a slot is one cache line");
 PF_STATIC_ASSERT(PF_CACHE_LINE % PF_RECORD_SIZE == 0, "records never straddle a line");
 PF_STATIC_ASSERT(sizeof(double) == 8, "prices are IEEE 754 binary64");
 /* A 32-bit process must load and store the u64 words in one access (layout.md, section 2).
- * i386 does so with SSE or x87 8-byte moves; a target that cannot would call libatomic's
- * locks, which do not work across processes. */
+ * A target without lock-free 8-byte atomics would call libatomic's locks, which do not work
+ * across processes. On i386 the compiler's 8-byte atomic load must also be a plain load:
+ * GCC emits an SSE2 movq, or an x87 fild/fistp pair (each one 8-byte access, atomic when
+ * aligned on every CPU since the Pentium); with neither unit it calls libatomic, whose
+ * load is a lock cmpxchg8b, and cmpxchg8b writes even when it changes nothing: on the
+ * subscriber's PROT_READ mapping that is a SIGSEGV. Clang before 11 used cmpxchg8b too. */
 #if !defined(__GCC_ATOMIC_LLONG_LOCK_FREE) || __GCC_ATOMIC_LLONG_LOCK_FREE != 2
 #error "this target has no lock-free 8-byte atomics: the u64 words would tear"
+#endif
+#if defined(__i386__) && !defined(__SSE2__) && (defined(_SOFT_FLOAT) || defined(__NO_FPU__))
+#error "i386 without SSE2 or x87: 8-byte atomic loads would be lock cmpxchg8b, which faults on a read-only mapping"
+#endif
+#if defined(__i386__) && defined(__clang__) && __clang_major__ < 11
+#error "clang before 11 loads 8-byte atomics on i386 with lock cmpxchg8b, which faults on a read-only mapping"
 #endif
 
 static inline uint64_t pf_ring_offset(uint32_t capacity) {
@@ -248,10 +273,13 @@ typedef struct pf_quote {
 
 enum {
     PF_EVENT_QUOTE = 1,               /* ev.quote: one change, in feed order */
-    PF_EVENT_GAP = 2,                 /* ev.missed changes in [first_seq, last_seq] are lost; the
-                                         latest values of the symbols changed meanwhile follow */
-    PF_EVENT_PUBLISHER_GONE = 3,      /* no process holds the feed (ev.pid was the last) */
-    PF_EVENT_PUBLISHER_RESTARTED = 4, /* ev.pid took the feed over (ev.epoch); sequence goes on */
+    PF_EVENT_GAP = 2,                 /* the changes first_seq to last_seq (both included) were
+                                         jumped over: the latest values of the (wanted) symbols
+                                         changed in them follow, and ev.missed counts the rest */
+    PF_EVENT_PUBLISHER_GONE = 3,      /* the publisher we followed left (ev.pid; ev.clean: it
+                                         closed cleanly); never for one gone before pf_sub_open */
+    PF_EVENT_PUBLISHER_RESTARTED = 4, /* ev.pid took the feed over (ev.epoch) from a publisher
+                                         that did not close cleanly; the sequence goes on */
     PF_EVENT_ENDED = 5                /* the feed was ended and every change was handed out */
 };
 
@@ -261,6 +289,7 @@ typedef struct pf_event {
     uint64_t missed, first_seq, last_seq;    /* PF_EVENT_GAP */
     uint32_t pid, epoch;                     /* PF_EVENT_PUBLISHER_* (pid 0: unknown) */
     uint64_t head_seq;                       /* PF_EVENT_PUBLISHER_* */
+    int clean;                               /* PF_EVENT_PUBLISHER_GONE: 1 if it closed cleanly */
 } pf_event;
 
 /* Symbol -> slot index: the slots' names in order, and an open-addressing hash over them. */
@@ -290,6 +319,7 @@ typedef struct pf_feed {
     double *last;
     uint32_t epoch;
     int ended;
+    int took_over;     /* 1 once this publisher recorded itself (pf_close then closes cleanly) */
     uint32_t repaired; /* slots the takeover found half-written and repaired */
 } pf_feed;
 
@@ -302,7 +332,7 @@ typedef struct pf_sub {
     uint32_t interest_len;
     pf_quote *pending; /* catch-up values after a gap, in feed order */
     uint32_t npending, ipending, pending_room;
-    uint32_t epoch;
+    uint32_t epoch, handovers; /* what we last took in of the publishers (protocol.md, Liveness) */
     int gone_reported, ended;
 } pf_sub;
 
@@ -321,8 +351,11 @@ typedef struct pf_sub {
 #define PF__SPIN_TRIES 200
 #define PF__STUCK_CHECK_NS 500000000LL /* check the publisher lock this often on an odd lock */
 #define PF__WATCH_SLICE 0.25           /* longest single futex wait in pf_next */
+#ifndef PF__INIT_WAIT_NS /* (a test builds one that waits a minute, to tell waiting from refusing) */
 #define PF__INIT_WAIT_NS 1000000000LL  /* how long a header reading version 0 is waited for */
+#endif
 #define PF__LOCK_RETRY_NS 50000000LL   /* how long a held publisher lock is retried */
+#define PF__SETTLE_TRIES 100           /* loads of a takeover caught between its two stores */
 
 /* FUTEX_WAIT takes a struct timespec: a 32-bit process built with 64-bit time_t needs the
    time64 flavour of the system call. */
@@ -574,9 +607,16 @@ static inline void pf__unmap(pf_feed *f) {
     f->fd = -1;
 }
 
+static inline void pf__close_cleanly(pf_feed *f);
+
 /* Give up the feed: unmap, close (releasing the publisher lock) and free. The values stay;
-   another publisher may take over. Safe on a feed that failed to open or is closed. */
+   another publisher may take over. A publisher's pf_close is a clean close: the feed records
+   that it left with every change complete, so that subscribers report its departure as
+   clean and its successor as no restart (a process that dies, or exits without pf_close, is
+   reported as gone uncleanly). Safe on a feed that failed to open or is closed. */
 static inline void pf_close(pf_feed *f) {
+    if (f->writable && f->took_over && f->base != NULL) pf__close_cleanly(f); /* before the lock goes */
+    f->took_over = 0;
     pf__unmap(f);
     pf__names_free(&f->names);
     free(f->last);
@@ -617,13 +657,19 @@ static inline int pf__refuse_non_files(const char *feed, pf_error *err) {
 /* Validate a mapped header (section 5, steps 4 to 7). PF__INITIALISING for version 0. */
 static inline int pf__check_header(pf_feed *f, uint64_t seg_size, pf_error *err) {
     const char *feed = f->name;
-    uint64_t magic = PF__LOAD(pf__u64(f, PF_OFF_MAGIC));
-    /* Pairs with the creator's release fence before it stores version: a reader that sees
-       the version sees every field stored before it. */
+    /* version first: the acquire pairs with the creator's release fence before it stores
+       version, so a reader that sees the version sees every field stored before it, magic
+       included (loading magic first could pair a stale 0 with a new version). */
     uint32_t version = PF__LOAD_ACQ(pf__u32(f, PF_OFF_VERSION));
+    uint64_t magic = PF__LOAD(pf__u64(f, PF_OFF_MAGIC));
     if (magic == 0 && version == 0)
         return pf__fail(err, PF__INITIALISING, 0, "feed '%s': segment is still being created (its header is all zeros)",
                         feed);
+    if (magic == 0) /* the creator stores magic before version: a version without it is damage */
+        return pf__fail(err, PF_EBADSEG, 0,
+                        "feed '%s': damaged header: magic is 0 but version is %u; a creator stores magic before "
+                        "version, so this is damage, not a segment still being created",
+                        feed, version);
     if (magic != PF_MAGIC) {
         char shown[8 * 4 + 1];
         size_t k = 0;
@@ -714,12 +760,19 @@ static inline unsigned pf__holder_pid(uint64_t dev, uint64_t ino) {
     return found;
 }
 
-/* 1 while a process holds the publisher lock (layout.md, section 10): ask the lock itself. */
+/* 1 while a process holds the publisher lock, 0 when none does (layout.md, section 10: ask
+   the lock itself, through our own O_RDONLY descriptor: flock looks at no access mode), -1
+   with errno set when the probe itself failed (never read that as "gone"). */
 static inline int pf_publisher_alive(pf_feed *f) {
     if (f->writable) return 1; /* we are the publisher; a LOCK_SH here would downgrade our lock */
-    if (flock(f->fd, LOCK_SH | LOCK_NB) != 0) return 1;
-    flock(f->fd, LOCK_UN);
-    return 0;
+    for (;;) {
+        if (flock(f->fd, LOCK_SH | LOCK_NB) == 0) {
+            flock(f->fd, LOCK_UN); /* at once: a publisher taking the feed retries for 50 ms only */
+            return 0;
+        }
+        if (errno == EWOULDBLOCK) return 1;
+        if (errno != EINTR) return -1;
+    }
 }
 
 /* Does the feed's name still lead to the segment we hold (same device and inode)? */
@@ -851,6 +904,31 @@ static inline int pf_ended(const pf_feed *f) { return PF__LOAD_ACQ(pf__u32(f, PF
 static inline uint32_t pf_publisher_epoch(const pf_feed *f) { return PF__LOAD(pf__u32(f, PF_OFF_PUBLISHER_EPOCH)); }
 static inline uint32_t pf_publisher_pid(const pf_feed *f) { return PF__LOAD(pf__u32(f, PF_OFF_PUBLISHER_PID)); }
 
+static inline uint64_t pf__pack_state(uint32_t epoch, uint32_t state, uint64_t handovers) {
+    return (uint64_t)epoch | (uint64_t)(state & ((1u << PF_STATE_BITS) - 1u)) << PF_STATE_SHIFT |
+           (handovers & ((UINT64_C(1) << PF_HANDOVERS_BITS) - 1u)) << PF_HANDOVERS_SHIFT;
+}
+static inline uint32_t pf__state_epoch(uint64_t w) { return (uint32_t)w; }
+static inline uint32_t pf__state_kind(uint64_t w) { return (uint32_t)(w >> PF_STATE_SHIFT) & ((1u << PF_STATE_BITS) - 1u); }
+static inline uint64_t pf__state_handovers(uint64_t w) { return w >> PF_HANDOVERS_SHIFT; }
+
+/* publisher_epoch, then publisher_state: the state found is never older than the epoch (a
+   takeover stores its state before its epoch). One exactly one takeover ahead (stored its
+   state, not yet its epoch) is loaded again, a few times (protocol.md, "Liveness"). */
+static inline void pf__publisher_view(const pf_feed *f, uint32_t *epoch, uint64_t *state) {
+    for (int k = 0; k < PF__SETTLE_TRIES; k++) {
+        *epoch = PF__LOAD(pf__u32(f, PF_OFF_PUBLISHER_EPOCH));
+        PF__ACQUIRE(); /* pairs with the takeover's release between its state and epoch stores */
+        *state = PF__LOAD(pf__u64(f, PF_OFF_PUBLISHER_STATE));
+        if (pf__state_epoch(*state) != *epoch + 1u) break;
+    }
+}
+
+/* With no process holding the lock: did the publisher of `epoch` close cleanly? */
+static inline int pf__closed_cleanly(uint32_t epoch, uint64_t state) {
+    return epoch != 0 && pf__state_epoch(state) == epoch && pf__state_kind(state) == PF_PUBLISHER_CLOSED;
+}
+
 static inline int pf__head_checked(const pf_feed *f, uint64_t *head, pf_error *err) {
     *head = pf_head(f);
     if (*head >> 63) /* 2^63 changes would take centuries: only damage gets here */
@@ -945,16 +1023,24 @@ static inline int pf__newest_record(const pf_feed *f, uint32_t index, uint64_t h
     return 0;
 }
 
+#define PF__LEFT_OUT (-4) /* pf__read_slot_patient with give_up: nothing to give */
+
 /* A consistent copy of slot `index`, patiently (section 6, "Never spin forever"): a bounded
    spin, then sleeps from 10 us up to 1 ms; every 0.5 s it asks the publisher lock whether
    anyone is still writing. If nobody is, the slot was left mid-write by a publisher that is
-   gone: the value handed out is the slot's newest change still in the ring. */
-static inline int pf__read_slot(pf_feed *f, uint32_t index, pf_quote *q, pf_error *err) {
+   gone: the value handed out is the slot's newest change still in the ring (the search
+   covers every record the ring holds at or below head_seq, newest first). If the ring has
+   none: PF_EBADSEG, or PF__LEFT_OUT with `give_up` (the catch-up leaves the slot out). */
+static inline int pf__read_slot_patient(pf_feed *f, uint32_t index, pf_quote *q, int give_up, pf_error *err) {
     int got = pf__read_slot_tries(f, index, q, PF__SPIN_TRIES);
     int64_t check_at = 0, pause = 10000;
     while (!got) {
         if (pf__mono_ns() >= check_at) {
-            if (!pf_publisher_alive(f)) {
+            int alive = pf_publisher_alive(f);
+            if (alive < 0)
+                return pf__fail(err, PF_ERROR, errno, "feed '%s': cannot ask the publisher lock: %s", f->name,
+                                strerror(errno));
+            if (!alive) {
                 if (pf__read_slot_tries(f, index, q, PF__SPIN_TRIES)) break; /* finished or repaired meanwhile */
                 uint64_t head;
                 int rc = pf__head_checked(f, &head, err);
@@ -962,6 +1048,7 @@ static inline int pf__read_slot(pf_feed *f, uint32_t index, pf_quote *q, pf_erro
                 int found = pf__newest_record(f, index, head, q, err);
                 if (found < 0) return -found;
                 if (found) break;
+                if (give_up) return PF__LEFT_OUT;
                 return pf__fail(err, PF_EBADSEG, 0,
                                 "feed '%s': slot %u was left mid-write by a publisher that is gone, and the ring no "
                                 "longer holds its last value; the next publisher to take the feed over repairs it",
@@ -977,6 +1064,10 @@ static inline int pf__read_slot(pf_feed *f, uint32_t index, pf_quote *q, pf_erro
         return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged slot %u: its price is %g", f->name, index, q->price);
     if (index < f->names.count) memcpy(q->symbol, f->names.names[index], PF_SYMBOL_FIELD);
     return PF_OK;
+}
+
+static inline int pf__read_slot(pf_feed *f, uint32_t index, pf_quote *q, pf_error *err) {
+    return pf__read_slot_patient(f, index, q, 0, err);
 }
 
 /* The current value of `symbol`: PF_ENOSYMBOL if the feed has never published it. */
@@ -1072,12 +1163,53 @@ static inline int pf_sub_open(pf_sub *s, pf_feed *f, const char *const *symbols,
             }
         }
     }
-    s->epoch = pf_publisher_epoch(f);
+    /* What is true now is not news: the publisher words first, then the lock (the other
+       order could miss a publisher taking over in between, and never report its departure);
+       a publisher already gone left before we came. */
+    uint64_t state;
+    pf__publisher_view(f, &s->epoch, &state);
+    s->handovers = pf__state_handovers(state);
+    int alive = pf_publisher_alive(f);
+    if (alive < 0) {
+        rc = pf__fail(err, PF_ERROR, errno, "feed '%s': cannot ask the publisher lock: %s", f->name, strerror(errno));
+        pf_sub_close(s);
+        return rc;
+    }
+    s->gone_reported = !alive;
     if ((rc = pf__refresh(f, err)) != 0 || (rc = pf__head_checked(f, &s->cursor, err)) != 0) {
         pf_sub_close(s);
         return rc;
     }
     return pf__ok(err);
+}
+
+/* Takeovers since we last looked (protocol.md, "Liveness"): -1 when there is nothing to say
+   (yet); else how many followed a publisher that did not close cleanly, each of which may
+   have repaired what it found. `final`: no process holds the lock, so a takeover caught
+   between its two stores died there, and the handover it may have counted is not believed. */
+static inline int64_t pf__takeover_news(pf_sub *s, int final) {
+    uint32_t epoch;
+    uint64_t state;
+    pf__publisher_view(s->feed, &epoch, &state);
+    if (epoch == s->epoch) return -1;
+    int ahead = pf__state_epoch(state) == epoch + 1u;
+    if (ahead && !final) return -1;
+    uint64_t mask = (UINT64_C(1) << PF_HANDOVERS_BITS) - 1u;
+    int64_t takeovers = (int64_t)(uint32_t)(epoch - s->epoch) - (s->epoch == 0); /* a first publisher took nothing over */
+    int64_t clean = (int64_t)((pf__state_handovers(state) - s->handovers) & mask);
+    if (ahead && clean > 0) clean--;
+    s->epoch = epoch;
+    s->handovers = pf__state_handovers(state);
+    s->gone_reported = 0; /* a new publisher: its departure is news */
+    return takeovers > clean ? takeovers - clean : 0;
+}
+
+static inline int pf__restarted(pf_sub *s, pf_event *ev, pf_error *err) {
+    ev->kind = PF_EVENT_PUBLISHER_RESTARTED;
+    ev->pid = pf_publisher_pid(s->feed);
+    ev->epoch = s->epoch;
+    int rc = pf__head_checked(s->feed, &ev->head_seq, err);
+    return rc ? rc : pf__ok(err);
 }
 
 /* Is slot `index` (known) one the subscriber follows? */
@@ -1102,7 +1234,10 @@ static inline int pf__cmp_seq(const void *a, const void *b) {
 
 /* Lapped at cursor C: jump to head H. Current values of the wanted slots whose seq is in
    (C, H] become the pending catch-up, in feed order; a slot already past H is left for the
-   ring, where that newer change still lies ahead. Returns the number missed via *missed. */
+   ring, where that newer change still lies ahead, and so is one a dead publisher left
+   mid-write whose last value the ring no longer holds (counted in missed; the next
+   publisher's repair announces it). slot_count is loaded again first, after H: a symbol
+   added in the skipped range is counted by then. Returns the number missed via *missed. */
 static inline int pf__catch_up(pf_sub *s, uint64_t after, uint64_t upto, uint64_t *missed, pf_error *err) {
     pf_feed *f = s->feed;
     int rc = pf__refresh(f, err);
@@ -1117,7 +1252,9 @@ static inline int pf__catch_up(pf_sub *s, uint64_t after, uint64_t upto, uint64_
     for (uint32_t i = 0; i < f->names.count; i++) {
         if (!pf__wanted(s, i)) continue;
         pf_quote q;
-        if ((rc = pf__read_slot(f, i, &q, err)) != 0) return rc;
+        rc = pf__read_slot_patient(f, i, &q, 1, err);
+        if (rc == PF__LEFT_OUT) continue;
+        if (rc) return rc;
         if (q.seq > after && q.seq <= upto) s->pending[s->npending++] = q;
     }
     qsort(s->pending, s->npending, sizeof *s->pending, pf__cmp_seq);
@@ -1142,21 +1279,16 @@ static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err
     int64_t deadline = !(seconds >= 0 && seconds <= 1e9) ? INT64_MAX : pf__mono_ns() + (int64_t)(seconds * 1e9);
     int rc;
     for (;;) {
-        uint32_t epoch = pf_publisher_epoch(f);
-        if (epoch != s->epoch) { /* a new publisher took the feed over */
-            uint32_t before = s->epoch;
-            s->epoch = epoch;
-            s->gone_reported = 0;
-            if (before != 0) { /* from 0: the feed's first publisher, which took nothing over */
-                ev->kind = PF_EVENT_PUBLISHER_RESTARTED;
-                ev->pid = pf_publisher_pid(f);
-                ev->epoch = epoch;
-                if ((rc = pf__head_checked(f, &ev->head_seq, err)) != 0) return rc;
-                return pf__ok(err);
-            }
-        }
         uint64_t head;
         if ((rc = pf__head_checked(f, &head, err)) != 0) return rc;
+        if (head < s->cursor) /* never waited on: the wait below would return at once, forever */
+            return pf__fail(err, PF_EBADSEG, 0,
+                            "feed '%s': head_seq went back from %llu to %llu; sequences only grow for a "
+                            "segment's life, so the segment was damaged or rewritten in place",
+                            f->name, (unsigned long long)s->cursor, (unsigned long long)head);
+        /* The epoch after the head: a new publisher records itself before any change it
+           makes, so its takeover is reported before its first change (repairs included). */
+        if (pf_publisher_epoch(f) != s->epoch && pf__takeover_news(s, 0) > 0) return pf__restarted(s, ev, err);
         while (s->cursor < head) {
             uint64_t seq = s->cursor + 1;
             uint32_t slot = 0;
@@ -1219,16 +1351,30 @@ static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err
             ev->kind = PF_EVENT_ENDED;
             return pf__ok(err);
         }
-        if (rc == PF_ETIMEOUT) {
-            if (!s->gone_reported && !pf_publisher_alive(f)) {
+        if (rc == PF_ETIMEOUT && (!s->gone_reported || pf_publisher_epoch(f) != s->epoch)) {
+            int alive = pf_publisher_alive(f);
+            if (alive < 0)
+                return pf__fail(err, PF_ERROR, errno, "feed '%s': cannot ask the publisher lock: %s", f->name,
+                                strerror(errno));
+            /* The words after the lock: a publisher that closed cleanly stored its state
+               before it let the lock go. A takeover we had not taken in comes first (one
+               caught between its two stores is settled here if nobody holds the lock). */
+            uint32_t before = s->epoch;
+            if (pf__takeover_news(s, !alive) > 0) return pf__restarted(s, ev, err);
+            if (!alive && !s->gone_reported && s->epoch == before) {
+                uint32_t epoch;
+                uint64_t state;
+                pf__publisher_view(f, &epoch, &state);
                 s->gone_reported = 1;
                 ev->kind = PF_EVENT_PUBLISHER_GONE;
                 ev->pid = pf_publisher_pid(f);
                 ev->head_seq = pf_head(f);
+                ev->clean = pf__closed_cleanly(epoch, state);
                 return pf__ok(err);
             }
-            continue;
+            continue; /* a newer publisher than we knew: its departure is for a later slice */
         }
+        if (rc == PF_ETIMEOUT) continue;
         if (rc != PF_OK) return rc;
     }
 }
@@ -1335,15 +1481,41 @@ static inline int pf__repair(pf_feed *f, pf_error *err) {
     return PF_OK;
 }
 
+/* 1 when no slot in use is odd or ahead of the head (nothing for a takeover to repair), 0 when
+   one is, -1 when slot_count itself is damaged. Only the lock holder asks: nothing moves. */
+static inline int pf__intact(pf_feed *f) {
+    uint64_t head = PF__LOAD(pf__u64(f, PF_OFF_HEAD_SEQ));
+    uint32_t n = PF__LOAD(pf__u32(f, PF_OFF_SLOT_COUNT));
+    if (n > f->capacity) return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char *slot = f->base + pf_slot_offset(i);
+        if ((PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_LOCK)) & 1u) ||
+            PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_SEQ)) > head)
+            return 0;
+    }
+    return 1;
+}
+
 /* Become the publisher of the attached, locked, validated feed (section 10). */
 static inline int pf__take(pf_feed *f, pf_error *err) {
     if (pf_ended(f))
         return pf__fail(err, PF_EENDED, 0, "feed '%s' was ended for good; remove it (pricefeed rm %s) to start anew",
                         f->name, f->name);
     /* Announce the takeover before repairing, so that a subscriber sees the restart before
-       any change the repair publishes. */
+       any change the repair publishes. The state first, then the epoch (protocol.md,
+       "Liveness"): the handover is clean if the state describes the previous epoch and says
+       it closed cleanly (a state of an older epoch: that publisher did not keep the word). */
     uint32_t *epochp = pf__u32(f, PF_OFF_PUBLISHER_EPOCH);
-    f->epoch = PF__LOAD(epochp) + 1u;
+    uint64_t *statep = pf__u64(f, PF_OFF_PUBLISHER_STATE);
+    uint32_t before = PF__LOAD(epochp);
+    uint64_t prior = PF__LOAD(statep);
+    int intact = pf__intact(f); /* a clean close is checked, not trusted */
+    if (intact < 0) return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: slot_count is above the capacity %u",
+                                    f->name, f->capacity);
+    f->epoch = before + 1u;
+    PF__STORE(statep, pf__pack_state(f->epoch, PF_PUBLISHER_HOLDS,
+                                     pf__state_handovers(prior) + (uint64_t)(intact && pf__closed_cleanly(before, prior))));
+    PF__RELEASE(); /* pairs with the reader's acquire between its epoch and state loads */
     PF__STORE(epochp, f->epoch);
     PF__STORE(pf__u32(f, PF_OFF_PUBLISHER_PID), (uint32_t)getpid());
     int e = pf__bump_and_wake_all(f);
@@ -1354,7 +1526,19 @@ static inline int pf__take(pf_feed *f, pf_error *err) {
     if (f->last == NULL) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
     for (uint32_t i = 0; i < f->names.count; i++)
         f->last[i] = pf__load_double(pf__u64(f, pf_slot_offset(i) + PF_SLOT_PRICE));
+    f->took_over = 1;
     return PF_OK;
+}
+
+/* pf_close's clean close: say that this publisher left with every change complete. What that
+   promises is checked on the segment, not trusted: a slot left odd or ahead of the head keeps
+   the word at "holds", and the next publisher (which repairs it) is reported as a restart. */
+static inline void pf__close_cleanly(pf_feed *f) {
+    if (pf__intact(f) != 1) return;
+    uint64_t *statep = pf__u64(f, PF_OFF_PUBLISHER_STATE);
+    /* Release: every change is complete before the word says so. A reader asks the lock
+       before it loads the word, and the lock is given up only after this store. */
+    PF__STORE_REL(statep, pf__pack_state(f->epoch, PF_PUBLISHER_CLOSED, pf__state_handovers(PF__LOAD(statep))));
 }
 
 /* Take existing feed `feed` over: its values stay, its sequence continues. PF_EBUSY while

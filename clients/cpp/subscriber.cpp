@@ -6,7 +6,7 @@
 // Output is what `pricefeed subscribe FEED --json` prints, one JSON object per line:
 //     {"symbol": "AAPL", "price": 187.5, "seq": 42, "time_ns": 1764380000123456789}
 //     {"event": "gap", "missed": 880, "first_seq": 1001, "last_seq": 1900}
-//     {"event": "publisher_gone", "pid": 4242, "head_seq": 1900}
+//     {"event": "publisher_gone", "pid": 4242, "head_seq": 1900, "clean": false}
 //     {"event": "publisher_restarted", "pid": 4300, "epoch": 3, "head_seq": 1900}
 //     {"event": "ended", "feed": "prices"}
 // Exit codes are the CLI's: 0 when --count changes were printed or the feed ended, 12 when
@@ -152,7 +152,8 @@ int main(int argc, char **argv) {
                 break;
             case PF_EVENT_PUBLISHER_GONE:
                 emit("{\"event\": \"publisher_gone\", \"pid\": " + pid_json(ev.pid) +
-                     ", \"head_seq\": " + std::to_string(ev.head_seq) + "}");
+                     ", \"head_seq\": " + std::to_string(ev.head_seq) +
+                     ", \"clean\": " + (ev.clean ? "true" : "false") + "}");
                 break;
             case PF_EVENT_PUBLISHER_RESTARTED:
                 emit("{\"event\": \"publisher_restarted\", \"pid\": " + pid_json(ev.pid) +

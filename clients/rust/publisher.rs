@@ -78,7 +78,22 @@ const OFF_SLOT_COUNT: u64 = OFF_CLOSED + 4;
 const OFF_PUBLISHER_PID: u64 = OFF_SLOT_COUNT + 4;
 const OFF_PUBLISHER_EPOCH: u64 = OFF_PUBLISHER_PID + 4;
 const OFF_WAKE_WORDS: u64 = OFF_PUBLISHER_EPOCH + 4;
-const HEADER_SIZE: u64 = OFF_WAKE_WORDS + 4 + 44;
+const OFF_PUBLISHER_STATE: u64 = OFF_WAKE_WORDS + 4 + 4; // after 4 bytes that align it
+const HEADER_SIZE: u64 = OFF_PUBLISHER_STATE + 8 + 32;
+// publisher_state, one u64 stored at once: bits 0-31 the epoch of the publisher that wrote it,
+// bits 32-39 what it did last (holds the feed, or closed it cleanly), bits 40-63 the number of
+// clean handovers (layout.md, section 10).
+const STATE_EPOCH_BITS: u64 = 32;
+const STATE_SHIFT: u64 = STATE_EPOCH_BITS;
+const STATE_BITS: u64 = 8;
+const HANDOVERS_SHIFT: u64 = STATE_SHIFT + STATE_BITS;
+const HANDOVERS_BITS: u64 = 64 - HANDOVERS_SHIFT;
+const PUBLISHER_HOLDS: u64 = 1;
+const PUBLISHER_CLOSED: u64 = 2;
+
+fn pack_state(epoch: u32, state: u64, handovers: u64) -> u64 {
+    epoch as u64 | (state & ((1 << STATE_BITS) - 1)) << STATE_SHIFT | (handovers & ((1 << HANDOVERS_BITS) - 1)) << HANDOVERS_SHIFT
+}
 const WAKE_OFFSET: u64 = HEADER_SIZE;
 const WAKE_SIZE: u64 = WAKE_WORDS * 4;
 const SLOTS_OFFSET: u64 = WAKE_OFFSET + WAKE_SIZE;
@@ -362,9 +377,10 @@ enum Checked {
 
 // Validate the header (layout.md, section 5, steps 4 to 7): (capacity, ring_size).
 fn check_header(seg: &Segment, feed: &str, size: u64) -> Result<Checked, Error> {
-    let magic = seg.u64(OFF_MAGIC).load(Ordering::Relaxed);
-    // Acquire pairs with the creator's release before its store of version.
+    // version first: the acquire pairs with the creator's release before its store of
+    // version, so the magic loaded after it is the one stored before it.
     let version = seg.u32(OFF_VERSION).load(Ordering::Acquire);
+    let magic = seg.u64(OFF_MAGIC).load(Ordering::Relaxed);
     if magic == 0 && version == 0 {
         return Ok(Checked::Initialising(format!("feed '{feed}': segment is still being created (its header is all zeros)")));
     }
@@ -561,7 +577,14 @@ impl Publisher {
             }
             last.push(seg.f64_load(slot_offset(i) + SLOT_PRICE));
         }
-        let epoch = seg.u32(OFF_PUBLISHER_EPOCH).load(Ordering::Relaxed).wrapping_add(1);
+        // Record ourselves: the state first, then the epoch (protocol.md, "Liveness"). The
+        // handover is clean if the state describes the previous epoch and says it closed.
+        let before = seg.u32(OFF_PUBLISHER_EPOCH).load(Ordering::Relaxed);
+        let prior = seg.u64(OFF_PUBLISHER_STATE).load(Ordering::Relaxed);
+        let clean = before != 0 && prior as u32 == before && (prior >> STATE_SHIFT) & ((1 << STATE_BITS) - 1) == PUBLISHER_CLOSED;
+        let epoch = before.wrapping_add(1);
+        seg.u64(OFF_PUBLISHER_STATE).store(pack_state(epoch, PUBLISHER_HOLDS, (prior >> HANDOVERS_SHIFT) + clean as u64), Ordering::Relaxed);
+        fence(Ordering::Release); // pairs with the reader's acquire between its epoch and state loads
         seg.u32(OFF_PUBLISHER_EPOCH).store(epoch, Ordering::Relaxed);
         seg.u32(OFF_PUBLISHER_PID).store(std::process::id(), Ordering::Relaxed);
         let publisher = Publisher { name: feed.to_string(), seg, capacity, ring_size, head, index, last, epoch, ended: false };
@@ -662,6 +685,16 @@ impl Publisher {
         Ok(true)
     }
 
+    /// Give the role up cleanly: every change it began is complete (each publish is whole
+    /// when it returns), so subscribers report the departure as clean and the next publisher
+    /// as no restart. A process that exits without this (an error, a kill) stays "holds".
+    fn close(self) {
+        let state = self.seg.u64(OFF_PUBLISHER_STATE);
+        let handovers = state.load(Ordering::Relaxed) >> HANDOVERS_SHIFT;
+        // Release: the changes come before the word; the lock is given up after it (drop).
+        state.store(pack_state(self.epoch, PUBLISHER_CLOSED, handovers), Ordering::Release);
+    }
+
     /// End the feed for good (section 11).
     fn end(&mut self) -> Result<(), Error> {
         self.seg.u32(OFF_CLOSED).store(1, Ordering::Release); // the last head comes first
@@ -712,6 +745,14 @@ fn print_layout() {
         ("OFF_PUBLISHER_PID", OFF_PUBLISHER_PID),
         ("OFF_PUBLISHER_EPOCH", OFF_PUBLISHER_EPOCH),
         ("OFF_WAKE_WORDS", OFF_WAKE_WORDS),
+        ("OFF_PUBLISHER_STATE", OFF_PUBLISHER_STATE),
+        ("STATE_EPOCH_BITS", STATE_EPOCH_BITS),
+        ("STATE_SHIFT", STATE_SHIFT),
+        ("STATE_BITS", STATE_BITS),
+        ("HANDOVERS_SHIFT", HANDOVERS_SHIFT),
+        ("HANDOVERS_BITS", HANDOVERS_BITS),
+        ("PUBLISHER_HOLDS", PUBLISHER_HOLDS),
+        ("PUBLISHER_CLOSED", PUBLISHER_CLOSED),
         ("SLOT_LOCK", SLOT_LOCK),
         ("SLOT_PRICE", SLOT_PRICE),
         ("SLOT_TIME", SLOT_TIME),
@@ -829,6 +870,7 @@ fn run(o: &Options) -> Result<i32, Error> {
         publisher.end()?;
     }
     let _ = writeln!(stdout, "{{\"published\": {changes}, \"head_seq\": {}}}", publisher.head);
+    publisher.close();
     Ok(code)
 }
 
