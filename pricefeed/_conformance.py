@@ -935,6 +935,10 @@ def run(
     ``InvalidInput`` for an unknown check name, before running anything."""
     from . import __version__
 
+    if not __debug__:
+        raise UnsupportedPlatform(
+            "the checks are assert statements, which python -O (or PYTHONOPTIMIZE) removes: run without it"
+        )
     stream: TextIO = sys.stdout if out is None else out
     works = available()
     chosen = [_resolve(b) for b in (backends if backends is not None else [n for n, ok in works.items() if ok])]

@@ -18,8 +18,9 @@ refused without ever being held whole: it is read in chunks and discarded up to 
 the lines after it are read as usual. A line that is not UTF-8 is refused, never a crash.
 
 Rule 4. A value quoted in an error is bounded: at most QUOTE_CHARS characters of it, escaped
-as ``repr`` would (so that a control character or a byte that is not UTF-8 shows, and cannot
-reach the terminal), and, when it was cut, followed by its length.
+as ``ascii`` would (so that a control character or a byte that is not UTF-8 shows, and cannot
+reach the terminal, and the message is ASCII whatever the terminal's encoding), and, when it
+was cut, followed by its length.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def quote(text: str, length: Optional[int] = None, unit: str = "characters") -> 
 def _escape(ch: str) -> str:
     if ch in "\\'":
         return "\\" + ch
-    if ch.isprintable():
+    if ch.isprintable() and ch.isascii():
         return ch
     code = ord(ch)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by the surrogateescape handler

@@ -26,6 +26,7 @@ from pricefeed import (
     FeedNotFound,
     Gap,
     InvalidGeometry,
+    InvalidInput,
     InvalidName,
     InvalidPrice,
     InvalidSymbol,
@@ -527,7 +528,7 @@ def test_spin_is_bounded(feed: str, spin: float) -> None:
     Publisher.create(feed).close()
     with (
         Subscriber(feed) as sub,
-        pytest.raises(ValueError, match=re.escape(f"spin must be from 0 to 0.01 seconds: spin={spin!r}")),
+        pytest.raises(InvalidInput, match=re.escape(f"spin must be from 0 to 0.01 seconds: spin={spin!r}")),
     ):
         sub.updates(spin=spin)
 

@@ -25,9 +25,9 @@ def run(*args: object, stdin: bytes = b"", timeout: float = 120) -> subprocess.C
 
 
 def err(p: subprocess.CompletedProcess) -> str:
-    text = p.stderr.decode("utf-8")
+    text = p.stderr.decode("ascii")  # errors quote values escaped, in ASCII, on every platform
     assert "Traceback" not in text, text
-    return text
+    return text.replace("\r\n", "\n")  # Windows writes text streams with CRLF
 
 
 # -- the grammar of a price --------------------------------------------------------------------
