@@ -82,7 +82,7 @@ static int closed(Feed *f) {
 }
 
 #ifdef __linux__
-static int wake_op(Feed *f, uint32_t *word, uint32_t *futex) {
+static int wake_op(uint32_t *word, uint32_t *futex) {
     /* Wake every waiter of `word`, then OR 0 into the header's word and wake its waiters too:
        always, since it stays below 2**31 (see _wait/_futex_linux.py). */
     long r = syscall(SYS_futex, word, FUTEX_WAKE_OP, INT_MAX, (void *)(long)INT_MAX, futex,
@@ -101,7 +101,7 @@ static int wake_one(uint32_t *word) {
     return 0;
 }
 #else
-static int wake_op(Feed *f, uint32_t *word, uint32_t *futex) { return 0; }
+static int wake_op(uint32_t *word, uint32_t *futex) { return 0; }
 static int wake_one(uint32_t *word) { return 0; }
 #endif
 
@@ -212,7 +212,7 @@ static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs
     uint32_t *futex = u32_at(self, L[L_FUTEX]);
     STORE(word, LOAD(word) + 1);
     STORE(futex, (LOAD(futex) + 1) & FUTEX_MASK);
-    if (self->wake && wake_op(self, word, futex) < 0) return NULL;
+    if (self->wake && wake_op(word, futex) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -284,7 +284,7 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
         for (uint64_t w = 0; w < L[L_WAKE_WORDS]; w++) {
             if (!words[w]) continue;
             uint32_t *word = u32_at(self, L[L_WAKE] + 4 * w);
-            if ((first ? wake_op(self, word, futex) : wake_one(word)) < 0) return NULL;
+            if ((first ? wake_op(word, futex) : wake_one(word)) < 0) return NULL;
             first = 0;
         }
     }
