@@ -9,7 +9,6 @@ same tests on both Python paths (``impl``), and the C header through pfcat.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -284,6 +283,8 @@ def test_the_probe_works_through_a_read_only_descriptor_and_leaves_the_lock_alon
     """layout.md, section 10: flock looks at no access mode, so a reader probes through its own
     O_RDONLY descriptor (read permission is all it needs); the shared lock it may get is given
     back at once, so the publisher's exclusive lock is never weakened or kept from it."""
+    import fcntl  # (POSIX only: the module is skipped elsewhere, but imported)
+
     Publisher.create(feed).close()
     holder = hold(procs, feed)
     with Subscriber(feed) as sub:
