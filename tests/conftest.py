@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -61,6 +62,20 @@ def unlink_feed(name: str) -> None:
         seg.unlink()
     finally:
         seg.close()
+
+
+def poke(feed: str, offset: int, fmt: str, *values: object) -> None:
+    """Write ``values`` (struct format ``fmt``, little-endian) into the feed's segment at ``offset``."""
+    with open(segment_path(feed), "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack("<" + fmt, *values))
+
+
+def peek(feed: str, offset: int, fmt: str) -> tuple:
+    """Read struct format ``fmt`` (little-endian) from the feed's segment at ``offset``."""
+    with open(segment_path(feed), "rb") as f:
+        f.seek(offset)
+        return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 
 if sys.platform != "win32":
     import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
-from conftest import ROOT, Proc, blocked_in_futex, cli, kill_hard, wait_until, worker
+from conftest import ROOT, Proc, blocked_in_futex, cli, kill_hard, peek, poke, wait_until, worker
 
 from pricefeed import Publisher, PublisherRestarted, Subscriber
 from pricefeed import _layout as L
@@ -168,18 +167,6 @@ def expected_changes(pairs: List[Tuple[str, float]], first_seq: int = 1) -> List
 
 def shm_path(feed: str) -> str:
     return f"/dev/shm{segment_name(feed)}"
-
-
-def poke(feed: str, offset: int, fmt: str, *values: object) -> None:
-    with open(shm_path(feed), "r+b") as f:
-        f.seek(offset)
-        f.write(struct.pack("<" + fmt, *values))
-
-
-def peek(feed: str, offset: int, fmt: str) -> tuple:
-    with open(shm_path(feed), "rb") as f:
-        f.seek(offset)
-        return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))
 
 
 # -- (a) the constants of every client equal pricefeed._layout ------------------------------------

@@ -16,8 +16,8 @@ import sys
 from typing import Any, List, Optional
 
 import pytest
-from conftest import Proc, blocked_in_futex, cli, kill_hard, wait_until, worker
-from test_protocol_reader import CBuilds, choose_impl, env_of, peek, poke, run_c
+from conftest import Proc, blocked_in_futex, cli, kill_hard, peek, poke, wait_until, worker
+from test_protocol_reader import CBuilds, choose_impl, env_of, run_c
 
 from pricefeed import FeedBusy, Publisher, PublisherGone, PublisherRestarted, Quote, Subscriber, Timeout
 from pricefeed import _layout as L

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import ROOT, Proc, blocked_in_futex, wait_until, worker
+from conftest import ROOT, Proc, blocked_in_futex, peek, poke, wait_until, worker
 
 from pricefeed import BadSegment, Gap, Publisher, PublisherRestarted, Quote, Subscriber, _attach, _feed
 from pricefeed import _layout as L
@@ -108,18 +107,6 @@ def run_c(program: str, *args: str, timeout: float = 30) -> Tuple[int, List[dict
 
 
 # -- bytes of the segment ---------------------------------------------------------------------------
-def poke(feed: str, offset: int, fmt: str, *values: object) -> None:
-    with open(segment_path(feed), "r+b") as f:
-        f.seek(offset)
-        f.write(struct.pack("<" + fmt, *values))
-
-
-def peek(feed: str, offset: int, fmt: str) -> tuple:
-    with open(segment_path(feed), "rb") as f:
-        f.seek(offset)
-        return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))
-
-
 def left_mid_write(feed: str, slot: int, price: float) -> None:
     """Slot ``slot`` as a publisher that died inside its write leaves it: lock odd, the new
     price stored, time and seq not yet."""

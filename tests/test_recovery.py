@@ -9,13 +9,12 @@ from __future__ import annotations
 import gc
 import math
 import os
-import struct
 import sys
 import threading
 import time
 
 import pytest
-from conftest import linux_only, mappings_of, open_fds, posix_only
+from conftest import linux_only, mappings_of, open_fds, peek, poke, posix_only
 
 from pricefeed import BadSegment, Publisher, PublisherRestarted, Subscriber
 from pricefeed import _layout as L
@@ -24,18 +23,6 @@ from pricefeed._segment import segment_name, segment_path
 
 def path(feed: str) -> str:
     return segment_path(feed)
-
-
-def poke(feed: str, offset: int, fmt: str, *values: object) -> None:
-    with open(path(feed), "r+b") as f:
-        f.seek(offset)
-        f.write(struct.pack("<" + fmt, *values))
-
-
-def peek(feed: str, offset: int, fmt: str) -> tuple:
-    with open(path(feed), "rb") as f:
-        f.seek(offset)
-        return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))
 
 
 def slot_at(index: int, field: int) -> int:
