@@ -8,6 +8,6 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("pricefeed._speedups", ["pricefeed/_speedups.c"], optional=True, extra_compile_args=["-O2", "-std=c11"])
+        Extension("pricefeed._protocol._speedups", ["pricefeed/_protocol/_speedups.c"], optional=True, extra_compile_args=["-O2", "-std=c11"])
     ]
 )

@@ -6,8 +6,6 @@ then see each change exactly once, in order, never torn. See docs/ for the layou
 protocol and its guarantees.
 """
 
-from ._accel import ACCELERATED
-from ._admin import feed_names, remove
 from ._errors import (
     BadSegment,
     FeedBusy,
@@ -29,9 +27,11 @@ from ._errors import (
     Timeout,
     UnsupportedPlatform,
 )
-from ._layout import LAYOUT_VERSION
-from ._publisher import Publisher
-from ._subscriber import Event, FeedStatus, Subscriber
+from ._protocol.accel import ACCELERATED
+from ._protocol.layout import LAYOUT_VERSION
+from ._roles.admin import feed_names, remove
+from ._roles.publisher import Publisher
+from ._roles.subscriber import Event, FeedStatus, Subscriber
 from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset
 
 __version__ = "0.1.0"

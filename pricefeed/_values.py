@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from . import _layout as L
 from ._errors import InvalidPrice, InvalidSymbol
+from ._protocol import layout as L
 
 __all__ = ["Quote", "Gap", "PublisherGone", "PublisherRestarted", "Reset", "check_symbol", "check_price"]
 

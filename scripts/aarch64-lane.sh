@@ -6,7 +6,7 @@
 #   DIR           where the arm64 Debian root lives (made on the first run, reused after).
 #                 Keep it outside the repository, e.g. /tmp/arm64-lane.
 #   pytest args   passed to `python -m pytest` inside the root; default: -q (the whole suite).
-#                 Relative paths are relative to the project copy, e.g. tests/test_api.py.
+#                 Relative paths are relative to the project copy, e.g. tests/processes/test_api.py.
 #
 # What it does, in order:
 #   1. installs debootstrap and qemu-user-static on the host when they are missing (apt-get);
@@ -31,7 +31,7 @@
 # Environment:
 #   PRICEFEED_*            passed into the root: PRICEFEED_PURE=1 runs the pure-Python paths.
 #   LANE_EXTRA_PACKAGES    Debian packages to add to the root (default: "g++ rustc-web", the
-#                          compilers tests/test_interop.py uses; set it to "" to skip them).
+#                          compilers tests/interop/test_interop.py uses; set it to "" to skip them).
 #   LANE_MIRROR            a Debian mirror URL; by default the one this machine's apt uses.
 #
 # The Debian mirror is read from this machine's apt sources at run time (one-line .list and
@@ -59,8 +59,8 @@ OWNED=.pricefeed-lane
 DONE=.pricefeed-lane-root-done
 # What the tests need in the root. gcc, python3-dev and libc6-dev build posix_ipc and the
 # accelerator; libatomic1 gives the pure-Python paths their fences; passwd (useradd) and
-# util-linux (unshare) serve tests/test_environment.py; g++ and a Rust compiler
-# tests/test_interop.py. bookworm's own rustc (1.63) is too old for clients/rust/publisher.rs
+# util-linux (unshare) serve tests/processes/test_environment.py; g++ and a Rust compiler
+# tests/interop/test_interop.py. bookworm's own rustc (1.63) is too old for clients/rust/publisher.rs
 # (AtomicU64::from_ptr is Rust 1.75); rustc-web is Debian's newer Rust for bookworm, installed
 # as /usr/bin/rustc.
 PACKAGES=(python3 python3-venv python3-dev gcc libc6-dev libatomic1 passwd util-linux ca-certificates)
@@ -296,7 +296,7 @@ unmount_all() {
 # can touch them.
 mount_root() {
     local n
-    # The root a mount point of its own: `unshare -m` in the chroot (tests/test_environment.py)
+    # The root a mount point of its own: `unshare -m` in the chroot (tests/processes/test_environment.py)
     # must change the propagation of "/", which only a mount point has.
     mnt "$DIR" --bind "$DIR"
     mnt "$DIR/proc" -t proc proc
@@ -505,8 +505,9 @@ FACTS=$(
     cat <<'PY'
 import ctypes, errno, os, platform, sys, uuid
 
-from pricefeed import _accel, _ordering, Publisher, Subscriber
-from pricefeed import _feed
+from pricefeed import Publisher, Subscriber
+from pricefeed._protocol import accel as _accel, ordering as _ordering
+from pricefeed._protocol import feed as _feed
 from pricefeed._wait import _futex_linux as fx
 
 def where(addr):
@@ -586,7 +587,7 @@ print_facts() {
     out=$(in_root sh -c "cd $LANE/src && python -c \"\$1\"" facts "$FACTS")
     # The accelerator's fences, as compiled: __atomic_thread_fence(ACQUIRE) is `dmb ishld` on
     # aarch64, RELEASE `dmb ish` (on x86-64 both are nothing at all).
-    so=$(cd "$DIR$LANE/src/pricefeed" && compgen -G '_speedups*.so' | head -n1 || true)
+    so=$(cd "$DIR$LANE/src/pricefeed/_protocol" && compgen -G '_speedups*.so' | head -n1 || true)
     if [[ -n $so ]]; then
         out+=$'\n'$(in_root objdump -d "$LANE/src/pricefeed/$so" | awk -v so="$so" '
             $0 ~ /\tdmb\tishld/ { ld++; next } $0 ~ /\tdmb\tish/ { st++ }

@@ -4,8 +4,8 @@
     python scripts/gen_docs.py          # rewrite the sections in place
     python scripts/gen_docs.py --check  # exit 1 if any section is out of date
 
-docs/layout.md's field tables come from pricefeed._layout, docs/cli.md's exit-code table from
-the error classes. tests/test_docs.py runs the check, so the docs cannot drift from the code.
+docs/layout.md's field tables come from pricefeed._protocol.layout, docs/cli.md's exit-code table from
+the error classes. tests/docs/test_docs.py runs the check, so the docs cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Callable, Dict, List, Tuple
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pricefeed import _layout  # noqa: E402
-from pricefeed._cli import exit_code_table  # noqa: E402
+from pricefeed._cli.main import exit_code_table  # noqa: E402
+from pricefeed._protocol import layout as _layout  # noqa: E402
 
 BEGIN = "<!-- BEGIN GENERATED {} -->"
 END = "<!-- END GENERATED {} -->"

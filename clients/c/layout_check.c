@@ -1,7 +1,7 @@
 /*
  * layout_check: print every layout constant of pricefeed.h as one JSON object, keyed by its
- * name in pricefeed/_layout.py (the PF_ prefix dropped), plus a few computed geometries.
- * tests/test_interop.py compares the output with pricefeed._layout, so the header and the
+ * name in pricefeed/_protocol/layout.py (the PF_ prefix dropped), plus a few computed geometries.
+ * tests/interop/test_interop.py compares the output with pricefeed._protocol.layout, so the header and the
  * Python module cannot drift apart.
  *
  *     cc -std=c11 -Wall -Wextra -O2 -o layout_check layout_check.c && ./layout_check

@@ -5,7 +5,7 @@
  * /dev/shm). C11 or later, or C++17 or later; GCC or Clang (it uses the `__atomic` builtins,
  * which both languages share, rather than <stdatomic.h>, which C++ cannot include).
  * The spec this implements is docs/layout.md; the subscriber's rules are docs/protocol.md.
- * Every constant here is checked against pricefeed/_layout.py by tests/test_interop.py
+ * Every constant here is checked against pricefeed/_protocol/layout.py by tests/interop/test_interop.py
  * (through clients/c/layout_check.c), so the two cannot drift apart.
  *
  * Include it before any system header, or compile with -D_GNU_SOURCE (g++ always does):
@@ -123,7 +123,7 @@
 #endif
 
 /* ---------------------------------------------------------------------------------------
- * The layout (docs/layout.md, section 4). Names follow pricefeed/_layout.py with a PF_
+ * The layout (docs/layout.md, section 4). Names follow pricefeed/_protocol/layout.py with a PF_
  * prefix; each offset is derived from the one before it, never restated.
  * --------------------------------------------------------------------------------------- */
 #define PF_LAYOUT_VERSION 2u
@@ -642,7 +642,7 @@ static inline int pf__open_error(pf_error *err, int e, const char *feed, const c
     return pf__fail(err, PF_ERROR, e, "cannot %s feed '%s': %s", action, feed, strerror(e));
 }
 
-/* A FIFO under the feed's name would block shm_open forever: look first (as _segment.py). */
+/* A FIFO under the feed's name would block shm_open forever: look first (as _segment/__init__.py). */
 static inline int pf__refuse_non_files(const char *feed, pf_error *err) {
     char path[64];
     struct stat st;

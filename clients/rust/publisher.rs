@@ -22,8 +22,8 @@
 //! CLI's (docs/cli.md): 3 no such feed, 6 another publisher holds it, 7 bad input, 9 not a
 //! pricefeed segment (or another layout version), 11 the feed was ended.
 //!
-//! --print-layout prints every layout constant as JSON; tests/test_interop.py compares it with
-//! pricefeed/_layout.py, so these constants cannot drift.
+//! --print-layout prints every layout constant as JSON; tests/interop/test_interop.py compares it with
+//! pricefeed/_protocol/layout.py, so these constants cannot drift.
 //!
 //! Simplification: a feed whose last publisher died in the middle of a change (a slot with an
 //! odd lock, or a seq above head_seq) is refused with a message naming the slot; the Python

@@ -20,8 +20,7 @@ import time
 from multiprocessing import Pipe
 from typing import Any, Callable, Dict, List, Optional
 
-from pricefeed import Gap, Quote, Subscriber
-
+from .. import Gap, Quote, Subscriber
 from . import procs
 from .throughput import Feed, batches_of
 

@@ -34,8 +34,7 @@ import time
 from multiprocessing import Pipe
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from pricefeed import Publisher, Quote, Subscriber
-
+from .. import Publisher, Quote, Subscriber
 from . import procs, resources
 
 __all__ = [

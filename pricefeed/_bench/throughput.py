@@ -15,8 +15,7 @@ import struct
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pricefeed import Gap, Publisher, Quote, Subscriber
-
+from .. import Gap, Publisher, Quote, Subscriber
 from . import procs, resources, stats
 from .links import RING, SYS_FUTEX, check_futex, rss_kib, syscall
 

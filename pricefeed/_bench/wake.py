@@ -11,8 +11,7 @@ import random
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pricefeed import Subscriber
-
+from .. import Subscriber
 from . import links, procs, stats
 from .latency import Contender, Gaps, Series, c_futex, interleave, pause, python, uniform_gaps
 from .plan import Plan

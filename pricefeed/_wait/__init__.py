@@ -1,6 +1,6 @@
 """Wait/wake backends: how a subscriber sleeps until the publisher bumps the wake word.
 
-The contract, which every backend implements and ``tests/test_wait_conformance.py`` checks for
+The contract, which every backend implements and ``tests/backends/test_wait_conformance.py`` checks for
 each of them:
 
 ``backend.word(address, view, key, writer=False) -> WakeWord``

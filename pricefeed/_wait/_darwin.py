@@ -1,7 +1,7 @@
 """macOS backend ("os_sync"): Darwin's futex-like address waits, shared between processes.
 
 Written to Apple's documentation and to how mature projects call the same functions; it has not
-been run here (no macOS machine). ``pricefeed selftest`` and ``tests/test_wait_conformance.py``
+been run here (no macOS machine). ``pricefeed selftest`` and ``tests/backends/test_wait_conformance.py``
 are what prove it on a Mac.
 
 Mechanisms, chosen by feature test, best first (``BACKEND.mechanism`` says which one runs):

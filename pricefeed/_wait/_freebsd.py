@@ -1,7 +1,7 @@
 """FreeBSD backend ("umtx"): ``_umtx_op(2)`` shared waits and wakes, through ctypes.
 
 Written to the FreeBSD manual page and kernel source; it has not been run here (no FreeBSD
-machine). ``pricefeed selftest`` and ``tests/test_wait_conformance.py`` are what prove it.
+machine). ``pricefeed selftest`` and ``tests/backends/test_wait_conformance.py`` are what prove it.
 
 * ``UMTX_OP_WAIT_UINT`` (11) and ``UMTX_OP_WAKE`` (3), never the ``_PRIVATE`` variants (15, 16):
   a private op always uses the process-private sleep queue, so a wake from the publisher's

@@ -1,0 +1,596 @@
+"""The ``pricefeed`` command: it translates arguments into library calls and errors into exit codes.
+
+One place, ``main()``, maps errors to exits: a PricefeedError exits with its class's
+``exit_code`` and a one-line message on stderr; Ctrl-C exits 130; usage errors exit 2 (click).
+No traceback reaches the user. ``pricefeed --help`` and docs/cli.md list every code, both made
+by ``exit_codes()`` from the error classes, and a test keeps the doc in step with them.
+
+What the command line reads (prices, SYMBOL=PRICE, stream lines, modes) and how a bad value is
+quoted back are in ``_input``; this module only wires them to the library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+
+import click
+
+from .._errors import FeedExists, FeedNotFound, InvalidInput, PricefeedError, UnsupportedPlatform
+from .._protocol import layout as L
+from .._protocol.accel import ACCELERATED
+from .._roles.admin import feed_names, remove
+from .._roles.publisher import Publisher
+from .._roles.subscriber import Event, FeedStatus, Subscriber
+from .._values import EVENT_NAMES, Quote
+from .input import (
+    MAX_LINE,
+    checked_feed,
+    checked_owner,
+    decode_line,
+    parse_assignment,
+    parse_capacity,
+    parse_line,
+    parse_mode,
+    parse_ring,
+    parse_symbol,
+    read_lines,
+)
+
+EXIT_INTERRUPTED = 130
+
+#: What to do about a feed that is not there, said by the commands that cannot wait for one.
+LS_HINT = " (pricefeed ls lists the feeds there are)"
+
+
+# -- exit codes --------------------------------------------------------------------------------
+def exit_codes() -> List[Tuple[int, str, str]]:
+    """(code, error class or "—", when) for every exit the command can make, by code."""
+    from .. import _errors
+
+    rows = [(0, "—", "Success (for `subscribe`: the count was reached, or the feed ended).")]
+    rows.append((2, "—", "Usage error: an unknown command or option, a missing argument, an option out of its range."))
+    for name in _errors.__all__:
+        cls = getattr(_errors, name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        rows.append((cls.exit_code, f"`{name}`", doc))
+    rows.append((EXIT_INTERRUPTED, "—", "Interrupted by Ctrl-C (SIGINT)."))
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+def exit_code_table() -> str:
+    """The exit-code table of docs/cli.md."""
+    lines = ["| code | error | when |", "|---:|---|---|"]
+    lines += [f"| {code} | {name} | {doc} |" for code, name, doc in exit_codes()]
+    return "\n".join(lines)
+
+
+class _Group(click.Group):
+    """The top-level group: its help ends with the exit codes, so no other file is needed."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(f"{code:<3}  {name.strip('`—')}", doc.replace("`", "")) for code, name, doc in exit_codes()]
+        with formatter.section("Exit codes"):
+            formatter.write_dl(rows)
+
+
+# -- command-specific hints on library errors --------------------------------------------------
+@contextmanager
+def _hint(cls: Type[PricefeedError], hint: str) -> Iterator[None]:
+    """Re-raise ``cls`` with ``hint`` appended to its message: what to do about it with the
+    command that was run, which the library's message cannot know."""
+    try:
+        yield
+    except cls as exc:
+        raise _with_hint(exc, hint) from None
+
+
+def _with_hint(exc: PricefeedError, hint: str) -> PricefeedError:
+    hinted = type(exc)(f"{exc}{hint}")
+    if isinstance(exc, OSError) and isinstance(hinted, OSError):
+        hinted.errno = exc.errno
+    return hinted
+
+
+def _subscriber(
+    feed: str, owner: Optional[str], allow_world_writable: bool, hint: str = LS_HINT, wait: bool = False
+) -> Subscriber:
+    with _hint(FeedNotFound, hint):
+        return Subscriber(feed, wait=wait, owner=owner, allow_world_writable=allow_world_writable)
+
+
+# -- output ------------------------------------------------------------------------------------
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _quote_json(q: Quote) -> Dict[str, Any]:
+    return {"symbol": q.symbol, "price": q.price, "seq": q.seq, "time_ns": q.time_ns}
+
+
+def _quote_text(q: Quote, width: int, seq_width: int = 10) -> str:
+    """``SEQ SYMBOL PRICE``, the price as repr writes it (it reads back as the same float)."""
+    return f"{q.seq:>{seq_width}} {q.symbol:<{width}} {q.price!r}"
+
+
+def _table(rows: List[List[str]], right: Sequence[int] = ()) -> List[str]:
+    """Rows of cells in columns as wide as their widest cell; ``right``: columns aligned right.
+    A row shorter than the others has its last cell run on across the columns it lacks."""
+    columns = max(map(len, rows), default=0)
+    widths = [0] * columns
+    for row in rows:
+        for i, cell in enumerate(row if len(row) == columns else row[:-1]):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+# -- options -----------------------------------------------------------------------------------
+def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that parses with ``parse``: a bad value is InvalidInput (exit 7)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        return tuple(parse(v) for v in value) if isinstance(value, tuple) else parse(value)
+
+    return callback
+
+
+def feed_argument(name: str = "feed", **kwargs: Any) -> Callable[[Any], Any]:
+    return click.argument(name, callback=_parsed(checked_feed), **kwargs)
+
+
+_creation = [
+    click.option("--capacity", default=str(L.DEFAULT_CAPACITY), show_default=True, callback=_parsed(parse_capacity),
+                 help=f"Most symbols the feed can hold ({L.MIN_CAPACITY} to {L.MAX_CAPACITY}).", metavar="N"),
+    click.option("--ring", "ring_size", default=str(L.DEFAULT_RING), show_default=True, callback=_parsed(parse_ring),
+                 help=f"Changes kept for subscribers that fall behind (a power of 2, {L.MIN_RING} to {L.MAX_RING}).",
+                 metavar="N"),
+    click.option("--mode", default="0600", show_default=True, callback=_parsed(parse_mode), metavar="OCTAL",
+                 help="Permissions of the segment, 0600 to 0777, owner read and write included, applied exactly "
+                      "(the umask does not narrow them); one that lets every user write needs --allow-world-writable."),
+]  # fmt: skip
+
+
+def creation_options(f: Any) -> Any:
+    for option in reversed(_creation):
+        f = option(f)
+    return f
+
+
+def trust_options(publisher: bool) -> Callable[[Any], Any]:
+    """--owner and --allow-world-writable: the library's ``owner=`` and ``allow_world_writable=``."""
+    owner_help = (
+        "Publish to FEED only if this user (a name or a uid) owns it; by default only your own feeds."
+        if publisher
+        else "Use FEED only if this user (a name or a uid) owns it."
+    )
+    world_help = (
+        "Create, or publish to, a feed every user may write (and so change its prices)."
+        if publisher
+        else "Use FEED even if every user may write it (and so change its prices)."
+    )
+    owner = click.option("--owner", metavar="USER", callback=_parsed(checked_owner), help=owner_help)
+    world = click.option("--allow-world-writable", is_flag=True, help=world_help)
+    return lambda f: owner(world(f))
+
+
+# -- the commands ------------------------------------------------------------------------------
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_name="pricefeed",
+    message=f"%(prog)s %(version)s (layout {L.LAYOUT_VERSION}, C accelerator {'on' if ACCELERATED else 'off'})",
+)
+def cli() -> None:
+    """Shared-memory price feeds with change notification.
+
+    A publisher writes prices into FEED; subscribers wake once per change. A FEED name is 1 to
+    27 characters of A-Z a-z 0-9 . _ - not starting with . or -; a SYMBOL is 1 to 31 printable
+    ASCII characters without spaces. Every command takes -h. An error is one line on standard
+    error, starting "pricefeed:", and the exit code says which kind it was (below).
+    """
+
+
+@cli.command()
+@feed_argument()
+@creation_options
+@click.option("--allow-world-writable", is_flag=True, help="Allow a --mode that lets every user write the feed.")
+def create(feed: str, capacity: int, ring_size: int, mode: int, allow_world_writable: bool) -> None:
+    """Create FEED, empty, with no publisher."""
+    with _hint(FeedExists, f" (pricefeed publish {feed} publishes to it; pricefeed rm {feed} removes it)"):
+        Publisher.create(feed, capacity, ring_size, mode, allow_world_writable=allow_world_writable).close()
+
+
+PUBLISH_HELP = f"""Publish prices to FEED, creating it if it is missing.
+
+Either SYMBOL=PRICE pairs (split at the last =), published as one batch, all or nothing; or -
+to read lines from standard input, "SYMBOL PRICE" or "SYMBOL=PRICE" each, published as each
+arrives. Blank lines and lines starting with # are skipped. A bad line, or one longer than
+{MAX_LINE} bytes, is reported with its number and skipped, and the exit code at the end is 7;
+with --strict the first bad line stops the stream.
+
+A PRICE is written in decimal: digits with an optional sign, decimal point and exponent, such
+as 187.25, -0.5 or 1.5e3. Spaces around it, underscores, inf, nan and hex are refused, and so is
+a number a float cannot hold as written: one that overflows, or a nonzero one smaller in
+magnitude than {sys.float_info.min!r}.
+
+The creation options apply only when the feed is created.
+"""
+
+
+@cli.command(help=PUBLISH_HELP)
+@feed_argument()
+@click.argument("values", nargs=-1, required=True, metavar="SYMBOL=PRICE... | -")
+@creation_options
+@click.option("--strict", is_flag=True, help="With -, stop at the first bad line.")
+@click.option("--end", "end_feed", is_flag=True, help="End the feed for good when done (subscribers finish).")
+@trust_options(publisher=True)
+def publish(feed: str, values: Tuple[str, ...], capacity: int, ring_size: int, mode: int,
+            strict: bool, end_feed: bool, owner: Optional[str], allow_world_writable: bool) -> None:  # fmt: skip
+    stream = values == ("-",)
+    batch: List[Tuple[str, float]] = [] if stream else [parse_assignment(v) for v in values]
+    with Publisher.open_or_create(
+        feed, capacity, ring_size, mode, owner=owner, allow_world_writable=allow_world_writable
+    ) as pub:
+        if stream:
+            bad = _publish_stream(pub, sys.stdin.buffer, strict)
+        else:
+            pub.publish_many(batch)
+            bad = 0
+        if end_feed:
+            pub.end()
+    if bad:
+        raise InvalidInput(f"{_plural(bad, 'bad line')} skipped (see above)")
+
+
+def _publish_stream(pub: Publisher, stream: BinaryIO, strict: bool) -> int:
+    """Publish each good line as it comes; report each bad one. The number of bad lines."""
+    bad = 0
+    for number, line in enumerate(read_lines(stream), 1):
+        try:
+            pair = parse_line(decode_line(line))
+            if pair is not None:
+                pub.publish(*pair)
+        except InvalidInput as exc:
+            if strict:
+                raise type(exc)(f"line {number}: {exc}") from None
+            bad += 1
+            click.echo(f"pricefeed: line {number}: {exc}", err=True)
+    return bad
+
+
+@cli.command()
+@feed_argument()
+@click.argument("symbols", nargs=-1, callback=_parsed(parse_symbol))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--count", type=click.IntRange(min=1), help="Exit 0 after N changes.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="S",
+              help="Exit 12 after S seconds without a change delivered.")  # fmt: skip
+@click.option("--conflate", is_flag=True, help="Only the newest value of each symbol when falling behind.")
+@click.option("--snapshot", is_flag=True, help="Start with the current value of every (chosen) symbol.")
+@click.option(
+    "--exec",
+    "command",
+    metavar="CMD",
+    help="Run CMD (with sh; cmd.exe on Windows) once per change instead of printing it.",
+)
+@click.option("--wait", is_flag=True, help="If FEED does not exist yet, wait for it (instead of exit 3).")
+@click.option("--spin-us", type=click.FloatRange(min=0, max=10_000), default=0, show_default=True,
+              help="Poll for this many µs before sleeping: catches bursts without a wake-up.")  # fmt: skip
+@click.option("--exit-on-reset", is_flag=True, help="Exit 13 if FEED is removed and created anew.")
+@trust_options(publisher=False)
+def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optional[int],
+              timeout: Optional[float], conflate: bool, snapshot: bool, command: Optional[str],
+              wait: bool, exit_on_reset: bool, spin_us: float, owner: Optional[str],
+              allow_world_writable: bool) -> None:  # fmt: skip
+    """Print each change of FEED (or of SYMBOLS only) once, in order, as it happens.
+
+    Text lines are "SEQ SYMBOL PRICE", the price written so that it reads back as the same float;
+    events (gap, publisher gone, publisher restarted, reset, ended) are lines starting with #.
+    After a gap (the subscriber fell more than a ring behind) come the latest values of the
+    symbols that changed meanwhile, once each. The feed ending (publish --end) exits 0.
+
+    --exec runs CMD once per change with PRICEFEED_FEED, PRICEFEED_SYMBOL, PRICEFEED_PRICE,
+    PRICEFEED_SEQ and PRICEFEED_TIME_NS in its environment, waiting for each run to finish;
+    events then go to standard error.
+    """
+    if wait and feed not in feed_names():
+        click.echo(f"pricefeed: waiting for feed {feed!r} to appear", err=True)
+    width = max(map(len, symbols)) if symbols else L.SYMBOL_MAX
+    seen = 0
+    hint = " (--wait waits for it to appear; pricefeed ls lists the feeds there are)"
+    with _subscriber(feed, owner, allow_world_writable, hint, wait=wait) as sub:
+        events = sub.updates(
+            symbols or None,
+            timeout=timeout,
+            conflate=conflate,
+            snapshot=snapshot,
+            reattach=not exit_on_reset,
+            spin=spin_us / 1e6,
+        )
+        for event in events:
+            if not isinstance(event, Quote):
+                _print_event(event, as_json, to_stderr=command is not None)
+                continue
+            if command is not None:
+                _run(command, feed, event)
+            elif as_json:
+                _out(json.dumps(_quote_json(event)))
+            else:
+                _out(_quote_text(event, width))
+            seen += 1
+            if count is not None and seen >= count:
+                return
+    _print_event(None, as_json, to_stderr=command is not None, feed=feed)
+
+
+def _print_event(event: Optional[Event], as_json: bool, to_stderr: bool, feed: str = "") -> None:
+    """An event line: JSON {"event": name, ...fields}, or a comment line in text mode.
+    ``None`` stands for the end of the feed."""
+    name = "ended" if event is None else EVENT_NAMES[type(event)]
+    fields: Dict[str, Any] = {"feed": feed} if event is None else event._asdict()
+    if as_json:
+        line = json.dumps({"event": name, **fields})
+    else:
+        line = "# " + " ".join([name.replace("_", " ")] + [f"{k}={v}" for k, v in fields.items()])
+    if to_stderr:
+        click.echo(line, err=True)
+    else:
+        _out(line)
+
+
+def _run(command: str, feed: str, q: Quote) -> None:
+    env = dict(os.environ)
+    env.update(
+        PRICEFEED_FEED=feed,
+        PRICEFEED_SYMBOL=q.symbol,
+        PRICEFEED_PRICE=repr(q.price),
+        PRICEFEED_SEQ=str(q.seq),
+        PRICEFEED_TIME_NS=str(q.time_ns),
+    )
+    code = subprocess.call(command, shell=True, env=env)
+    if code != 0:
+        click.echo(f"pricefeed: --exec command exited {code} for seq {q.seq} ({q.symbol})", err=True)
+
+
+@cli.command()
+@feed_argument()
+@click.argument("symbol", callback=_parsed(parse_symbol))
+@click.option("--json", "as_json", is_flag=True, help="Print symbol, price, seq and time_ns as JSON.")
+@trust_options(publisher=False)
+def get(feed: str, symbol: str, as_json: bool, owner: Optional[str], allow_world_writable: bool) -> None:
+    """Print SYMBOL's current price in FEED (exit 4 if it has none)."""
+    with _subscriber(feed, owner, allow_world_writable) as sub:
+        q = sub[symbol]
+    _out(json.dumps(_quote_json(q)) if as_json else repr(q.price))
+
+
+@cli.command()
+@feed_argument()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per symbol, one per line.")
+@trust_options(publisher=False)
+def snapshot(feed: str, as_json: bool, owner: Optional[str], allow_world_writable: bool) -> None:
+    """Print every symbol's current price in FEED: "SEQ SYMBOL PRICE" lines."""
+    with _subscriber(feed, owner, allow_world_writable) as sub:
+        values = list(sub.snapshot().values())
+    width = max((len(q.symbol) for q in values), default=0)
+    seq_width = max((len(str(q.seq)) for q in values), default=0)
+    for q in values:
+        _out(json.dumps(_quote_json(q)) if as_json else _quote_text(q, width, seq_width))
+
+
+def _status_dict(s: FeedStatus) -> Dict[str, Any]:
+    d = s._asdict()
+    d["last_change_age_s"] = None if s.last_change_ns is None else max(0.0, (time.time_ns() - s.last_change_ns) / 1e9)
+    d["publisher_gone"] = not s.publisher_alive
+    d["state"] = "ended" if s.ended else ("live" if s.publisher_alive else "publisher gone")
+    return d
+
+
+def _mode_text(mode: Any) -> str:
+    """0640-style octal; "-" where the platform has no permission bits (Windows)."""
+    return f"{mode:04o}" if isinstance(mode, int) else "-"
+
+
+def _owner_text(owner: Any) -> str:
+    return "-" if owner is None else str(owner)
+
+
+@cli.command()
+@feed_argument()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, every field.")
+@trust_options(publisher=False)
+def status(feed: str, as_json: bool, owner: Optional[str], allow_world_writable: bool) -> None:
+    """Show FEED's state, publisher, head sequence, symbols, capacity, last change, owner and mode."""
+    with _subscriber(feed, owner, allow_world_writable) as sub:
+        d = _status_dict(sub.status())
+    if as_json:
+        _out(json.dumps(d))
+        return
+    for key, value in _status_rows(feed, d):
+        _out(f"{key:<12} {value}")
+
+
+def _status_rows(feed: str, d: Dict[str, Any]) -> List[Tuple[str, object]]:
+    age = d["last_change_age_s"]
+    pid = d["publisher_pid"]
+    rows: List[Tuple[str, object]] = [
+        ("feed", feed),
+        ("state", d["state"]),
+        ("publisher", f"pid {pid} ({'alive' if d['publisher_alive'] else 'gone'})" if pid else "none yet"),
+        ("head seq", d["head_seq"]),
+        ("symbols", f"{d['symbols']} of {d['capacity']}"),
+        ("ring size", d["ring_size"]),
+        ("last change", "never" if age is None else f"{age:.3f} s ago"),
+        ("size", f"{d['size']} bytes"),
+    ]
+    rows += [("owner", _owner_text(d.get("owner"))), ("mode", _mode_text(d.get("mode")))]
+    return rows
+
+
+@cli.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per feed, one per line.")
+def ls_(as_json: bool) -> None:
+    """List every feed on this machine: its state, symbols, head sequence, owner and mode."""
+    rows: List[Dict[str, Any]] = []
+    for name in feed_names():
+        try:
+            # Listing reads only the header; a feed every user may write is listed, its mode says so.
+            with Subscriber(name, allow_world_writable=True) as sub:
+                d = {"name": name, **_status_dict(sub.status())}
+        except FeedNotFound:
+            continue  # removed while we looked
+        except PricefeedError as exc:
+            d = {"name": name, "state": "unreadable", "error": str(exc)}
+        rows.append(d)
+    if as_json:
+        for d in rows:
+            _out(json.dumps(d))
+        return
+    if rows:
+        for line in _table([LS_HEADER] + [_ls_cells(d) for d in rows], right=(2, 3)):
+            _out(line)
+
+
+LS_HEADER = ["FEED", "STATE", "SYMBOLS", "HEAD", "OWNER", "MODE"]
+
+
+def _ls_cells(d: Dict[str, Any]) -> List[str]:
+    if d["state"] == "unreadable":
+        return [d["name"], f"unreadable: {d['error']}"]
+    pid = f" (pid {d['publisher_pid']})" if d["publisher_alive"] else ""
+    return [
+        d["name"],
+        d["state"] + pid,
+        str(d["symbols"]),
+        str(d["head_seq"]),
+        _owner_text(d.get("owner")),
+        _mode_text(d.get("mode")),
+    ]
+
+
+@cli.command()
+@feed_argument("feeds", nargs=-1)
+@click.option("--stale", is_flag=True, help="Remove feeds with no live publisher (all of them if no FEED is given).")
+@click.option("--force", is_flag=True, help="Remove even a feed whose publisher is alive.")
+def rm(feeds: Tuple[str, ...], stale: bool, force: bool) -> None:
+    """Remove FEEDS, ending them so that their subscribers finish. A feed with a live publisher
+    is kept (exit 6) unless --force; with --stale it is kept and said so."""
+    if not feeds and not stale:
+        raise click.UsageError("name at least one FEED, or use --stale")
+    for name in feeds or tuple(feed_names()):
+        try:
+            with _hint(FeedNotFound, ": nothing to remove"):
+                removed = remove(name, force=force, stale_only=stale)
+        except FeedNotFound:
+            if stale and not feeds:
+                continue  # vanished while we looked
+            raise
+        if stale and not removed:
+            click.echo(f"pricefeed: kept {name!r}: its publisher is alive", err=True)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: Tuple[str, ...]) -> None:
+    """Measure pricefeed beside the alternatives (pricefeed bench --help for its options)."""
+    if not sys.platform.startswith("linux"):
+        raise UnsupportedPlatform(
+            "pricefeed bench runs on Linux only (it forks, pins CPUs and reads /proc); "
+            "pricefeed selftest checks the wait backends on any platform"
+        )
+    from .._bench.run import main as bench_main
+
+    code = bench_main(list(args))
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@click.option("--seconds", type=click.FloatRange(min=0.5, max=3600), default=5.0, show_default=True)
+def demo(seconds: float) -> None:
+    """A random-walk publisher and a live subscriber, for a few seconds, in this terminal.
+
+    Each change is printed with its latency: from the publisher's time stamp to the print here,
+    on a CPU left idle 50 to 150 ms between changes (pricefeed bench measures the wake-up
+    itself). The demo's feed is removed at the end."""
+    from .demo import run_demo
+
+    run_demo(seconds, _out)
+
+
+@cli.command()
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    metavar="NAME",
+    help="Check this wait backend (repeatable; default: every one that works here).",
+)
+@click.option("--check", "only", metavar="NAME", help="Run only this check.")
+@click.option("--list", "list_only", is_flag=True, help="List the backends and the checks, and exit.")
+def selftest(backends: Tuple[str, ...], only: Optional[str], list_only: bool) -> None:
+    """Check pricefeed's wait backends and a feed end to end on this machine (exit 1 on a failure).
+
+    The same conformance suite the project's tests run, shipped with the package: run it first
+    on a platform the project does not test itself. One line per check (PASS, FAIL, or SKIP
+    with its reason), then a summary."""
+    from .._wait import available
+    from .._wait.conformance import CHECKS
+    from .._wait.conformance import run as run_checks
+
+    if list_only:
+        for name, ok in available().items():
+            _out(f"backend  {name:<10} {'works here' if ok else 'not usable here'}")
+        for check in CHECKS:
+            _out(f"check    {check.name:<28} {check.about}")
+        return
+    code = run_checks(list(backends) or None, only=only)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI and return its exit code (the one place errors become exits)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="pricefeed", standalone_mode=False)
+        return 0
+    except click.exceptions.Abort:
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except PricefeedError as exc:
+        click.echo(f"pricefeed: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop quietly, as cat does.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,771 @@
+"""The subscriber: maps a feed read-only, reads consistent values, and follows its changes.
+
+How ``updates()`` keeps its promise (each change at most once, in feed order, none lost
+silently): it holds a cursor, the sequence of the last change it has dealt with, and reads the
+ring records after it one by one. Each record carries its own sequence, so one that was
+overwritten is noticed (``_feed.lapped``) instead of being delivered as the wrong change. When
+that happens the subscriber jumps to the head: it reports a Gap with the number of changes it
+will never deliver, then the latest value of each symbol that changed in the skipped range,
+once each and in feed order, read from the slot table. A symbol whose slot has moved past the
+head it jumped to is left for the ring, where that newer change is still ahead of the cursor:
+so no price is delivered stale and none twice.
+
+To sleep, it loads the wake word *before* checking the head one last time, and waits only
+while the word still holds that value: a change published in between bumps the word, and the
+wait returns at once (pairs with Rule 3 of ``_feed``).
+
+It waits in slices of WATCH_SLICE seconds. A slice that passes with nothing new is the moment
+to look at what cannot wake it: whether a publisher still holds the feed (PublisherGone), and
+whether the feed's name still leads to this segment (a re-created feed: re-attach, Reset).
+A new publisher is noticed by the epoch it writes into the header; it is reported
+(PublisherRestarted) only when the publisher before it did not close cleanly, since only then
+may it have repaired anything (Rule 6 of ``_feed``). What happened before the subscriber
+attached is not news: it takes in the publisher words and the lock when it attaches, and
+reports only departures and takeovers after that (``status()`` tells how the feed stands).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union, overload
+
+from .._errors import BadSegment, FeedNotFound, FeedReset, InvalidInput, PricefeedError, SymbolNotFound, Timeout
+from .._protocol import layout as L
+from .._protocol.feed import FeedReader, Seen, check_head, closed_cleanly, latest_since, symbols_of, takeover_news
+from .._segment import Segment
+from .._segment.attach import attach
+from .._segment.common import Owner, user_name
+from .._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol
+from .._wait import MultiWait, WakeWord, select
+from .announce import HEADER_INDEX, wake_key
+
+__all__ = ["Subscriber", "FeedStatus", "Event"]
+
+Event = Union[Quote, Gap, PublisherGone, PublisherRestarted, Reset]
+
+#: A slot whose lock stays odd this long is checked again for a dead writer.
+STUCK_CHECK_SECONDS = 0.5
+#: Longest single wait: how soon a dead publisher or a re-created feed is noticed.
+WATCH_SLICE = 0.25
+#: The longest spin-before-sleep a subscriber accepts, in seconds: polling longer than this is
+#: a busy loop, not a way to save a wake-up.
+MAX_SPIN = 0.01
+#: How often a subscriber told to wait for a feed looks for it.
+APPEAR_POLL = 0.02
+
+
+# What the accelerator's Follow returns instead of a Quote (see _protocol/_speedups.c).
+_F_TIMEOUT, _F_ENDED, _F_LAPPED, _F_NEWSLOT, _F_VOID, _F_EPOCH, _F_BEHIND = 0, 2, 3, 4, 5, 6, 7
+
+
+def _interest_map(interest: Optional[Set[int]], capacity: int) -> Optional[bytearray]:
+    """The wanted slots as Follow reads them: a non-zero byte per wanted slot."""
+    if interest is None:
+        return None
+    out = bytearray(capacity)
+    for i in interest:
+        out[i] = 1
+    return out
+
+
+class _WaitPlan(NamedTuple):
+    words: List[int]  # indices in the wake table
+    multi: MultiWait
+
+
+_ENDED = object()
+_RESET = object()
+
+
+class FeedStatus(NamedTuple):
+    name: str
+    head_seq: int
+    symbols: int
+    capacity: int
+    ring_size: int
+    publisher_pid: Optional[int]
+    publisher_alive: bool
+    last_change_ns: Optional[int]
+    ended: bool
+    incarnation: int
+    created_ns: int
+    size: int
+    publisher_epoch: int
+    #: Who owns the segment (a user name, else the uid as text) and its permission bits; both
+    #: None where the platform does not say (Windows).
+    owner: Optional[str]
+    mode: Optional[int]
+    #: With no publisher holding the feed: True if the last one closed it cleanly, False if it
+    #: did not (it died, or was a writer that does not say). None while a publisher holds it,
+    #: or if none ever did.
+    publisher_clean: Optional[bool] = None
+
+
+def _owner_name(uid: Optional[int]) -> Optional[str]:
+    if uid is None:
+        return None
+    name = user_name(uid)  # "alice (uid 1000)" or "uid 1234"
+    return name.split(" ", 1)[0] if "(" in name else str(uid)
+
+
+class Subscriber:
+    """A read-only view of a feed: ``get``, ``snapshot`` and ``updates``.
+
+    The mapping is read-only, so nothing a subscriber does can damage the feed. Close it (or
+    use ``with``) to release the mapping and its descriptor; iterators from ``updates()`` must
+    not be used after that. A Subscriber is for one thread at a time: give each thread its own.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        backend: Optional[str] = None,
+        wait: Union[bool, float] = False,
+        owner: Owner = None,
+        allow_world_writable: bool = False,
+    ) -> None:
+        """Open feed ``name`` read-only. ``wait``: if the feed does not exist yet, wait for it
+        (True: as long as it takes; a number: that many seconds) instead of raising
+        FeedNotFound at once. A subscriber that had to wait for the feed to appear gets, from
+        its first ``updates()``, every change since the feed was created: all of them happened
+        after it started waiting, however long attaching took.
+
+        ``owner`` (a user name or uid): accept only that user's segment under the name, here
+        and when the feed is re-created (FeedNotTrusted otherwise). A segment every user may
+        write is refused unless ``allow_world_writable``: anyone could change its prices."""
+        self._waiter = select(backend)  # before anything is opened: the one step that can refuse
+        self.name = name
+        self._owner = owner
+        self._allow_world_writable = allow_world_writable
+        self._r: Optional[FeedReader] = None
+        self._from_start = False
+        deadline = None if wait is True else time.monotonic() + (0.0 if wait is False else float(wait))
+        while True:
+            try:
+                self._attach()
+                return
+            except FeedNotFound:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                self._from_start = True
+            time.sleep(APPEAR_POLL)
+
+    def _attach(self) -> None:
+        seg, geometry = attach(self.name, False, self._owner, self._allow_world_writable)
+        if self._owner is None:
+            # A feed re-created under the name is followed only if it has the owner of the one
+            # first attached to: anyone may create a name that is free, and would otherwise be
+            # followed as if the feed were the same (guarantees.md, "Other users").
+            self._owner = seg.uid
+        self._seg: Segment = seg
+        self.geometry = geometry
+        self._r = FeedReader(seg.view, geometry, seg.address)
+        self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
+        self._word: WakeWord = self._waiter.word(
+            seg.address + L.OFF_FUTEX, self._futex_view, wake_key(self.name, geometry.incarnation, HEADER_INDEX)
+        )
+        self._index: Dict[str, int] = {}
+        self._names: List[str] = []
+        # What is true when we attach is not news: the publisher words first, then the lock
+        # (the other order would miss a publisher that takes over in between, and never
+        # report its departure). A publisher already gone left before we came.
+        epoch, state = self._r.publisher_view()
+        self._seen = Seen(epoch, state.handovers)
+        self._gone_reported = self._seg.holder_pid() is None
+        self._table: Dict[int, WakeWord] = {}
+        self._multis: Dict[Tuple[int, ...], MultiWait] = {}
+        self._table_views: List[memoryview] = []
+        self._woken = 0
+
+    @property
+    def wakeups(self) -> int:
+        """How many of this subscriber's waits ended because a word it slept on changed or was
+        woken (not by a timeout): a measure of how often it was disturbed."""
+        fast = self._r._fast if self._r is not None else None
+        return self._woken + (fast.woken if fast is not None else 0)
+
+    def _detach(self) -> None:
+        if self._r is None:
+            return
+        self._r.release()
+        self._r = None
+        self._word.close()
+        for multi in self._multis.values():  # before the words: a live iterator may hold one
+            multi.close()
+        self._multis.clear()
+        for word in self._table.values():
+            word.close()
+        self._futex_view.release()
+        for view in self._table_views:
+            view.release()
+        self._seg.close()
+
+    # -- symbols ---------------------------------------------------------------------------------
+    def _reader(self) -> FeedReader:
+        if self._r is None:
+            raise PricefeedError(f"subscriber of feed {self.name!r} is closed")
+        return self._r
+
+    def _refresh(self) -> None:
+        """Learn the symbols of slots added since we last looked."""
+        r = self._reader()
+        n = r.slot_count()
+        known = len(self._names)
+        if n > known:
+            found = symbols_of(r, known, n)
+            repeated = found.keys() & self._index.keys()
+            if repeated:
+                raise BadSegment(f"damaged slot table: symbols {sorted(repeated)} appear in two slots")
+            self._index.update(found)
+            self._names.extend(found)
+
+    def _refresh_for(self, index: int, seq: int) -> int:
+        """Learn new symbols because change ``seq`` names slot ``index``; returns how many are
+        known. A slot the publisher has not counted yet means a damaged ring (Rule 5)."""
+        self._refresh()
+        if index >= len(self._names):
+            raise BadSegment(
+                f"feed {self.name!r}: change {seq} names slot {index}, but only {len(self._names)} slots hold a symbol"
+            )
+        return len(self._names)
+
+    def _slot(self, symbol: str) -> Optional[int]:
+        index = self._index.get(symbol)
+        if index is None:
+            self._refresh()
+            index = self._index.get(symbol)
+        return index
+
+    def symbols(self) -> List[str]:
+        """Every symbol the feed has published, in the order they first appeared."""
+        self._refresh()
+        return list(self._names)
+
+    # -- reads -----------------------------------------------------------------------------------
+    def _read_slot(self, index: int) -> tuple[float, int, int]:
+        got = self._reader().read_slot(index)
+        return got if got is not None else self._read_stuck_slot(index)
+
+    @overload
+    def _read_stuck_slot(self, index: int) -> Tuple[float, int, int]: ...
+
+    @overload
+    def _read_stuck_slot(self, index: int, give_up: bool) -> Optional[Tuple[float, int, int]]: ...
+
+    def _read_stuck_slot(self, index: int, give_up: bool = False) -> Optional[Tuple[float, int, int]]:
+        """A slot whose lock stayed odd (or kept moving) through SPIN_TRIES copies. Either the
+        publisher is writing it (a Python publisher may be descheduled mid-write: sleep and
+        retry, never spin), or the publisher died mid-write and nobody will finish: then the
+        value to give is the slot's last announced one, which the ring still holds (the search
+        covers every record the ring can hold, newest first, and never one above the head).
+        If it does not: BadSegment, or None with ``give_up``."""
+        r = self._reader()  # raises if closed
+        check_at = 0.0
+        pause = 1e-5
+        while True:
+            if time.monotonic() >= check_at:
+                if self._seg.holder_pid() is None:
+                    got = r.read_slot(index)  # a publisher may have finished or repaired it
+                    if got is not None:
+                        return got
+                    rec = r.newest_records(r.head(), only=index).get(index)
+                    if rec is None:
+                        if give_up:
+                            return None
+                        raise BadSegment(
+                            f"feed {self.name!r}: slot {index} ({self._names[index]!r}) was left mid-write by a "
+                            "publisher that is gone, and the ring no longer holds its last value; the next "
+                            "publisher to take the feed over repairs it"
+                        )
+                    seq, price, time_ns = rec
+                    return price, time_ns, seq
+                check_at = time.monotonic() + STUCK_CHECK_SECONDS
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+            got = r.read_slot(index)
+            if got is not None:
+                return got
+
+    def get(self, symbol: str) -> Optional[Quote]:
+        """The symbol's current value, or None if the feed has never published it."""
+        try:
+            index = self._index.get(symbol)
+        except TypeError:  # unhashable
+            index = None
+        if index is None:  # not known yet: check the name, then look for it in new slots
+            check_symbol(symbol)
+            index = self._slot(symbol)
+            if index is None:
+                return None
+        r = self._r
+        got = r.read_slot(index) if r is not None else None
+        if got is None:
+            got = self._read_stuck_slot(index)  # also raises if closed
+        return Quote(symbol, *got)
+
+    def __getitem__(self, symbol: str) -> Quote:
+        quote = self.get(symbol)
+        if quote is None:
+            raise SymbolNotFound(f"feed {self.name!r} has no symbol {symbol!r}")
+        return quote
+
+    def snapshot(self) -> Dict[str, Quote]:
+        """Every symbol's current value. Each value is consistent (read inside its seqlock);
+        the set is not one instant of the feed if the publisher writes meanwhile."""
+        self._refresh()
+        names = self._names
+        values = self._reader().read_slots(len(names))
+        out = {}
+        for index, got in enumerate(values):
+            if got is None:  # raced a write: read it again, patiently
+                got = self._read_slot(index)
+            out[names[index]] = Quote(names[index], *got)
+        return out
+
+    @property
+    def head(self) -> int:
+        """Sequence number of the newest change (0 before the first)."""
+        return self._reader().head()
+
+    @property
+    def ended(self) -> bool:
+        return self._reader().closed()
+
+    def status(self) -> FeedStatus:
+        r = self._reader()
+        self._refresh()
+        head = r.head()
+        last = None
+        if head:
+            rec = r.read_record(head)
+            times = [rec[2]] if rec is not None else [self._read_slot(i)[1] for i in range(len(self._names))]
+            last = max(times, default=None)
+        holder = self._seg.holder_pid()
+        epoch, state = r.publisher_view()  # after the lock: see _watch()
+        g = self.geometry
+        return FeedStatus(
+            self.name, head, len(self._names), g.capacity, g.ring_size,
+            holder or r.publisher_pid() or None, holder is not None,
+            last, r.closed(), g.incarnation, g.created_ns, g.size, epoch,
+            _owner_name(self._seg.uid), self._seg.mode,
+            None if holder is not None or epoch == 0 else closed_cleanly(epoch, state),
+        )  # fmt: skip
+
+    # -- following changes -----------------------------------------------------------------------
+    def updates(
+        self,
+        symbols: Optional[Iterable[str]] = None,
+        timeout: Optional[float] = None,
+        conflate: bool = False,
+        snapshot: bool = False,
+        reattach: bool = True,
+        spin: float = 0.0,
+    ) -> Iterator[Event]:
+        """Yield each change from now on, exactly once and in feed order, as a Quote, with
+        events among them: Gap, PublisherGone, PublisherRestarted, Reset (see each class).
+
+        ``symbols``: only these symbols (they need not exist yet). ``timeout``: seconds to wait
+        for the next Quote before raising Timeout (None or inf: forever). ``snapshot``: first
+        yield the current value of every (chosen) symbol. ``conflate``: yield only the newest
+        value of each symbol that changed since the last item was taken: a consumer that is
+        slow gets fewer, fresher items and never a Gap, and still never the same change twice.
+        ``reattach``: when the feed is removed and created anew, follow the new one (after a
+        Reset event); False raises FeedReset instead. ``spin``: seconds to keep polling the
+        head before sleeping in the kernel (say 50e-6): a change that comes within it is seen
+        without a wake-up, at the cost of that much CPU each time the feed goes quiet.
+
+        After a Gap come the latest values of the symbols changed meanwhile. The iteration ends
+        when the publisher ends the feed and every change has been yielded.
+        """
+        wanted: Optional[Set[str]] = None
+        if symbols is not None:
+            wanted = set()
+            for s in [symbols] if isinstance(symbols, str) else symbols:
+                check_symbol(s)
+                wanted.add(s)
+        if timeout is not None and timeout == float("inf"):
+            timeout = None
+        if timeout is not None and not timeout >= 0:
+            raise InvalidInput(f"timeout must be a number of seconds >= 0 or None: timeout={timeout!r}")
+        if not 0 <= spin <= MAX_SPIN:
+            raise InvalidInput(f"spin must be from 0 to {MAX_SPIN} seconds: spin={spin!r}")
+        # The start is taken now, not at the first next(): changes published between this call
+        # and the first next() are delivered.
+        self._refresh()
+        start = 0 if self._from_start else self._reader().head()
+        self._from_start = False
+        return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin)
+
+    def _follow(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
+        reattach: bool, cursor: int, spin: float = 0.0,
+    ) -> Iterator[Event]:  # fmt: skip
+        follow = self._conflated if conflate else self._changes
+        while True:
+            outcome = yield from follow(wanted, timeout, snapshot, cursor, spin)
+            if outcome is not _RESET:
+                return
+            old = self.geometry.incarnation
+            if not reattach:
+                raise FeedReset(
+                    f"feed {self.name!r} was removed and created anew (incarnation {old:#x}); "
+                    "not following the new one, as asked"
+                )
+            self._detach()
+            self._attach()
+            yield Reset(self.geometry.incarnation, self._reader().head())
+            snapshot, cursor = True, 0  # the new feed's current values, then its changes
+
+    def _targets(self, wanted: Optional[Set[str]]) -> Tuple[Optional[Set[int]], Optional[_WaitPlan]]:
+        """The slot indices of the wanted symbols known so far (None: all), and the words to
+        sleep on for them (None: the header's word, woken by every change).
+
+        A subscriber of a few symbols sleeps on their words of the wake table, so changes of
+        other symbols do not wake it; one that follows everything, a symbol the feed does not
+        have yet (any change may be its first), or more words than one wait takes, or that
+        runs where no kernel can wait on several words, sleeps on the header's word."""
+        if wanted is None:
+            return None, None
+        interest = {i for i, s in enumerate(self._names) if s in wanted}
+        if len(interest) < len(wanted) or not self._waiter.can_wait_many():
+            return interest, None
+        words = sorted({i & (L.WAKE_WORDS - 1) for i in interest})
+        if len(words) >= L.WAKE_WORDS:
+            return interest, None
+        multi = self._multis.get(tuple(words))
+        if multi is None:  # one per set of words, kept until close: no new registration per retarget
+            multi = self._multis[tuple(words)] = self._waiter.multi([self._table_word(w) for w in words])
+        return interest, _WaitPlan(words, multi)
+
+    def _table_word(self, word: int) -> WakeWord:
+        found = self._table.get(word)
+        if found is None:
+            offset = L.wake_offset(word)
+            view = self._seg.view[offset : offset + 4].cast("I")
+            self._table_views.append(view)
+            key = wake_key(self.name, self.geometry.incarnation, word)
+            found = self._table[word] = self._waiter.word(self._seg.address + offset, view, key)
+        return found
+
+    def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:
+        """The current value of every wanted slot whose change falls in (after, upto]. The slot
+        count is loaded again first, after ``upto`` was (the caller's head): a symbol added in
+        the skipped range is in the table by then, since a new slot is counted before the head
+        covers its first change."""
+        self._refresh()
+        names = self._names
+        slots = [i for i in range(len(names)) if wanted is None or names[i] in wanted]
+        return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._read_caught_up, slots, after, upto)]
+
+    def _read_caught_up(self, index: int) -> Optional[Tuple[float, int, int]]:
+        """A slot for the catch-up: as get() reads it (patiently while a publisher writes it;
+        a dead writer's slot from the ring), but None instead of an error when a dead writer
+        left it mid-write and the ring no longer holds its last value: the catch-up then leaves
+        it out, counted in the Gap's ``missed``, and the next publisher's repair announces it."""
+        got = self._reader().read_slot(index)
+        return got if got is not None else self._read_stuck_slot(index, give_up=True)
+
+    def _sleep(
+        self, cursor: int, deadline: Optional[float], timeout: Optional[float], plan: Optional[_WaitPlan], spin: float
+    ) -> object:
+        """Wait until the head passes ``cursor`` (with a plan: until a change of one of its
+        words' slots): returns None then, _ENDED when the feed ended with nothing new, _RESET
+        when the feed was re-created, or an event to yield first. Raises Timeout at
+        ``deadline``."""
+        r = self._reader()
+        fast_wait = r.wait_head if self._waiter.name == "futex" else None
+        words = None if plan is None else tuple(plan.words)
+        while True:
+            restarted = self._restarted()  # a takeover is news even before its first change
+            if restarted is not None:
+                return restarted
+            if fast_wait is not None:
+                # The same loop as below, in C (the accelerator): the words before the head,
+                # FUTEX_WAIT or futex_waitv without the GIL, EINTR and Ctrl-C handled.
+                if spin and r.spin(cursor, spin):
+                    return None
+                limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
+                code = fast_wait(cursor, max(limit, 0.0), words)
+                if code == 1:
+                    return None
+                if code == 2:
+                    return _ENDED
+                self._check_deadline(deadline, timeout)
+                event = self._watch()
+                if event is not None:
+                    return event
+                continue
+            # The wake words are loaded before the head: see the module docstring.
+            if plan is None:
+                expected = r.futex_value()
+            else:
+                values = r.wake_values(plan.words)
+            if r.head() != cursor:
+                return None
+            if r.closed():
+                return None if r.head() != cursor else _ENDED
+            if spin and r.spin(cursor, spin):
+                return None
+            limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
+            if limit > 0:
+                woken = self._word.wait(expected, limit) if plan is None else plan.multi.wait(values, limit)
+                if woken:
+                    self._woken += 1
+                    continue
+            if r.head() != cursor:
+                continue
+            self._check_deadline(deadline, timeout)
+            event = self._watch()
+            if event is not None:
+                return event
+
+    def _watch(self) -> object:
+        """What an idle slice checks: the publisher's lock and the feed's name."""
+        r = self._reader()
+        if not self._gone_reported or r.publisher_epoch() != self._seen.epoch:
+            # The words are loaded after the lock: a publisher that closed cleanly stored its
+            # state before it let the lock go, so a free lock shows that state. A takeover not
+            # taken in yet comes first (one caught between its two stores is settled here if
+            # nobody holds the lock: it died there).
+            free = self._seg.holder_pid() is None
+            before = self._seen.epoch
+            restarted = self._restarted(final=free)
+            if restarted is not None:
+                return restarted
+            if free and not self._gone_reported and self._seen.epoch == before:
+                epoch, state = r.publisher_view()
+                self._gone_reported = True
+                return PublisherGone(r.publisher_pid() or None, r.head(), closed_cleanly(epoch, state))
+            # (A newer publisher than we knew: its departure is for a later slice.)
+        if not self._seg.still_linked():
+            try:
+                Segment.open(self.name, writable=False).close()
+            except PricefeedError:
+                return None  # removed, not (yet) re-created: keep following this segment
+            return _RESET
+        return None
+
+    def _restarted(self, final: bool = False) -> Optional[PublisherRestarted]:
+        """A PublisherRestarted event if, since we last looked, a publisher took over from one
+        that did not close cleanly (``_feed.takeover_news``; ``final``: no process holds the
+        lock). Any takeover makes the new publisher's departure news again."""
+        r = self._reader()
+        if r.publisher_epoch() == self._seen.epoch:
+            return None  # the common case, one load: no takeover
+        epoch, state = r.publisher_view()
+        news = takeover_news(self._seen, epoch, state, final)
+        if news is None:
+            return None
+        unclean, self._seen = news
+        self._gone_reported = False
+        if not unclean:
+            return None
+        return PublisherRestarted(r.publisher_pid() or None, epoch, r.head())
+
+    def _check_deadline(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Timeout(f"no change on feed {self.name!r} within the timeout of {timeout:g} s")
+
+    def _changes(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
+    ) -> Generator[Event, None, object]:
+        r = self._reader()
+        if r._fast is not None and self._waiter.name == "futex":
+            return (yield from self._changes_fast(r._fast, wanted, timeout, snapshot, cursor, spin))
+        ring_size = self.geometry.ring_size
+        names = self._names
+        if snapshot:
+            yield from self._catch_up(wanted, 0, cursor)
+        known = len(names)
+        interest, plan = self._targets(wanted)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            outcome = self._sleep(cursor, deadline, timeout, plan, spin)
+            if outcome is _ENDED or outcome is _RESET:
+                return outcome
+            if outcome is not None:
+                yield outcome  # type: ignore[misc]
+                continue
+            head = r.head()
+            check_head(head, cursor, self.name)
+            # The epoch after the head: a new publisher bumps it before any change it makes.
+            restarted = self._restarted()
+            if restarted is not None:
+                yield restarted
+            while cursor < head:
+                seq = cursor + 1
+                rec = r.read_record(seq) if head - cursor <= ring_size else None
+                if rec is None:  # lapped: jump to the head (see the module docstring)
+                    head = r.head()
+                    values = self._catch_up(wanted, cursor, head)
+                    known = len(names)
+                    interest, plan = self._targets(wanted)
+                    missed = head - cursor - len(values)
+                    cursor = head
+                    if missed:
+                        yield Gap(missed, seq, head)
+                    for value in values:
+                        yield value
+                        if timeout is not None:
+                            deadline = time.monotonic() + timeout
+                    break
+                index, price, time_ns = rec
+                cursor = seq
+                if index >= known:
+                    if index == L.SLOT_VOID:
+                        yield Gap(1, seq, seq)
+                        continue
+                    known = self._refresh_for(index, seq)
+                    interest, plan = self._targets(wanted)
+                if interest is None or index in interest:
+                    yield Quote(names[index], price, time_ns, seq)
+                    if timeout is not None:
+                        deadline = time.monotonic() + timeout
+            else:
+                # Everything up to the head was read and none of it was wanted: a busy feed
+                # must not keep a filtered subscriber from timing out.
+                self._check_deadline(deadline, timeout)
+
+    def _changes_fast(
+        self, fast: Any, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int,
+        spin: float,
+    ) -> Generator[Event, None, object]:  # fmt: skip
+        """_changes() with its common case in C (the accelerator's Follow): waiting, reading
+        the next record, filtering and building the Quote. Everything else comes back here as
+        a code and is handled as _changes() handles it."""
+        from .._protocol.accel import _speedups
+
+        r = self._reader()
+        names = self._names
+        if snapshot:
+            yield from self._catch_up(wanted, 0, cursor)
+        interest, plan = self._targets(wanted)
+        follow = _speedups.Follow(
+            fast, names, len(names), _interest_map(interest, self.geometry.capacity), Quote,
+            None if plan is None else tuple(plan.words), cursor, self._seen.epoch, WATCH_SLICE, spin,
+            -1.0 if timeout is None else time.monotonic() + timeout,
+        )  # fmt: skip
+        for item in follow:
+            if type(item) is Quote:
+                yield item
+                if timeout is not None:
+                    follow.deadline = time.monotonic() + timeout
+                continue
+            if item == _F_TIMEOUT:
+                self._check_deadline(None if timeout is None else follow.deadline, timeout)
+                event = self._watch()
+                if event is _RESET:
+                    return _RESET
+                if event is not None:
+                    yield event  # type: ignore[misc]
+            elif item == _F_ENDED:
+                return _ENDED
+            elif item == _F_EPOCH:
+                restarted = self._restarted()
+                if restarted is not None:
+                    yield restarted
+            elif item == _F_LAPPED:  # jump to the head (see the module docstring)
+                cursor = follow.cursor
+                head = r.head()
+                values = self._catch_up(wanted, cursor, head)
+                missed = head - cursor - len(values)
+                follow.cursor = head
+                self._retarget(follow, wanted)
+                if missed:
+                    yield Gap(missed, cursor + 1, head)
+                for value in values:
+                    yield value
+                    if timeout is not None:
+                        follow.deadline = time.monotonic() + timeout
+            elif item == _F_NEWSLOT:  # a slot beyond what Follow was told of: learn it
+                seq = follow.cursor + 1
+                rec = r.read_record(seq)
+                if rec is not None:
+                    self._refresh_for(rec[0], seq)  # raises BadSegment for a slot nobody counted
+                self._retarget(follow, wanted)
+            elif item == _F_VOID:
+                yield Gap(1, follow.cursor, follow.cursor)
+            elif item == _F_BEHIND:
+                check_head(follow.head, follow.cursor, self.name)
+        return _ENDED  # pragma: no cover - Follow never stops by itself
+
+    def _retarget(self, follow: Any, wanted: Optional[Set[str]]) -> None:
+        """Tell Follow the symbols known now: which slots are wanted, what to sleep on."""
+        interest, plan = self._targets(wanted)
+        follow.interest = _interest_map(interest, self.geometry.capacity)
+        follow.words = None if plan is None else tuple(plan.words)
+        follow.known = len(self._names)
+
+    def _conflated(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
+    ) -> Generator[Event, None, object]:
+        r = self._reader()
+        ring_size = self.geometry.ring_size
+        names = self._names
+        pending: Dict[int, Quote] = {}  # slot -> newest value; oldest first (re-inserted on update)
+        if snapshot:
+            for q in self._catch_up(wanted, 0, cursor):
+                pending[self._index[q.symbol]] = q
+        known = len(names)
+        interest, plan = self._targets(wanted)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            head = r.head()
+            check_head(head, cursor, self.name)
+            restarted = self._restarted()  # after the head, as in _changes()
+            if restarted is not None:
+                yield restarted
+            while cursor < head:  # drain everything available into `pending`
+                seq = cursor + 1
+                rec = r.read_record(seq) if head - cursor <= ring_size else None
+                if rec is None:
+                    head = r.head()
+                    for q in self._catch_up(wanted, cursor, head):
+                        index = self._index[q.symbol]
+                        pending.pop(index, None)
+                        pending[index] = q
+                    known = len(names)
+                    interest, plan = self._targets(wanted)
+                    cursor = head
+                    break
+                index, price, time_ns = rec
+                cursor = seq
+                if index >= known:
+                    if index == L.SLOT_VOID:
+                        continue
+                    known = self._refresh_for(index, seq)
+                    interest, plan = self._targets(wanted)
+                if interest is None or index in interest:
+                    pending.pop(index, None)
+                    pending[index] = Quote(names[index], price, time_ns, seq)
+            if pending:
+                yield pending.pop(next(iter(pending)))
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
+                continue
+            self._check_deadline(deadline, timeout)
+            outcome = self._sleep(cursor, deadline, timeout, plan, spin)
+            if outcome is _ENDED or outcome is _RESET:
+                return outcome
+            if outcome is not None:
+                yield outcome  # type: ignore[misc]
+
+    # -- lifetime --------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._detach()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A dropped subscriber must not keep its descriptor and mapping for the process's life.
+        if getattr(self, "_r", None) is not None:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"<Subscriber {self.name!r}{' closed' if self._r is None else ''}>"

@@ -1,0 +1,177 @@
+"""The seqlock slot table and the change ring on a plain bytearray, against a dict-and-list
+model (hypothesis state machine). No shared memory, no processes: the protocol core alone."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Dict, List, Tuple
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from pricefeed._protocol import layout as L
+from pricefeed._protocol.accel import ACCELERATED
+from pricefeed._protocol.feed import FeedReader, FeedWriter, initialise, latest_since, read_geometry, symbols_of
+
+SYMBOLS = st.sampled_from(["A", "B", "C", "D", "E", "F", "G", "H"])
+PRICES = st.floats(allow_nan=False, allow_infinity=False, width=64)
+TIMES = st.integers(0, 2**64 - 1)
+
+
+def _address(buf: bytearray) -> int:
+    """The address of a bytearray's storage, for the C accelerator (pins the buffer)."""
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+
+class FeedModel(RuleBasedStateMachine):
+    accelerated = False  # the subclass below runs the same model against the C accelerator
+
+    @initialize(capacity=st.integers(1, 6), ring_log2=st.integers(1, 4))
+    def make(self, capacity: int, ring_log2: int) -> None:
+        ring = 1 << ring_log2
+        self.buf = bytearray(L.segment_size(capacity, ring))
+        initialise(memoryview(self.buf), capacity, ring, 99, 0)
+        g = read_geometry(memoryview(self.buf))
+        address = _address(self.buf) if self.accelerated else None
+        self.w = FeedWriter(memoryview(self.buf), g, address)
+        self.r = FeedReader(memoryview(self.buf), g, address)
+        assert (self.w._fast is not None) == self.accelerated
+        self.capacity, self.ring = capacity, ring
+        self.slots: Dict[str, int] = {}  # model: symbol -> slot
+        self.values: Dict[int, Tuple[float, int, int]] = {}  # model: slot -> (price, time, seq)
+        self.changes: List[Tuple[int, float, int]] = []  # model: changes[seq-1] = (slot, price, time)
+        self.publisher = L.PublisherState(0, 0, 0)  # model: the last publisher_state written
+        self.epoch = 0
+
+    @rule(symbol=SYMBOLS, price=PRICES, time_ns=TIMES)
+    def publish(self, symbol: str, price: float, time_ns: int) -> None:
+        index = self.slots.get(symbol)
+        if index is None:
+            if len(self.slots) == self.capacity:
+                return
+            index = len(self.slots)
+            self.w.write_symbol(index, symbol.encode())
+        seq = len(self.changes) + 1
+        if symbol not in self.slots:
+            self.w.write_change(index, price, time_ns, seq)
+            self.slots[symbol] = index
+            self.w.set_slot_count(len(self.slots))
+            self.w.set_head(seq)
+        else:
+            self.w.commit(index, price, time_ns, seq)
+        self.values[index] = (price, time_ns, seq)
+        self.changes.append((index, price, time_ns))
+
+    @precondition(lambda self: hasattr(self, "w"))
+    @rule()
+    def wake(self) -> None:
+        before = self.r.futex_value()
+        words = list(range(L.WAKE_WORDS))
+        table = self.r.wake_values(words)
+        self.w.announce(5)
+        assert self.r.futex_value() == (before + 1) & 0x7FFFFFFF
+        after = self.r.wake_values(words)
+        assert [a - b for a, b in zip(after, table)] == [1 if w == 5 else 0 for w in words]
+
+    @invariant()
+    def slot_table_matches(self) -> None:
+        if not hasattr(self, "r"):
+            return
+        assert self.r.slot_count() == len(self.slots)
+        assert symbols_of(self.r, 0, self.r.slot_count()) == self.slots
+        for index, value in self.values.items():
+            assert self.r.read_slot(index) == value
+
+    @invariant()
+    def ring_matches(self) -> None:
+        if not hasattr(self, "r"):
+            return
+        head = len(self.changes)
+        assert self.r.head() == head
+        for seq in range(max(1, head - 3 * self.ring), head + self.ring + 1):
+            got = self.r.read_record(seq)
+            if head - self.ring < seq <= head:
+                assert got == self.changes[seq - 1], seq
+            else:
+                assert got is None, f"change {seq} is lapped or not yet written, but read as {got}"
+
+    @invariant()
+    def catch_up_matches(self) -> None:
+        if not hasattr(self, "r"):
+            return
+        head = len(self.changes)
+        for after in {0, head // 2, max(0, head - 1), head}:
+            want = sorted((v[2], i, v[0], v[1]) for i, v in self.values.items() if after < v[2] <= head)
+            assert latest_since(self.r.read_slot, list(self.values), after, head) == want
+
+    @precondition(lambda self: hasattr(self, "w"))
+    @rule(intact=st.booleans(), pid=st.integers(0, 2**32 - 1))
+    def take_over(self, intact: bool, pid: int) -> None:
+        """Rule 6: the handover is clean when the last word is this epoch's clean close and the
+        feed is intact; the first publisher's is never counted."""
+        before = self.publisher
+        clean = intact and self.epoch != 0 and before.epoch == self.epoch and before.state == L.PUBLISHER_CLOSED
+        assert self.w.take_over(pid, intact) == self.epoch + 1
+        self.epoch += 1
+        self.publisher = L.PublisherState(self.epoch, L.PUBLISHER_HOLDS, before.handovers + clean)
+        assert self.r.publisher_pid() == pid
+
+    @precondition(lambda self: hasattr(self, "w") and self.epoch > 0)
+    @rule()
+    def close_cleanly(self) -> None:
+        self.w.close_cleanly(self.epoch)
+        self.publisher = self.publisher._replace(state=L.PUBLISHER_CLOSED)
+
+    @invariant()
+    def publisher_words_match(self) -> None:
+        if not hasattr(self, "r"):
+            return
+        assert self.r.publisher_view() == (self.epoch, self.publisher)
+
+    @rule(batch=st.lists(st.tuples(SYMBOLS, PRICES), max_size=12), time_ns=TIMES)
+    def publish_batch(self, batch: List[Tuple[str, float]], time_ns: int) -> None:
+        """commit_many() of known symbols, as publish_many() does."""
+        known = [(self.slots[s], p) for s, p in batch if s in self.slots]
+        first = len(self.changes) + 1
+        self.w.commit_many(known, time_ns, first, -1)
+        for k, (index, price) in enumerate(known):
+            self.values[index] = (price, time_ns, first + k)
+            self.changes.append((index, price, time_ns))
+
+    @invariant()
+    def slot_table_in_one_call(self) -> None:
+        if not hasattr(self, "r"):
+            return
+        got = self.r.read_slots(len(self.slots))
+        assert got == [self.values.get(i) for i in range(len(self.slots))]
+
+
+FeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestFeedModel = FeedModel.TestCase
+
+
+class AcceleratedFeedModel(FeedModel):
+    accelerated = True
+
+
+AcceleratedFeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestAcceleratedFeedModel = pytest.mark.skipif(not ACCELERATED, reason="the C accelerator is not built here")(
+    AcceleratedFeedModel.TestCase
+)
+
+
+def test_writer_leaves_a_mid_write_slot_odd() -> None:
+    """The lock word is odd between the two halves of a write, and readers refuse it."""
+    buf = bytearray(L.segment_size(2, 4))
+    initialise(memoryview(buf), 2, 4, 1, 0)
+    g = read_geometry(memoryview(buf))
+    w, r = FeedWriter(memoryview(buf), g), FeedReader(memoryview(buf), g)
+    w.write_symbol(0, b"X")
+    w.write_change(0, 1.0, 1, 1)
+    lock_at = L.slot_offset(0) + L.SLOT_LOCK
+    buf[lock_at : lock_at + 8] = (3).to_bytes(8, "little")  # as a writer stopped halfway
+    assert r.read_slot(0) is None
+    buf[lock_at : lock_at + 8] = (4).to_bytes(8, "little")
+    assert r.read_slot(0) == (1.0, 1, 1)
