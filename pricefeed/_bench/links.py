@@ -1,26 +1,21 @@
-"""One sender (this process) and its receiver processes: pricefeed, and each baseline.
+"""One sender (this process) and its receiver processes: pricefeed, and the bare futex.
 
 Every link carries numbered changes 1, 2, 3, ... The sender takes t0 = CLOCK_MONOTONIC right
 before the call that sends change i, and t0 travels with the change: in the quote's
-``time_ns`` for pricefeed, in a ring of stamps in shared memory for the futex, semaphore,
-eventfd and iceoryx2 baselines, in the message itself for Pipe and ZeroMQ. Each receiver reads
-the clock the moment the change is in its hands (pricefeed: when ``updates()`` yields it) and
-records (i, t1 - t0). CLOCK_MONOTONIC is one clock for every process on Linux, so t1 - t0 is
-a true interval across processes.
+``time_ns`` for pricefeed, in a ring of stamps in shared memory (``StampRing``) for the
+futex. Each receiver reads the clock the moment the change is in its hands (pricefeed: when
+``updates()`` yields it) and records (i, t1 - t0). CLOCK_MONOTONIC is one clock for every
+process on Linux, so t1 - t0 is a true interval across processes.
 
 Each receiver also reports its voluntary context switches between "ready" and its end:
 ``wakeups``, the number of times it blocked and was woken.
 
-The baselines are the shortest correct Python for each mechanism, written here and not taken
-from pricefeed, so that they stay fixed while pricefeed changes:
-
-``futex``      a futex word and a stamp ring in shared memory, ctypes ``syscall`` with the
-               address as a ``c_void_p`` built once (the cheapest form measured)
-``Pipe``       ``multiprocessing.Pipe``, 16-byte messages through ``send_bytes``
-``semaphore``  a ``posix_ipc`` semaphore (one post per change) and the stamp ring
-``eventfd``    ``os.eventfd`` (one write per change) and the stamp ring
-``ZeroMQ``     pyzmq PUB/SUB over ipc, if importable
-``iceoryx2``   an iceoryx2 event service (one notification per change), if importable
+``FutexLink`` is the shortest correct Python for a futex wake-up, written here and not taken
+from pricefeed, so that it stays fixed while pricefeed changes: a futex word and a stamp ring
+in shared memory, ctypes ``syscall`` with the address as a ``c_void_p`` built once (the
+cheapest form measured). It is the wake baseline where no C compiler builds the C futex.
+The peer links (Pipe, semaphores, eventfd, ZeroMQ, iceoryx2) are ``Link`` subclasses in a
+checkout's scripts/bench, built on ``run_receiver`` and ``StampRing``.
 """
 
 from __future__ import annotations
@@ -29,26 +24,13 @@ import ctypes
 import os
 import platform
 import resource
-import struct
 import time
-from multiprocessing import Pipe
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 from .. import Publisher, Quote, Subscriber
 from . import procs, resources
 
-__all__ = [
-    "Link",
-    "PricefeedLink",
-    "FutexLink",
-    "PipeLink",
-    "SemaphoreLink",
-    "EventfdLink",
-    "ZmqLink",
-    "IceoryxLink",
-    "Received",
-    "optional_links",
-]
+__all__ = ["Link", "PricefeedLink", "FutexLink", "StampRing", "Received", "run_receiver", "rss_kib"]
 
 now = time.monotonic_ns
 READY_TIMEOUT = 30.0
@@ -76,7 +58,7 @@ def rss_kib() -> int:
         return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
-def _receiver(
+def run_receiver(
     ready: Callable[[], None], loop: Callable[[List[int]], None], extra: Optional[Dict[str, Any]] = None
 ) -> Dict[str, Any]:
     """The common frame of every receiver: say ready, run ``loop`` until the sender stops it,
@@ -198,7 +180,7 @@ class PricefeedLink(Link):
                     # Waits that a word ended, as the subscriber counts them (timer slices not included).
                     growth["woken"] = getattr(sub, "wakeups", None)
 
-                return _receiver(lambda: channel.send("ready"), loop, growth)
+                return run_receiver(lambda: channel.send("ready"), loop, growth)
 
         return body
 
@@ -223,7 +205,7 @@ class PricefeedLink(Link):
         resources.forget_feed(self.feed)
 
 
-# -- the stamp ring shared by the futex, semaphore, eventfd and iceoryx2 baselines ------------------
+# -- the stamp ring: t0 of each change, beside the baseline's own wake-up --------------------------
 class StampRing:
     """A futex word (u32 at offset 0) and RING stamps (i64 from offset 64) in shared memory.
     Stamp i is t0 of change i; -1 marks the final change. Each store is one aligned store."""
@@ -296,7 +278,7 @@ class FutexLink(Link):
                         return
                 seen = word
 
-        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
+        return lambda channel: run_receiver(lambda: channel.send("ready"), loop)
 
     def send(self, i: int) -> int:
         t0 = now()
@@ -313,298 +295,3 @@ class FutexLink(Link):
     def close(self) -> None:
         super().close()
         self.ring.close()
-
-
-# -- kernel-delivered baselines --------------------------------------------------------------------
-_MESSAGE = struct.Struct("qq")  # change number, t0
-
-
-class PipeLink(Link):
-    """multiprocessing.Pipe: each change is one 16-byte message."""
-
-    name = "multiprocessing.Pipe"
-
-    def __init__(self) -> None:
-        super().__init__(1)
-        self.rx, self.tx = Pipe(duplex=False)
-        os.set_blocking(self.tx.fileno(), False)  # a dead receiver must not block us: see send_patiently
-
-    def _body(self, k: int) -> Callable[[procs.Channel], object]:
-        rx = self.rx
-
-        def loop(pairs: List[int]) -> None:
-            while True:
-                data = rx.recv_bytes()
-                t1 = now()
-                i, t0 = _MESSAGE.unpack(data)
-                if t0 < 0:
-                    return
-                pairs.append(i)
-                pairs.append(t1 - t0)
-
-        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
-
-    def send(self, i: int) -> int:
-        t0 = now()
-        try:
-            self.tx.send_bytes(_MESSAGE.pack(i, t0))
-        except BlockingIOError:  # never while the receiver keeps up
-            procs.send_patiently(lambda: self.tx.send_bytes(_MESSAGE.pack(i, t0)), self.tx.fileno())
-        return now() - t0
-
-    def _stop(self, last: int) -> None:
-        procs.send_patiently(lambda: self.tx.send_bytes(_MESSAGE.pack(last + 1, -1)), self.tx.fileno())
-
-    def close(self) -> None:
-        super().close()
-        self.rx.close()
-        self.tx.close()
-
-
-class SemaphoreLink(Link):
-    """A posix_ipc semaphore, posted once per change, and the stamp ring."""
-
-    name = "posix_ipc semaphore"
-
-    def __init__(self) -> None:
-        super().__init__(1)
-        self.ring = StampRing("sm")
-        self.sem = resources.semaphore("sem")
-
-    def _body(self, k: int) -> Callable[[procs.Channel], object]:
-        ring, sem = self.ring, self.sem
-
-        def loop(pairs: List[int]) -> None:
-            i = 0
-            while True:
-                sem.acquire()
-                i += 1
-                if not ring.take(i, now(), pairs):
-                    return
-
-        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
-
-    def send(self, i: int) -> int:
-        t0 = now()
-        self.ring.put(i, t0)
-        self.sem.release()
-        return now() - t0
-
-    def _stop(self, last: int) -> None:
-        self.ring.put(last + 1, -1)
-        self.sem.release()
-
-    def close(self) -> None:
-        super().close()
-        self.sem.close()
-        self.ring.close()
-
-
-class EventfdLink(Link):
-    """os.eventfd (a counter in the kernel), written once per change, and the stamp ring."""
-
-    name = "os.eventfd"
-
-    def __init__(self) -> None:
-        super().__init__(1)
-        self.ring = StampRing("ev")
-        self.fd = os.eventfd(0)  # type: ignore[attr-defined,unused-ignore]  # 3.10+, checked by the caller
-
-    def _body(self, k: int) -> Callable[[procs.Channel], object]:
-        ring, fd = self.ring, self.fd
-
-        def loop(pairs: List[int]) -> None:
-            i = 0
-            while True:
-                count = os.eventfd_read(fd)  # type: ignore[attr-defined,unused-ignore]
-                t1 = now()
-                for _ in range(count):
-                    i += 1
-                    if not ring.take(i, t1, pairs):
-                        return
-
-        return lambda channel: _receiver(lambda: channel.send("ready"), loop)
-
-    def send(self, i: int) -> int:
-        t0 = now()
-        self.ring.put(i, t0)
-        os.eventfd_write(self.fd, 1)  # type: ignore[attr-defined,unused-ignore]
-        return now() - t0
-
-    def _stop(self, last: int) -> None:
-        self.ring.put(last + 1, -1)
-        os.eventfd_write(self.fd, 1)  # type: ignore[attr-defined,unused-ignore]
-
-    def close(self) -> None:
-        super().close()
-        os.close(self.fd)
-        self.ring.close()
-
-
-# -- optional extras: used only if their package is importable ------------------------------------
-class ZmqLink(Link):
-    """pyzmq PUB/SUB over an ipc socket file; each change is one 16-byte message."""
-
-    name = "ZeroMQ ipc PUB/SUB"
-
-    def __init__(self) -> None:
-        import zmq  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-        super().__init__(1)
-        self.zmq = zmq
-        self.path = resources.temp_path("zmq")
-        self.context: Any = None
-        self.socket: Any = None
-
-    def _body(self, k: int) -> Callable[[procs.Channel], object]:
-        zmq, address = self.zmq, "ipc://" + self.path
-
-        def body(channel: procs.Channel) -> object:
-            context = zmq.Context()  # a fresh context: one is never shared across fork
-            sub = context.socket(zmq.SUB)
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.connect(address)
-            try:
-                while _MESSAGE.unpack(sub.recv())[1] != 0:  # probes (t0 = 0) until subscribed
-                    pass
-
-                def loop(pairs: List[int]) -> None:
-                    while True:
-                        data = sub.recv()
-                        t1 = now()
-                        i, t0 = _MESSAGE.unpack(data)
-                        if t0 < 0:
-                            return
-                        if t0 > 0:
-                            pairs.append(i)
-                            pairs.append(t1 - t0)
-
-                return _receiver(lambda: channel.send("ready"), loop)
-            finally:
-                sub.close(linger=0)
-                context.term()
-
-        return body
-
-    def open(self) -> Link:
-        self.context = self.zmq.Context()
-        self.socket = self.context.socket(self.zmq.PUB)
-        self.socket.bind("ipc://" + self.path)
-        self._children = [procs.fork(self.name, self._body(0))]
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:  # PUB drops messages until the subscription has reached it: probe
-            self.socket.send(_MESSAGE.pack(0, 0))
-            try:
-                self._children[0].recv(0.01)
-                break
-            except procs.ChildFailed:
-                if time.monotonic() > deadline:
-                    raise
-        self.socket.send(_MESSAGE.pack(0, 0))  # the probe that ends the receiver's probe loop
-        time.sleep(0.02)
-        return self
-
-    def send(self, i: int) -> int:
-        t0 = now()
-        self.socket.send(_MESSAGE.pack(i, t0))
-        return now() - t0
-
-    def _stop(self, last: int) -> None:
-        self.socket.send(_MESSAGE.pack(last + 1, -1))
-
-    def close(self) -> None:
-        super().close()
-        if self.socket is not None:
-            self.socket.close(linger=0)
-            self.context.term()
-            self.socket = None
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-
-class IceoryxLink(Link):
-    """An iceoryx2 event service: one notification per change, and the stamp ring."""
-
-    name = "iceoryx2 event"
-
-    def __init__(self) -> None:
-        import iceoryx2  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-        super().__init__(1)
-        self.iox: Any = iceoryx2
-        self.ring = StampRing("ix")
-        self.service = f"bench-{resources.PID}-events"
-        self.node: Any = None
-        self.notifier: Any = None
-
-    def _event(self) -> Any:
-        iox = self.iox
-        resources.note_iceoryx2()
-        node = iox.NodeBuilder.new().create(iox.ServiceType.Ipc)
-        return node, node.service_builder(iox.ServiceName.new(self.service)).event().open_or_create()
-
-    def _body(self, k: int) -> Callable[[procs.Channel], object]:
-        ring, iox = self.ring, self.iox
-
-        def body(channel: procs.Channel) -> object:
-            _node, event = self._event()  # the node must live as long as the listener
-            listener = event.listener_builder().create()
-            wait = getattr(listener, "blocking_wait_all", None)
-            if wait is None:  # older bindings: a long timed wait
-                timed = listener.timed_wait_all if hasattr(listener, "timed_wait_all") else listener.timed_wait
-                wait = lambda: timed(iox.Duration.from_secs(3600))  # noqa: E731
-
-            def loop(pairs: List[int]) -> None:
-                i = 0
-                while True:
-                    wait()
-                    t1 = now()
-                    while i < ring.word[0]:
-                        i += 1
-                        if not ring.take(i, t1, pairs):
-                            return
-
-            return _receiver(lambda: channel.send("ready"), loop)
-
-        return body
-
-    def open(self) -> Link:
-        self.node, event = self._event()
-        self.notifier = event.notifier_builder().create()
-        return super().open()
-
-    def send(self, i: int) -> int:
-        t0 = now()
-        self.ring.put(i, t0)
-        self.ring.word[0] = i
-        self.notifier.notify()
-        return now() - t0
-
-    def _stop(self, last: int) -> None:
-        self.ring.put(last + 1, -1)
-        self.ring.word[0] = last + 1
-        self.notifier.notify()
-
-    def close(self) -> None:
-        super().close()
-        self.notifier = None
-        self.node = None
-        self.ring.close()
-
-
-def optional_links() -> Dict[str, Optional[Callable[[], Link]]]:
-    """Each optional baseline: a factory, or None (with the reason in the note) if unavailable."""
-    found: Dict[str, Optional[Callable[[], Link]]] = {}
-    found["os.eventfd"] = EventfdLink if hasattr(os, "eventfd") else None
-    for module, factory in (("zmq", ZmqLink), ("iceoryx2", IceoryxLink)):
-        try:
-            __import__(module)
-            found[factory.name] = factory
-        except ImportError:
-            found[factory.name] = None
-    return found
-
-
-def kernel_baselines() -> Sequence[str]:
-    """The baselines that deliver through the kernel: pricefeed's p50 must beat each of them."""
-    return (PipeLink.name, SemaphoreLink.name, ZmqLink.name, IceoryxLink.name)

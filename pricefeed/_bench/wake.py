@@ -1,7 +1,9 @@
 """The latency suites: wake latency, bursts, fan-out, targeted wake-ups, latency against scale.
 
 Each suite returns a dict for the JSON file; each series in it is named after its contender,
-and carries its ratio to the suite's baseline, measured in the same interleaved rounds.
+and carries its ratio to the suite's baseline, measured in the same interleaved rounds. The
+baseline of wake latency and fan-out is the physical limit (``futex_baseline``); a harness
+that compares pricefeed with other transports passes them in as ``more`` contenders.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from . import links, procs, stats
 from .latency import Contender, Gaps, Series, c_futex, interleave, pause, python, uniform_gaps
 from .plan import Plan
 
-__all__ = ["wake_latency", "bursts", "fan_out", "targeted_wakeups", "latency_vs", "spin_option"]
+__all__ = [
+    "Maker",
+    "futex_baseline",
+    "with_receivers",
+    "wake_latency",
+    "bursts",
+    "fan_out",
+    "targeted_wakeups",
+    "latency_vs",
+    "spin_option",
+]
 
 Result = Dict[str, Any]
 Maker = Tuple[str, Callable[[], Contender]]
@@ -35,37 +47,27 @@ def _with_ratios(series: Dict[str, Series], baseline: Optional[str]) -> Result:
     return out
 
 
-def wake_latency(plan: Plan, binary: Optional[str], notes: List[str]) -> Result:
-    """(1) One blocked receiver per contender; pricefeed against every baseline."""
-    makers: List[Maker] = [("pricefeed", python(links.PricefeedLink))]
+def futex_baseline(binary: Optional[str], receivers: int = 1) -> Maker:
+    """The physical limit of a blocking wake-up: the C futex where a C compiler built it, else
+    the bare ctypes futex (the least a Python receiver can do)."""
     if binary:
-        makers.append(("C futex", c_futex(binary)))
-    makers += [
-        (links.FutexLink.name, python(links.FutexLink)),
-        (links.PipeLink.name, python(links.PipeLink)),
-        (links.SemaphoreLink.name, python(links.SemaphoreLink)),
-    ]
-    for name, factory in links.optional_links().items():
-        if factory is None:
-            notes.append(f"{name}: not available here (needs {_needs(name)}), skipped")
-        else:
-            makers.append((name, python(factory)))
+        return "C futex", c_futex(binary, receivers)
+    return links.FutexLink.name, python(with_receivers(links.FutexLink, receivers))
+
+
+def wake_latency(plan: Plan, binary: Optional[str], notes: List[str], more: Sequence[Maker] = ()) -> Result:
+    """(1) One blocked receiver per contender: pricefeed beside the futex baseline, and
+    ``more`` contenders if given (a harness that compares pricefeed with its peers)."""
+    baseline = futex_baseline(binary)
+    makers: List[Maker] = [("pricefeed", python(links.PricefeedLink)), baseline, *more]
     gaps = uniform_gaps(plan.latency_per_round, plan.gap_low, plan.gap_high)
     series = interleave(makers, plan.latency_rounds, gaps, seed=1, notes=notes)
-    baseline = "C futex" if "C futex" in series else None
+    name = baseline[0] if baseline[0] in series else None
     return {
-        "baseline": baseline,
+        "baseline": name,
         "pacing_ns": [plan.gap_low, plan.gap_high],
-        "series": _with_ratios(series, baseline),
+        "series": _with_ratios(series, name),
     }
-
-
-def _needs(name: str) -> str:
-    return {
-        "os.eventfd": "Python 3.10+",
-        links.ZmqLink.name: "pyzmq",
-        links.IceoryxLink.name: "the iceoryx2 Python package",
-    }.get(name, "?")
 
 
 def spin_option() -> Optional[Tuple[str, Any]]:
@@ -118,22 +120,27 @@ def bursts(plan: Plan, notes: List[str]) -> Result:
     return out
 
 
-def fan_out(plan: Plan, binary: Optional[str], sizes: Sequence[int], notes: List[str]) -> Result:
+def fan_out(
+    plan: Plan,
+    binary: Optional[str],
+    sizes: Sequence[int],
+    notes: List[str],
+    more: Callable[[int], Sequence[Maker]] = lambda k: (),
+) -> Result:
     """(5, 7) k blocked receivers and one change at a time: time until the last has it, and
-    the cost of the sender's call, for pricefeed, the C futex and the ctypes futex."""
-    out: Result = {"baseline": "C futex" if binary else None, "sizes": {}}
+    the cost of the sender's call, for pricefeed and the futex baseline (and ``more(k)``)."""
+    out: Result = {"baseline": futex_baseline(binary)[0], "sizes": {}}
     for k in sizes:
-        makers: List[Maker] = [("pricefeed", python(_receivers(links.PricefeedLink, k)))]
-        if binary:
-            makers.append(("C futex", c_futex(binary, k)))
-        makers.append((links.FutexLink.name, python(_receivers(links.FutexLink, k))))
+        makers: List[Maker] = [("pricefeed", python(with_receivers(links.PricefeedLink, k))), futex_baseline(binary, k)]
+        makers += more(k)
         gaps = uniform_gaps(plan.fan_count(k), *plan.fan_gap(k))
         series = interleave(makers, plan.fan_rounds, gaps, seed=3 + k, notes=notes)
         out["sizes"][str(k)] = {"pacing_ns": list(plan.fan_gap(k)), "series": _with_ratios(series, out["baseline"])}
     return out
 
 
-def _receivers(kind: Callable[..., links.Link], k: int) -> Callable[[], links.Link]:
+def with_receivers(kind: Callable[..., links.Link], k: int) -> Callable[[], links.Link]:
+    """A factory of ``kind`` links with ``k`` receivers."""
     return lambda: kind(receivers=k)
 
 

@@ -383,6 +383,42 @@ def test_bench_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert p.returncode == 2 and "unknown suite" in p.stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pricefeed bench is Linux-only (fork, /proc)")
+def test_bench_stopped_by_sigterm_exits_143_and_leaves_nothing(tmp_path: Path) -> None:
+    """SIGTERM mid-run: the figures so far, a note, exit 143, no child and no name left behind."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.Popen(
+        cli("bench", "--quick", "--only", "wake", "--json", out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith("pricefeed benchmark, quick run")
+        assert proc.stderr.readline().strip() == "wake ..."
+        time.sleep(1.0)  # inside the wake suite: the C baseline and the receivers are running
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, stdout
+    assert "stopped by SIGTERM" in stdout and json.loads(out.read_text())["notes"]
+    assert not [e for e in os.listdir("/dev/shm") if f"bench-{proc.pid}-" in e]
+    ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", ps.stdout
+
+
+def test_bench_peer_comparison_runs_from_the_checkout() -> None:
+    """scripts/bench/run.py (not shipped) takes the package's options, plus --plot."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "run.py"
+    p = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "--plot" in p.stdout and "wake, bursts, publish" in p.stdout
+    assert "--plot" not in run("bench", "--help").stdout
+
+
 @pytest.mark.skipif(sys.platform.startswith("linux"), reason="on Linux the benchmark runs (the test above)")
 def test_bench_elsewhere_says_it_is_linux_only() -> None:
     p = run("bench", "--quick")
