@@ -39,6 +39,15 @@ each of them:
     real kernel wait here; where it is not (Linux before 5.16), callers wait on one word that
     every change wakes instead.
 
+``backend.futex_words`` (a capability, not a method)
+    True when the words' waits and wake-ups are the kernel's futex on the word's address in
+    this process, and nothing else: a caller that holds the address may then FUTEX_WAIT,
+    futex_waitv and FUTEX_WAKE(_OP) on it directly, from C, and be woken by (and wake) this
+    backend's waiters and wakers in every process. The C core does so on its hot paths (a
+    commit that wakes in the same call, a follow loop that sleeps without the GIL); where it
+    is False, callers wait and wake through ``word()`` and ``multi()`` only. Roles ask this,
+    never a backend's name.
+
 Backends are chosen by feature test, never by a platform ``if`` in the publisher or subscriber:
 ``select(name)`` returns the named one, or the best that works here. One module per mechanism
 sits beside this file.
@@ -80,6 +89,7 @@ class MultiWait(Protocol):
 
 class Backend(Protocol):
     name: str
+    futex_words: bool
 
     def usable(self) -> bool: ...
 

@@ -311,6 +311,8 @@ def _probe(mech: _Mechanism) -> bool:
 
 class _OsSync:
     name = "os_sync"
+    #: The words are not plain futexes: callers go through word() and multi() (the contract).
+    futex_words = False
     #: Which mechanism runs: "os_sync", "ulock_wait2", "ulock_wait", or "none".
     mechanism = "none"
     _chosen: Optional[_Mechanism] = None

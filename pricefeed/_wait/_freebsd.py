@@ -224,6 +224,8 @@ def _probe() -> str:
 
 class _Umtx:
     name = "umtx"
+    #: The words are not plain futexes: callers go through word() and multi() (the contract).
+    futex_words = False
     #: "umtx" when usable, "none" otherwise; ``reason`` says why not.
     mechanism = "none"
     reason = "not tested yet"

@@ -186,6 +186,8 @@ def waitv_missing() -> bool:
 
 class _Futex:
     name = "futex"
+    #: The words are kernel futexes at their addresses (see the contract in __init__).
+    futex_words = True
     _waitv: Optional[bool] = None
 
     def usable(self) -> bool:

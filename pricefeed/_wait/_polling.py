@@ -72,6 +72,8 @@ class PollingMulti:
 
 class _Polling:
     name = "polling"
+    #: The words are not plain futexes: callers go through word() and multi() (the contract).
+    futex_words = False
 
     def usable(self) -> bool:
         return True

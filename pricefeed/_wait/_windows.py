@@ -481,6 +481,8 @@ class WindowsMulti:
 
 class _Windows:
     name = "windows"
+    #: The words are not plain futexes: callers go through word() and multi() (the contract).
+    futex_words = False
 
     def usable(self) -> bool:
         return _ON

@@ -25,6 +25,7 @@ the waiters a moment to fall asleep.
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import queue
@@ -577,6 +578,76 @@ def check_in_process_wake(backend: BackendLike) -> None:
         assert not thread.is_alive(), "the waiting thread did not finish"
 
 
+def check_futex_words(backend: BackendLike) -> Optional[str]:
+    """``futex_words`` tells the truth: where a backend says its words are kernel futex words,
+    a raw FUTEX_WAIT on a word's address (as the C core makes it) is woken by the backend's
+    wake(), and the backend's wait() by a raw FUTEX_WAKE, round after round."""
+    b = _resolve(backend)
+    if not b.futex_words:
+        raise Skip(f"{b.name} does not say its words are kernel futexes: only its own word() waits and wakes them")
+    if not sys.platform.startswith("linux"):
+        raise AssertionError(f"{b.name} says futex_words on {sys.platform}, which has no futex")
+    import ctypes
+
+    from ._futex_linux import _FUTEX_WAIT, _FUTEX_WAKE, _NR
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    rounds = 50
+
+    class _Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    with _Feed(b) as f:
+        writer, waiter, view = f.word(_A, writer=True), f.word(_A, writer=False), f.view(_A)
+        address = ctypes.c_void_p(f.seg.address + _A)
+
+        def raw_wait(expected: int) -> bool:
+            limit = _Timespec(int(WAIT_LIMIT), 0)
+            got = libc.syscall(_NR, address, _FUTEX_WAIT, ctypes.c_uint32(expected), ctypes.byref(limit), None, 0)
+            return got == 0 or ctypes.get_errno() in (errno.EAGAIN, errno.EINTR)
+
+        def raw_wake() -> None:
+            assert libc.syscall(_NR, address, _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0) >= 0, "raw FUTEX_WAKE failed"
+
+        for how, wait, wake in (
+            ("a raw FUTEX_WAIT woken by wake()", raw_wait, writer.wake),
+            ("wait() woken by a raw FUTEX_WAKE", lambda seen: waiter.wait(seen, WAIT_LIMIT), raw_wake),
+        ):
+            said: queue.Queue[str] = queue.Queue()
+
+            def waiting(wait: Callable[[int], bool] = wait, said: queue.Queue[str] = said) -> None:
+                seen = view[0]
+                said.put("ready")
+                for _ in range(rounds):
+                    while view[0] == seen:
+                        if not wait(seen):
+                            said.put("timeout")
+                            return
+                    seen = view[0]
+                    said.put(str(seen))
+
+            thread = threading.Thread(target=waiting, name="conformance-futex-words", daemon=True)
+            thread.start()
+            try:
+                for i in range(rounds + 1):
+                    try:
+                        got = said.get(timeout=WAIT_LIMIT)
+                    except queue.Empty:
+                        raise AssertionError(f"{how}: the waiting thread said nothing for {WAIT_LIMIT:g} s") from None
+                    want = "ready" if i == 0 else str(view[0])
+                    assert got == want, f"{how}, round {i}: the waiting thread said {got!r}, expected {want!r}"
+                    if i < rounds:
+                        time.sleep(0.002)  # let it fall asleep: the wake-up, not the value, is under test
+                        view[0] = view[0] + 1
+                        wake()
+            finally:
+                view[0] = view[0] + 1
+                wake()
+                thread.join(WAIT_LIMIT)
+            assert not thread.is_alive(), f"{how}: the waiting thread did not finish"
+    return None
+
+
 def check_multi_wait_times_out(backend: BackendLike) -> None:
     b = _resolve(backend)
     if not b.can_wait_many():
@@ -892,6 +963,7 @@ CHECKS: List[Check] = [
     ),
     Check("raising_handler_ends_wait", check_raising_handler_ends_wait, "a raising signal handler ends wait(None)"),
     Check("in_process_wake", check_in_process_wake, "200 wakes of a thread waiting in this process"),
+    Check("futex_words", check_futex_words, "futex_words is true: raw futex waits and wakes meet the backend's"),
     Check("multi_wait_times_out", check_multi_wait_times_out, "a multi-word wait honours its timeout"),
     Check("can_wait_many", check_can_wait_many, "can_wait_many() tells the truth about the kernel"),
     Check("cross_process_wake", check_cross_process_wake, "300 wakes of another process on a read-only mapping"),
