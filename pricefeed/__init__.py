@@ -27,7 +27,7 @@ from ._errors import (
     Timeout,
     UnsupportedPlatform,
 )
-from ._protocol.accel import ACCELERATED
+from ._protocol import implementation as _implementation
 from ._protocol.layout import LAYOUT_VERSION
 from ._roles.admin import feed_names, remove
 from ._roles.publisher import Publisher
@@ -35,6 +35,9 @@ from ._roles.subscriber import Event, FeedStatus, Subscriber
 from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset
 
 __version__ = "0.1.0"
+
+#: True when this process runs the protocol's C implementation (the accelerator).
+ACCELERATED = _implementation().name == "c"
 
 __all__ = [
     "Publisher",

@@ -58,12 +58,13 @@ def hammer_records(feed: str, reads: str) -> None:
     publisher can (hammer_publish: change k sets price k and time k, so seq == k): a record
     is either reported lapped (None) or holds exactly the change asked for."""
     torn = got = lapped = 0
-    with Subscriber(feed) as sub:
-        r = sub._reader()
+    from conftest import feed_reader  # the protocol's reader, as a subscriber maps the feed
+
+    with feed_reader(feed) as r:
         print("ready", flush=True)
         n = int(reads)
         i = 0
-        while i < n or not sub.ended:
+        while i < n or not r.closed():
             i += 1
             head = r.head()
             for seq in (head, head - 3):  # the newest, and the next to be overwritten in a ring of 4
@@ -194,6 +195,13 @@ def _sleep_until(start: str) -> None:
         time.sleep(delay)
 
 
+def _fd_on(fd: str, path: str) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(path)
+    except OSError:
+        return False
+
+
 def race_take(feed: str, start: str) -> None:
     """At `start` (epoch seconds), try to take the feed over; report, then hold it until stdin closes."""
     from pricefeed import PricefeedError
@@ -204,8 +212,20 @@ def race_take(feed: str, start: str) -> None:
     except PricefeedError as exc:
         print(json.dumps({"held": False, "error": type(exc).__name__}), flush=True)
         return
-    seg = pub._seg
-    print(json.dumps({"held": True, "inode": list(seg.inode), "linked": seg.still_linked()}), flush=True)
+    from pricefeed._segment import segment_path
+
+    # The segment this publisher holds, as the kernel sees its descriptors; and whether the
+    # feed's name still leads to it.
+    fds = [fd for fd in os.listdir("/proc/self/fd") if _fd_on(fd, segment_path(feed))]
+    held = {(st.st_dev, st.st_ino) for st in (os.stat(f"/proc/self/fd/{fd}") for fd in fds)}
+    assert len(held) == 1, f"the publisher's descriptors lead to {len(held)} segments, not one"
+    inode = list(held.pop())
+    try:
+        now = os.stat(segment_path(feed))
+        linked = [now.st_dev, now.st_ino] == inode
+    except FileNotFoundError:
+        linked = False
+    print(json.dumps({"held": True, "inode": inode, "linked": linked}), flush=True)
     sys.stdin.read()
     pub.close()
 

@@ -12,11 +12,13 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, List, Optional
 
 import pytest
 
+from pricefeed import _protocol as protocol
 from pricefeed._errors import PricefeedError
 from pricefeed._segment import Segment, segment_name, segment_path
 
@@ -35,6 +37,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[protocol.Implementation]:
+    """Each implementation of the protocol in turn: the C one (skipped where it is not built,
+    or PRICEFEED_PURE is set) and the pure-Python reference. It runs in this process (roles
+    opened during the test use it) and in every child the test starts (PRICEFEED_PURE)."""
+    name = str(request.param)
+    if name == "c" and protocol.C is None:
+        pytest.skip("the C implementation is not built here, or PRICEFEED_PURE is set")
+    if name == "python":
+        monkeypatch.setenv("PRICEFEED_PURE", "1")
+    else:
+        monkeypatch.delenv("PRICEFEED_PURE", raising=False)
+    before = protocol.implementation()
+    chosen = protocol.use(name)
+    try:
+        yield chosen
+    finally:
+        protocol.use(before.name)
+
+
+@contextmanager
+def feed_reader(name: str) -> Iterator[protocol.reader.FeedReader]:
+    """The protocol's reader of feed ``name``, on a read-only mapping (as a subscriber maps it),
+    of the implementation this process runs: for tests that look at words no role shows."""
+    from pricefeed._segment.attach import attach
+
+    seg, geometry = attach(name, writable=False)
+    reader = protocol.implementation().Reader(seg.view, geometry, seg.address)
+    try:
+        yield reader
+    finally:
+        reader.release()
+        seg.close()
 
 
 def unique_name() -> str:
@@ -195,6 +232,22 @@ def kill_hard(pid: int) -> None:
 def open_fds() -> int:
     """How many descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def access_modes_of(feed: str) -> List[int]:
+    """The access mode (O_RDONLY, O_WRONLY, O_RDWR) of each descriptor this process has open
+    on the feed's segment, from /proc/self/fdinfo."""
+    modes = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith(segment_path(feed)):
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
+        except (OSError, StopIteration):
+            continue  # closed meanwhile (the listing's own descriptor, say)
+        modes.append(flags & os.O_ACCMODE)
+    return modes
 
 
 def mappings_of(feed: str) -> int:

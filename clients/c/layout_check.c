@@ -1,8 +1,9 @@
 /*
  * layout_check: print every layout constant of pricefeed.h as one JSON object, keyed by its
  * name in pricefeed/_protocol/layout.py (the PF_ prefix dropped), plus a few computed geometries.
- * tests/interop/test_interop.py compares the output with pricefeed._protocol.layout, so the header and the
- * Python module cannot drift apart.
+ * The constants are generated from that module (clients/c/core/pf_layout.h, scripts/gen_c.py);
+ * tests/interop/test_interop.py compares this output with pricefeed._protocol.layout, built as
+ * C, C++ and 32-bit C, so what a compiler makes of the header is checked too.
  *
  *     cc -std=c11 -Wall -Wextra -O2 -o layout_check layout_check.c && ./layout_check
  */

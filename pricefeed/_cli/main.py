@@ -22,8 +22,8 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequ
 import click
 
 from .._errors import FeedExists, FeedNotFound, InvalidInput, PricefeedError, UnsupportedPlatform
+from .._protocol import implementation
 from .._protocol import layout as L
-from .._protocol.accel import ACCELERATED
 from .._roles.admin import feed_names, remove
 from .._roles.publisher import Publisher
 from .._roles.subscriber import Event, FeedStatus, Subscriber
@@ -190,11 +190,14 @@ def trust_options(publisher: bool) -> Callable[[Any], Any]:
     return lambda f: owner(world(f))
 
 
+_ACCELERATOR = "on" if implementation().name == "c" else "off"
+
+
 # -- the commands ------------------------------------------------------------------------------
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     package_name="pricefeed",
-    message=f"%(prog)s %(version)s (layout {L.LAYOUT_VERSION}, C accelerator {'on' if ACCELERATED else 'off'})",
+    message=f"%(prog)s %(version)s (layout {L.LAYOUT_VERSION}, C accelerator {_ACCELERATOR})",
 )
 def cli() -> None:
     """Shared-memory price feeds with change notification.
@@ -508,7 +511,7 @@ def rm(feeds: Tuple[str, ...], stale: bool, force: bool) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: Tuple[str, ...]) -> None:
-    """Measure pricefeed beside the alternatives (pricefeed bench --help for its options)."""
+    """Measure pricefeed beside the physical limit (pricefeed bench --help for its options)."""
     if not sys.platform.startswith("linux"):
         raise UnsupportedPlatform(
             "pricefeed bench runs on Linux only (it forks, pins CPUs and reads /proc); "
@@ -568,8 +571,9 @@ def selftest(backends: Tuple[str, ...], only: Optional[str], list_only: bool) ->
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI and return its exit code (the one place errors become exits)."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="pricefeed", standalone_mode=False)
-        return 0
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="pricefeed", standalone_mode=False)
+        # Without standalone mode, click returns a command's click.exceptions.Exit code.
+        return code if isinstance(code, int) else 0
     except click.exceptions.Abort:
         return EXIT_INTERRUPTED
     except click.ClickException as exc:

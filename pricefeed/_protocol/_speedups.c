@@ -1,132 +1,83 @@
 /*
- * pricefeed._protocol._speedups: the publish and read paths of pricefeed/_protocol/feed.py, in C.
+ * pricefeed._protocol._speedups: Python bindings over the protocol's C core.
+ *
+ * The protocol itself (slot and record writes and reads, head and wake words, futex wait and
+ * wake, the follow step) is in clients/c/core/, the same code the published single-file header
+ * clients/c/pricefeed.h is made of; its layout constants are generated from
+ * pricefeed/_protocol/layout.py into clients/c/core/pf_layout.h (scripts/gen_c.py). This file
+ * knows no offset and has no protocol logic: it converts arguments, maps outcomes to Python
+ * (errors, with the BadSegment class it is given; Quote objects), releases the GIL around
+ * sleeps and checks signals. setup.py points the compiler at clients/c/core.
  *
  * Optional: when this module is not built (no C compiler) or PRICEFEED_PURE is set, the pure
- * Python code in _protocol/feed.py runs instead, and the test suite runs against both. The protocol
- * is the same step for step (see the Rules in _protocol/feed.py and docs/protocol.md); only the cost
- * differs. Nothing here knows an offset: every offset and size comes from _protocol/layout.py through
- * the `layout` tuple that _protocol/accel.py builds.
- *
- * Memory ordering uses C11 atomics: relaxed single loads and stores for every shared word,
- * and acquire/release fences at exactly the points _protocol/feed.py puts them (each marked with the
- * fence it pairs with). On x86-64 they compile to plain moves; on aarch64 to the barriers the
- * seqlock needs.
+ * Python code runs instead, and the test suite runs against both. Builds on Linux, macOS and
+ * FreeBSD; the futex waits exist on Linux only (elsewhere Follow sleeps through its `wait`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#ifdef __linux__
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define ACQUIRE() __atomic_thread_fence(__ATOMIC_ACQUIRE)
-#define RELEASE() __atomic_thread_fence(__ATOMIC_RELEASE)
-
-#define LOCK_MASK ((UINT64_C(1) << 63) - 1)
-#define FUTEX_MASK UINT32_C(0x7fffffff)
-#define SLOT_VOID UINT32_C(0xffffffff)
+#include "pf_core.h"
 
 static inline PyObject *Py_NewRefCompat(PyObject *o) {
     Py_INCREF(o);
     return o;
 }
 
-/* The layout tuple, in this order (built by _protocol/accel.py from _protocol/layout.py). */
-enum {
-    L_SLOTS, L_SLOT_SIZE, L_RING, L_RECORD_SIZE, L_HEAD, L_FUTEX, L_WAKE, L_WAKE_WORDS,
-    L_S_LOCK, L_S_PRICE, L_S_TIME, L_S_SEQ, L_R_SEQ, L_R_SLOT, L_R_PRICE, L_R_TIME,
-    L_SLOT_COUNT, L_CLOSED, L_EPOCH, L_COUNT
-};
+/* The longest spin Subscriber.updates() accepts, in seconds: longer is a busy loop. */
+#define MAX_SPIN 0.01
+/* The longest single wait_head(): a caller that wants longer calls again. */
+#define MAX_WAIT 86400.0
 
 typedef struct {
     PyObject_HEAD
-    char *base; /* NULL once closed */
-    uint64_t layout[L_COUNT];
-    uint64_t capacity, mask;
+    pf_view view; /* view.base is NULL once closed */
     int spin_tries;
-    int wake; /* 1: commit() wakes with FUTEX_WAKE_OP itself */
-    unsigned long long woken; /* waits in wait_head() that a wake-up or a change ended */
+    int wake;                 /* 1: commit() and commit_many() make the wake-up calls themselves */
+    unsigned long long woken; /* sleeps that a wake-up or a moved word ended */
     PyObject *bad_segment;
 } Feed;
 
-static inline uint64_t *u64_at(Feed *f, uint64_t off) { return (uint64_t *)(f->base + off); }
-static inline uint32_t *u32_at(Feed *f, uint64_t off) { return (uint32_t *)(f->base + off); }
-static inline double load_double(uint64_t *p) {
-    uint64_t bits = LOAD(p);
-    double d;
-    memcpy(&d, &bits, sizeof d);
-    return d;
-}
-static inline void store_double(uint64_t *p, double d) {
-    uint64_t bits;
-    memcpy(&bits, &d, sizeof bits);
-    STORE(p, bits);
-}
-
 static int closed(Feed *f) {
-    if (f->base == NULL) {
+    if (f->view.base == NULL) {
         PyErr_SetString(PyExc_ValueError, "the feed's mapping is closed");
         return 1;
     }
     return 0;
 }
 
-#ifdef __linux__
-static int wake_op(uint32_t *word, uint32_t *futex) {
-    /* Wake every waiter of `word`, then OR 0 into the header's word and wake its waiters too:
-       always, since it stays below 2**31 (see _wait/_futex_linux.py). */
-    long r = syscall(SYS_futex, word, FUTEX_WAKE_OP, INT_MAX, (void *)(long)INT_MAX, futex,
-                     FUTEX_OP(FUTEX_OP_OR, 0, FUTEX_OP_CMP_GE, 0));
-    if (r < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    return 0;
+static PyObject *os_error(int e) {
+    errno = e;
+    return PyErr_SetFromErrno(PyExc_OSError);
 }
-static int wake_one(uint32_t *word) {
-    if (syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    return 0;
-}
-#else
-static int wake_op(uint32_t *word, uint32_t *futex) { return 0; }
-static int wake_one(uint32_t *word) { return 0; }
-#endif
 
 static int Feed_init(Feed *self, PyObject *args, PyObject *kw) {
     unsigned long long address, capacity, ring_size;
-    PyObject *layout, *bad;
+    PyObject *bad;
     int spin_tries, wake;
-    if (!PyArg_ParseTuple(args, "KKKO!iOp", &address, &capacity, &ring_size, &PyTuple_Type, &layout,
-                          &spin_tries, &bad, &wake))
+    static char *kwlist[] = {"address", "capacity", "ring_size", "spin_tries", "bad_segment", "wake", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKiOp", kwlist, &address, &capacity, &ring_size, &spin_tries, &bad,
+                                     &wake))
         return -1;
-    if (PyTuple_GET_SIZE(layout) != L_COUNT) {
-        PyErr_Format(PyExc_ValueError, "layout must have %d numbers: got %zd", L_COUNT, PyTuple_GET_SIZE(layout));
-        return -1;
-    }
-    for (int i = 0; i < L_COUNT; i++) {
-        self->layout[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(layout, i));
-        if (PyErr_Occurred()) return -1;
-    }
-    if (ring_size == 0 || (ring_size & (ring_size - 1)) || capacity == 0) {
-        PyErr_SetString(PyExc_ValueError, "bad geometry");
+    if (capacity < PF_MIN_CAPACITY || capacity > PF_MAX_CAPACITY) {
+        PyErr_Format(PyExc_ValueError, "capacity must be a whole number from %u to %u: capacity=%llu",
+                     PF_MIN_CAPACITY, PF_MAX_CAPACITY, capacity);
         return -1;
     }
-    self->base = (char *)(uintptr_t)address;
-    self->capacity = capacity;
-    self->mask = ring_size - 1;
+    if (ring_size < PF_MIN_RING || ring_size > PF_MAX_RING || (ring_size & (ring_size - 1))) {
+        PyErr_Format(PyExc_ValueError, "ring size must be a power of 2 from %u to %u: ring_size=%llu", PF_MIN_RING,
+                     PF_MAX_RING, ring_size);
+        return -1;
+    }
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "address must be the address of a mapped feed: address=0");
+        return -1;
+    }
+    self->view = pf_core_view((void *)(uintptr_t)address, capacity, ring_size);
     self->spin_tries = spin_tries;
     self->wake = wake;
     Py_INCREF(bad);
@@ -140,50 +91,14 @@ static void Feed_dealloc(Feed *self) {
 }
 
 static PyObject *Feed_close(Feed *self, PyObject *unused) {
-    self->base = NULL;
+    (void)unused;
+    self->view.base = NULL;
     Py_RETURN_NONE;
 }
 
-/* The slot and record of one change (Rules 1 and 2); the caller moves the head. */
-static void write_change(Feed *f, uint64_t index, double price, uint64_t time_ns, uint64_t seq) {
-    const uint64_t *L = f->layout;
-    char *slot = f->base + L[L_SLOTS] + index * L[L_SLOT_SIZE];
-    uint64_t *lockp = (uint64_t *)(slot + L[L_S_LOCK]);
-    uint64_t lock = LOAD(lockp) & LOCK_MASK;
-    STORE(lockp, lock + 1);
-    RELEASE(); /* pairs with the second acquire in read_slot() */
-    store_double((uint64_t *)(slot + L[L_S_PRICE]), price);
-    STORE((uint64_t *)(slot + L[L_S_TIME]), time_ns);
-    STORE((uint64_t *)(slot + L[L_S_SEQ]), seq);
-    RELEASE(); /* pairs with the first acquire in read_slot() */
-    STORE(lockp, lock + 2);
-
-    char *rec = f->base + L[L_RING] + (seq & f->mask) * L[L_RECORD_SIZE];
-    uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
-    STORE(rseq, 0);
-    RELEASE(); /* pairs with the second acquire in read_record() */
-    STORE((uint32_t *)(rec + L[L_R_SLOT]), (uint32_t)index);
-    store_double((uint64_t *)(rec + L[L_R_PRICE]), price);
-    STORE((uint64_t *)(rec + L[L_R_TIME]), time_ns);
-    RELEASE(); /* pairs with the first acquire in read_record() */
-    STORE(rseq, seq);
-}
-
-static void bump_words(Feed *f, const uint8_t *words) {
-    const uint64_t *L = f->layout;
-    RELEASE(); /* the head is visible before the words that announce it (Rule 3) */
-    for (uint64_t w = 0; w < L[L_WAKE_WORDS]; w++) {
-        if (words[w]) {
-            uint32_t *p = u32_at(f, L[L_WAKE] + 4 * w);
-            STORE(p, LOAD(p) + 1);
-        }
-    }
-    uint32_t *futex = u32_at(f, L[L_FUTEX]);
-    STORE(futex, (LOAD(futex) + 1) & FUTEX_MASK);
-}
-
 static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* commit(index, price, time_ns, seq): _feed.FeedWriter.commit() and the wake-up. */
+    /* commit(index, price, time_ns, seq): one change, whole (write, head, announce), and with
+       `wake` its wake-up. */
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "commit(index, price, time_ns, seq)");
         return NULL;
@@ -197,28 +112,26 @@ static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs
     if (PyErr_Occurred()) return NULL;
     uint64_t seq = PyLong_AsUnsignedLongLong(args[3]);
     if (PyErr_Occurred() || closed(self)) return NULL;
-    if (index >= self->capacity) {
+    if (index >= self->view.capacity) {
         PyErr_Format(PyExc_IndexError, "slot %llu is outside the table of %llu", (unsigned long long)index,
-                     (unsigned long long)self->capacity);
+                     (unsigned long long)self->view.capacity);
         return NULL;
     }
-    const uint64_t *L = self->layout;
-    write_change(self, index, price, time_ns, seq);
-    RELEASE(); /* Rule 3: the record is complete before head covers it */
-    STORE(u64_at(self, L[L_HEAD]), seq);
-    RELEASE(); /* the head is visible before the words that announce it */
-    uint64_t w = index & (L[L_WAKE_WORDS] - 1);
-    uint32_t *word = u32_at(self, L[L_WAKE] + 4 * w);
-    uint32_t *futex = u32_at(self, L[L_FUTEX]);
-    STORE(word, LOAD(word) + 1);
-    STORE(futex, (LOAD(futex) + 1) & FUTEX_MASK);
-    if (self->wake && wake_op(word, futex) < 0) return NULL;
+    const pf_view *v = &self->view;
+    pf_core_write_change(v, index, price, time_ns, seq);
+    pf_core_store_head(v, seq);
+    pf_core_announce_slot(v, index);
+    if (self->wake) {
+        int e = pf_core_wake_slot(v, index);
+        if (e) return os_error(e);
+    }
     Py_RETURN_NONE;
 }
 
 static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* commit_many(changes, time_ns, first_seq, slot_count or -1): _feed.FeedWriter.commit_many()
-       and the wake-ups. `changes` is a list of (slot, price) tuples. */
+    /* commit_many(changes, time_ns, first_seq, slot_count or -1): a batch, whole, then one
+       head store, one announce and (with `wake`) the wake-ups. `changes` is a list of
+       (slot, price) tuples. Returns the set of wake-table words concerned. */
     if (nargs != 4 || !PyList_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "commit_many(list of (slot, price), time_ns, first_seq, slot_count)");
         return NULL;
@@ -230,17 +143,13 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred()) return NULL;
     long long slot_count = PyLong_AsLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
-    if (slot_count > (long long)self->capacity) {
-        PyErr_SetString(PyExc_ValueError, "slot_count beyond the table");
+    if (slot_count > (long long)self->view.capacity) {
+        PyErr_Format(PyExc_ValueError, "slot_count must not exceed the capacity %llu: slot_count=%lld",
+                     (unsigned long long)self->view.capacity, slot_count);
         return NULL;
     }
-    const uint64_t *L = self->layout;
-    uint8_t words[1024];
-    if (L[L_WAKE_WORDS] > sizeof words) {
-        PyErr_SetString(PyExc_ValueError, "too many wake words");
-        return NULL;
-    }
-    memset(words, 0, L[L_WAKE_WORDS]);
+    uint8_t words[PF_WAKE_WORDS];
+    memset(words, 0, sizeof words);
     Py_ssize_t n = PyList_GET_SIZE(changes);
     /* Check everything before writing anything. */
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -251,7 +160,7 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
         }
         uint64_t index = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
         if (PyErr_Occurred()) return NULL;
-        if (index >= self->capacity) {
+        if (index >= self->view.capacity) {
             PyErr_SetString(PyExc_IndexError, "slot outside the table");
             return NULL;
         }
@@ -261,45 +170,37 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
         }
     }
     if (closed(self)) return NULL; /* the checks above are done: no Python code runs below */
+    const pf_view *v = &self->view;
     seq -= 1;
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *item = PyList_GET_ITEM(changes, k);
         uint64_t index = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
         double price = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
         seq += 1;
-        write_change(self, index, price, time_ns, seq);
-        words[index & (L[L_WAKE_WORDS] - 1)] = 1;
+        pf_core_write_change(v, index, price, time_ns, seq);
+        words[index & (PF_WAKE_WORDS - 1u)] = 1;
     }
-    if (slot_count >= 0) {
-        RELEASE(); /* pairs with the acquire in slot_count(): new slots are whole (Rule 4) */
-        STORE(u32_at(self, L[L_SLOT_COUNT]), (uint32_t)slot_count);
-    }
+    if (slot_count >= 0) pf_core_store_slot_count(v, (uint32_t)slot_count);
     if (n == 0) return PySet_New(NULL);
-    RELEASE(); /* Rule 3: the records are complete before head covers them */
-    STORE(u64_at(self, L[L_HEAD]), seq);
-    bump_words(self, words);
+    pf_core_store_head(v, seq);
+    pf_core_announce(v, words);
     if (self->wake) {
-        uint32_t *futex = u32_at(self, L[L_FUTEX]);
-        int first = 1;
-        for (uint64_t w = 0; w < L[L_WAKE_WORDS]; w++) {
-            if (!words[w]) continue;
-            uint32_t *word = u32_at(self, L[L_WAKE] + 4 * w);
-            if ((first ? wake_op(word, futex) : wake_one(word)) < 0) return NULL;
-            first = 0;
-        }
+        int e = pf_core_wake_words(v, words);
+        if (e) return os_error(e);
     }
-    /* The words concerned, as FeedWriter.commit_many returns them (for a caller that wakes). */
+    /* The words concerned, as the pure FeedWriter.commit_many returns them (for a caller that
+       wakes them itself). */
     PyObject *out = PySet_New(NULL);
     if (out == NULL) return NULL;
-    for (uint64_t w = 0; w < L[L_WAKE_WORDS]; w++) {
+    for (unsigned w = 0; w < PF_WAKE_WORDS; w++) {
         if (!words[w]) continue;
-        PyObject *v = PyLong_FromUnsignedLongLong(w);
-        if (v == NULL || PySet_Add(out, v) < 0) {
-            Py_XDECREF(v);
+        PyObject *x = PyLong_FromUnsignedLong(w);
+        if (x == NULL || PySet_Add(out, x) < 0) {
+            Py_XDECREF(x);
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(v);
+        Py_DECREF(x);
     }
     return out;
 }
@@ -313,34 +214,27 @@ static PyObject *damaged_slot(Feed *f, uint64_t index, double price) {
     return NULL;
 }
 
-/* One consistent copy of a slot, or 0 when it raced a write every time (Rule 1). */
-static int read_slot(Feed *f, uint64_t index, double *price, uint64_t *time_ns, uint64_t *seq, int tries) {
-    const uint64_t *L = f->layout;
-    char *slot = f->base + L[L_SLOTS] + index * L[L_SLOT_SIZE];
-    uint64_t *lockp = (uint64_t *)(slot + L[L_S_LOCK]);
-    for (int t = 0; t < tries; t++) {
-        uint64_t lock = LOAD(lockp);
-        if (lock & 1) continue;
-        ACQUIRE(); /* pairs with the release before the even store in write_change() */
-        *price = load_double((uint64_t *)(slot + L[L_S_PRICE]));
-        *time_ns = LOAD((uint64_t *)(slot + L[L_S_TIME]));
-        *seq = LOAD((uint64_t *)(slot + L[L_S_SEQ]));
-        ACQUIRE(); /* pairs with the release after the odd store in write_change() */
-        if (LOAD(lockp) == lock) return 1;
+static PyObject *damaged_record(Feed *f, uint64_t seq, uint32_t slot, double price) {
+    PyObject *p = PyFloat_FromDouble(price);
+    if (p != NULL) {
+        PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
+                     (unsigned long long)seq, slot, (unsigned long long)f->view.capacity, p);
+        Py_DECREF(p);
     }
-    return 0;
+    return NULL;
 }
 
 static PyObject *Feed_read_slot(Feed *self, PyObject *arg) {
+    /* (price, time_ns, seq), or None when every try met a write in progress. */
     uint64_t index = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred() || closed(self)) return NULL;
-    if (index >= self->capacity) {
+    if (index >= self->view.capacity) {
         PyErr_SetString(PyExc_IndexError, "slot outside the table");
         return NULL;
     }
     double price;
     uint64_t time_ns, seq;
-    if (!read_slot(self, index, &price, &time_ns, &seq, self->spin_tries)) Py_RETURN_NONE;
+    if (!pf_core_read_slot(&self->view, index, &price, &time_ns, &seq, self->spin_tries)) Py_RETURN_NONE;
     if (!isfinite(price)) return damaged_slot(self, index, price);
     return Py_BuildValue("(dKK)", price, (unsigned long long)time_ns, (unsigned long long)seq);
 }
@@ -348,7 +242,7 @@ static PyObject *Feed_read_slot(Feed *self, PyObject *arg) {
 static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
     uint64_t count = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred() || closed(self)) return NULL;
-    if (count > self->capacity) {
+    if (count > self->view.capacity) {
         PyErr_SetString(PyExc_IndexError, "more slots than the table has");
         return NULL;
     }
@@ -357,72 +251,50 @@ static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
     for (uint64_t i = 0; i < count; i++) {
         double price;
         uint64_t time_ns, seq;
-        PyObject *v;
-        if (self->base == NULL) { /* an allocation above may have run Python code that closed it */
+        PyObject *x;
+        if (self->view.base == NULL) { /* an allocation above may have run Python code that closed it */
             Py_DECREF(out);
             return closed(self), NULL;
         }
-        if (!read_slot(self, i, &price, &time_ns, &seq, 1)) {
-            Py_INCREF(Py_None);
-            v = Py_None;
+        if (!pf_core_read_slot(&self->view, i, &price, &time_ns, &seq, 1)) {
+            x = Py_NewRefCompat(Py_None);
         } else if (!isfinite(price)) {
             Py_DECREF(out);
             return damaged_slot(self, i, price);
         } else {
-            v = Py_BuildValue("(dKK)", price, (unsigned long long)time_ns, (unsigned long long)seq);
-            if (v == NULL) {
+            x = Py_BuildValue("(dKK)", price, (unsigned long long)time_ns, (unsigned long long)seq);
+            if (x == NULL) {
                 Py_DECREF(out);
                 return NULL;
             }
         }
-        PyList_SET_ITEM(out, (Py_ssize_t)i, v);
+        PyList_SET_ITEM(out, (Py_ssize_t)i, x);
     }
     return out;
 }
 
-/* Change `seq` from the ring (Rule 2): 1 with *slot, *price, *time_ns filled; 0 when the
-   record no longer (or does not yet) hold it, i.e. lapped; -1 with the exception set when the
-   record is damaged (a slot outside the table, or a price that is not finite). */
-static int read_rec(Feed *f, uint64_t seq, uint32_t *slot, double *price, uint64_t *time_ns) {
-    const uint64_t *L = f->layout;
-    char *rec = f->base + L[L_RING] + (seq & f->mask) * L[L_RECORD_SIZE];
-    uint64_t *rseq = (uint64_t *)(rec + L[L_R_SEQ]);
-    if (LOAD(rseq) != seq) return 0;
-    ACQUIRE(); /* pairs with the release before the seq store in write_change() */
-    *slot = LOAD((uint32_t *)(rec + L[L_R_SLOT]));
-    *price = load_double((uint64_t *)(rec + L[L_R_PRICE]));
-    *time_ns = LOAD((uint64_t *)(rec + L[L_R_TIME]));
-    ACQUIRE(); /* pairs with the release after the 0 store in write_change() */
-    if (LOAD(rseq) != seq) return 0;
-    if ((*slot >= f->capacity && *slot != SLOT_VOID) || !isfinite(*price)) {
-        PyObject *p = PyFloat_FromDouble(*price);
-        if (p != NULL) {
-            PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
-                         (unsigned long long)seq, *slot, (unsigned long long)f->capacity, p);
-            Py_DECREF(p);
-        }
-        return -1;
-    }
-    return 1;
-}
-
 static PyObject *Feed_read_record(Feed *self, PyObject *arg) {
-    /* (slot, price, time_ns) of change `seq`, or None when lapped (Rule 2). */
+    /* (slot, price, time_ns) of change `seq`, or None when lapped; BadSegment when damaged. */
     uint64_t seq = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred() || closed(self)) return NULL;
     uint32_t slot;
     double price;
     uint64_t time_ns;
-    int got = read_rec(self, seq, &slot, &price, &time_ns);
-    if (got < 0) return NULL;
-    if (got == 0) Py_RETURN_NONE;
+    int got = pf_core_read_record(&self->view, seq, &slot, &price, &time_ns);
+    if (got == PF_READ_DAMAGED) return damaged_record(self, seq, slot, price);
+    if (got == PF_READ_LAPPED) Py_RETURN_NONE;
     return Py_BuildValue("(IdK)", slot, price, (unsigned long long)time_ns);
 }
 
+static double clamp_spin(double seconds) {
+    if (!(seconds >= 0)) return 0; /* NaN too */
+    return seconds > MAX_SPIN ? MAX_SPIN : seconds;
+}
+
 static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* spin(cursor, seconds): poll the head for up to `seconds`; True once it passes
-       `cursor`. Bounded (at most 10 ms: Subscriber.updates checks), and with the GIL held: a
-       thread that closed the subscriber meanwhile would unmap the memory read here. */
+    /* spin(cursor, seconds): poll the head for up to `seconds` (at most 10 ms); True once it
+       passes `cursor`. With the GIL held: a thread that closed the feed meanwhile would unmap
+       the memory read here. */
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "spin(cursor, seconds)");
         return NULL;
@@ -431,53 +303,81 @@ static PyObject *Feed_spin(Feed *self, PyObject *const *args, Py_ssize_t nargs) 
     if (PyErr_Occurred()) return NULL;
     double seconds = PyFloat_AsDouble(args[1]);
     if (PyErr_Occurred() || closed(self)) return NULL;
-    if (!(seconds >= 0)) seconds = 0;
-    if (seconds > 0.01) seconds = 0.01; /* the most Subscriber.updates() accepts */
-    uint64_t *head = u64_at(self, self->layout[L_HEAD]);
-    int moved = 0;
-    struct timespec now, end;
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    end.tv_sec += (time_t)seconds;
-    end.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec += 1;
-        end.tv_nsec -= 1000000000L;
-    }
-    for (unsigned k = 0;; k++) {
-        if (LOAD(head) != cursor) {
-            moved = 1;
-            break;
-        }
-        if ((k & 63) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) break;
-        }
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-#endif
-    }
-    if (moved) ACQUIRE(); /* pairs with the release in the writer's head store */
-    return PyBool_FromLong(moved);
+    return PyBool_FromLong(pf_core_spin_head(&self->view, cursor, clamp_spin(seconds)));
 }
 
+/* The wake-table words of a `words` argument (None: the header's word) into `w`. */
+static int parse_words(PyObject *words, pf_waiter *w) {
+    w->nwords = 0;
+    if (words == NULL || words == Py_None) return 0;
+    if (!PyTuple_Check(words) || PyTuple_GET_SIZE(words) < 1 || PyTuple_GET_SIZE(words) > PF_WAIT_WORDS_MAX) {
+        PyErr_Format(PyExc_ValueError, "words must be None or a tuple of 1 to %d wake-table indices",
+                     PF_WAIT_WORDS_MAX);
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(words);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned long long x = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(words, k));
+        if (PyErr_Occurred()) return -1;
+        if (x >= PF_WAKE_WORDS) {
+            PyErr_Format(PyExc_IndexError, "wake-table index must be below %u: %llu", PF_WAKE_WORDS, x);
+            return -1;
+        }
+        w->words[k] = (uint32_t)x;
+    }
+    w->nwords = (uint32_t)n;
+    return 0;
+}
+
+/* Sleep until the head passes `cursor` (1), the feed is ended with nothing new (2), or
+   `seconds` pass (0); -1 with an exception. The core arms (words before head) and sleeps;
+   here: the GIL released while asleep, signals, and a feed closed between rounds. */
+static int feed_wait(Feed *self, uint64_t cursor, double seconds, PyObject *words) {
+    if (!(seconds >= 0)) seconds = 0; /* NaN too */
+    if (seconds > MAX_WAIT) seconds = MAX_WAIT;
 #ifdef __linux__
-struct waitv {
-    uint64_t val, uaddr;
-    uint32_t flags, reserved;
-};
-#define WAITV_MAX 128
-#define FUTEX2_SIZE_U32_ 0x02
-#define SYS_FUTEX_WAITV_ 449
+    pf_waiter w;
+    if (parse_words(words, &w) < 0) return -1;
+    int64_t deadline = pf__mono_ns() + (int64_t)(seconds * 1e9);
+    for (;;) {
+        /* Every round starts from the view: a signal handler (run by PyErr_CheckSignals below)
+           or another thread may have closed the feed since the last one. */
+        if (closed(self)) return -1;
+        pf_view v = self->view;
+        int armed = pf_core_wait_arm(&v, cursor, &w);
+        if (armed == PF_ARM_MOVED) return 1;
+        if (armed == PF_ARM_ENDED) return 2;
+        if (pf__mono_ns() >= deadline) return 0;
+        int e;
+        Py_BEGIN_ALLOW_THREADS
+        e = pf_core_wait_sleep(&v, &w, deadline);
+        Py_END_ALLOW_THREADS
+        if (e == 0) {
+            self->woken++;
+            continue;
+        }
+        if (e == ETIMEDOUT) continue; /* the loop sees the time is up */
+        if (e == EINTR) {
+            if (PyErr_CheckSignals() < 0) return -1;
+            continue;
+        }
+        os_error(e);
+        return -1;
+    }
+#else
+    (void)self;
+    (void)cursor;
+    (void)words;
+    PyErr_SetString(PyExc_OSError, "wait_head needs Linux futexes");
+    return -1;
 #endif
+}
 
 static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* wait_head(cursor, seconds[, words]): sleep until the head passes `cursor` (returns 1),
-       the feed is ended with nothing new (2), or `seconds` pass (0). It sleeps on the
-       header's word, or with `words` (a tuple of wake-table indices) on those words with
-       futex_waitv. The words are loaded before the head, as _roles/subscriber.py explains; the GIL
-       is released while asleep, and a signal (Ctrl-C) ends the wait with its exception. */
+    /* wait_head(cursor, seconds[, words]): 1 once the head passes `cursor`, 2 when the feed is
+       ended with nothing new, 0 when `seconds` pass. It sleeps on the header's word, or with
+       `words` (a tuple of wake-table indices) on those words with futex_waitv. A signal
+       (Ctrl-C) ends the wait with its exception. */
     if (nargs != 2 && nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "wait_head(cursor, seconds[, words])");
         return NULL;
@@ -486,100 +386,17 @@ static PyObject *Feed_wait_head(Feed *self, PyObject *const *args, Py_ssize_t na
     if (PyErr_Occurred()) return NULL;
     double seconds = PyFloat_AsDouble(args[1]);
     if (PyErr_Occurred()) return NULL;
-    if (!(seconds >= 0)) seconds = 0; /* NaN too */
-    if (seconds > 86400) seconds = 86400; /* a caller that wants longer calls again */
-#ifdef __linux__
-    const uint64_t *L = self->layout;
-    struct waitv wv[WAITV_MAX];
-    uint64_t woff[WAITV_MAX];
-    Py_ssize_t nw = 0;
-    if (nargs == 3 && args[2] != Py_None) {
-        if (!PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1 || PyTuple_GET_SIZE(args[2]) > WAITV_MAX) {
-            PyErr_SetString(PyExc_ValueError, "words must be a tuple of 1 to 128 wake-table indices");
-            return NULL;
-        }
-        nw = PyTuple_GET_SIZE(args[2]);
-        for (Py_ssize_t k = 0; k < nw; k++) {
-            uint64_t w = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[2], k));
-            if (PyErr_Occurred()) return NULL;
-            if (w >= L[L_WAKE_WORDS]) {
-                PyErr_SetString(PyExc_IndexError, "wake-table index out of range");
-                return NULL;
-            }
-            woff[k] = L[L_WAKE] + 4 * w;
-            wv[k].flags = FUTEX2_SIZE_U32_;
-            wv[k].reserved = 0;
-        }
-    }
-    struct timespec now, end;
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    end.tv_sec += (time_t)seconds;
-    end.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec += 1;
-        end.tv_nsec -= 1000000000L;
-    }
-    for (;;) {
-        /* Every round starts from base: a signal handler (run by PyErr_CheckSignals below) or
-           another thread may have closed the feed since the last one. */
-        if (closed(self)) return NULL;
-        uint32_t *futex = u32_at(self, L[L_FUTEX]);
-        uint64_t *head = u64_at(self, L[L_HEAD]);
-        uint32_t *closedp = u32_at(self, L[L_CLOSED]);
-        uint32_t expected = LOAD(futex);
-        for (Py_ssize_t k = 0; k < nw; k++) {
-            uint32_t *wp = u32_at(self, woff[k]);
-            wv[k].uaddr = (uint64_t)(uintptr_t)wp;
-            wv[k].val = LOAD(wp);
-        }
-        ACQUIRE(); /* the head is loaded after the words: see _roles/subscriber.py */
-        if (LOAD(head) != cursor) {
-            ACQUIRE(); /* pairs with the release before the head store */
-            return PyLong_FromLong(1);
-        }
-        if (LOAD(closedp)) {
-            ACQUIRE(); /* pairs with the release before the closed store */
-            return PyLong_FromLong(LOAD(head) != cursor ? 1 : 2);
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        struct timespec left = {end.tv_sec - now.tv_sec, end.tv_nsec - now.tv_nsec};
-        if (left.tv_nsec < 0) {
-            left.tv_sec -= 1;
-            left.tv_nsec += 1000000000L;
-        }
-        if (left.tv_sec < 0) return PyLong_FromLong(0);
-        long r;
-        int err;
-        Py_BEGIN_ALLOW_THREADS
-        if (nw)  /* futex_waitv's timeout is absolute */
-            r = syscall(SYS_FUTEX_WAITV_, wv, (unsigned)nw, 0, &end, CLOCK_MONOTONIC);
-        else
-            r = syscall(SYS_futex, futex, FUTEX_WAIT, expected, &left, NULL, 0);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        if (nw && r >= 0) r = 0; /* the index of a woken word */
-        if (r == 0 || err == EAGAIN) {
-            self->woken++;
-            continue;
-        }
-        if (err == ETIMEDOUT) continue; /* the loop sees the time is up */
-        if (err == EINTR) {
-            if (PyErr_CheckSignals() < 0) return NULL;
-            continue; /* the top of the loop checks the feed is still open */
-        }
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-#else
-    PyErr_SetString(PyExc_OSError, "wait_head needs Linux futexes");
-    return NULL;
-#endif
+    int code = feed_wait(self, cursor, seconds, nargs == 3 ? args[2] : NULL);
+    return code < 0 ? NULL : PyLong_FromLong(code);
 }
 
-static PyObject *Feed_get_woken(Feed *self, void *closure) { return PyLong_FromUnsignedLongLong(self->woken); }
+static PyObject *Feed_get_woken(Feed *self, void *closure) {
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->woken);
+}
 
 static PyGetSetDef Feed_getset[] = {
-    {"woken", (getter)Feed_get_woken, NULL, "waits in wait_head() that a wake-up or a change ended", NULL},
+    {"woken", (getter)Feed_get_woken, NULL, "sleeps in wait_head() that a wake-up or a moved word ended", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -599,7 +416,7 @@ static PyTypeObject FeedType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pricefeed._protocol._speedups.Feed",
     .tp_basicsize = sizeof(Feed),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Feed(address, capacity, ring_size, layout, spin_tries, bad_segment, wake)",
+    .tp_doc = "Feed(address, capacity, ring_size, spin_tries, bad_segment, wake)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Feed_init,
     .tp_dealloc = (destructor)Feed_dealloc,
@@ -608,25 +425,18 @@ static PyTypeObject FeedType = {
 };
 
 /* ---------------------------------------------------------------------------------------------
- * Follow: the common case of Subscriber.updates() in C. Each next() returns the next wanted
- * change as a Quote, or, for anything that needs Python (see _subscriber._changes), a small int:
- *   F_TIMEOUT  a wait slice passed, or the deadline, with nothing wanted
- *   F_ENDED    the feed was ended and every change read
- *   F_LAPPED   the record of cursor + 1 was overwritten: the caller catches up, sets cursor
- *   F_NEWSLOT  the record names a slot at or beyond `known`: the caller learns the new
- *              symbols, sets `known` (and `interest`, `words`) and goes on
- *   F_VOID     the record stands for a lost change (cursor is already past it)
- *   F_EPOCH    a new publisher took over (epoch is updated)
- *   F_BEHIND   head_seq is below the cursor (`head` says what was loaded): damage, which
- *              the caller reports; sequences only grow for a segment's life
- * The caller owns `names` (a list it appends to), `known` (how many of them `interest` and
- * `words` were made for: others may append to `names` meanwhile) and `interest` (None, or a
- * bytearray with a non-zero byte per wanted slot), and may set cursor, deadline, known,
- * interest and words. Unwanted records are skipped in C, but at most SKIP_CHECK at a time
- * before the deadline and signals are looked at.
+ * Follow: pricefeed/_protocol/follow.py's Follow loop over the core's follow step
+ * (clients/c/core/pf_follow.h). Each next() returns the next wanted change as a Quote, or one
+ * of the step's codes (module constants F_TIMEOUT ... F_BEHIND; follow.py documents them) for
+ * the caller to deal with. The caller owns `names` (a list it appends to), `known` (how many of
+ * them `interest` and `words` were made for), `interest` (None, or a bytearray with a non-zero
+ * byte per wanted slot), and may set cursor, deadline, known, interest, words and block.
+ *
+ * When nothing is new (and `block` is true): the deadline, a bounded spin, then one sleep of at
+ * most `slice` seconds: on the wake words themselves when `futex` is true (the caller's wait
+ * backend said they are kernel futex words in this address space), else through
+ * wait(cursor, seconds, words) -> 0 (time passed), 1 (woken), 2 (ended).
  */
-enum { F_TIMEOUT = 0, F_ENDED = 2, F_LAPPED = 3, F_NEWSLOT = 4, F_VOID = 5, F_EPOCH = 6, F_BEHIND = 7 };
-
 typedef struct {
     PyObject_HEAD
     Feed *feed;
@@ -634,19 +444,45 @@ typedef struct {
     PyObject *interest; /* None or bytearray */
     PyObject *quote;    /* the Quote class */
     PyObject *words;    /* None or tuple of wake-table indices */
-    uint64_t cursor;
-    uint64_t known;
-    uint64_t head; /* the head_seq loaded last */
-    uint32_t epoch;
+    PyObject *wait;     /* None or wait(cursor, seconds, words) */
+    pf_step st;
     double slice, spin, deadline; /* deadline: CLOCK_MONOTONIC seconds; < 0 none */
+    int futex, block;
 } Follow;
 
-#define SKIP_CHECK 4096
+static double mono_now(void) { return (double)pf__mono_ns() / 1e9; }
 
-static double mono_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+static int passed(double deadline) { return deadline >= 0 && mono_now() >= deadline; }
+
+static PyObject *code(int c) { return PyLong_FromLong(c); }
+
+static PyObject *make_quote(Follow *self, const pf_change *c) {
+    if ((Py_ssize_t)c->slot >= PyList_GET_SIZE(self->names)) {
+        PyErr_SetString(PyExc_RuntimeError, "Follow.known is beyond its names");
+        return NULL;
+    }
+    PyObject *args[4];
+    args[0] = PyList_GET_ITEM(self->names, c->slot);
+    args[1] = PyFloat_FromDouble(c->price);
+    args[2] = PyLong_FromUnsignedLongLong(c->time_ns);
+    args[3] = PyLong_FromUnsignedLongLong(c->seq);
+    PyObject *q = NULL;
+    if (args[1] && args[2] && args[3]) q = PyObject_Vectorcall(self->quote, args, 4, NULL);
+    Py_XDECREF(args[1]);
+    Py_XDECREF(args[2]);
+    Py_XDECREF(args[3]);
+    return q;
+}
+
+/* The caller's wait(cursor, seconds, words): its result, or -1 with an exception. */
+static int call_wait(Follow *self, double seconds) {
+    PyObject *r = PyObject_CallFunction(self->wait, "KdO", (unsigned long long)self->st.cursor, seconds,
+                                        self->words ? self->words : Py_None);
+    if (r == NULL) return -1;
+    long c = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (c == -1 && PyErr_Occurred()) return -1;
+    return (int)c;
 }
 
 static PyObject *Follow_next(Follow *self) {
@@ -655,123 +491,54 @@ static PyObject *Follow_next(Follow *self) {
         PyErr_SetString(PyExc_ValueError, "Follow was not initialised");
         return NULL;
     }
-    const uint64_t *L = f->layout;
-    unsigned skipped = 0;
     for (;;) {
-        /* Every round starts from base: Python code run below (signal handlers, the spin's and
-           the wait's callers) may have closed the feed. */
+        /* Every round starts from the view: Python code run below (signal handlers, `wait`)
+           may have closed the feed, or set interest. */
         if (closed(f)) return NULL;
-        uint64_t *head = u64_at(f, L[L_HEAD]);
-        uint64_t h = LOAD(head);
-        ACQUIRE(); /* pairs with the release before the head store */
-        self->head = h;
-        if (h < self->cursor) return PyLong_FromLong(F_BEHIND); /* never waited on: it would spin */
-        /* The epoch after the head: a new publisher bumps it before any change it makes, so
-           its takeover is reported before its first change (repairs included). */
-        uint32_t epoch = LOAD(u32_at(f, L[L_EPOCH]));
-        if (epoch != self->epoch) {
-            self->epoch = epoch;
-            return PyLong_FromLong(F_EPOCH);
+        pf_view v = f->view;
+        const uint8_t *interest = NULL;
+        uint64_t interest_len = 0;
+        if (self->interest != Py_None) {
+            interest = (const uint8_t *)PyByteArray_AS_STRING(self->interest);
+            interest_len = (uint64_t)PyByteArray_GET_SIZE(self->interest);
         }
-        if (h > self->cursor) {
-            uint64_t seq = self->cursor + 1;
-            if (h - self->cursor > f->mask + 1) return PyLong_FromLong(F_LAPPED);
-            uint32_t slot;
-            double price;
-            uint64_t time_ns;
-            int got = read_rec(f, seq, &slot, &price, &time_ns);
-            if (got < 0) return NULL;
-            if (got == 0) return PyLong_FromLong(F_LAPPED);
-            if (slot == SLOT_VOID) {
-                self->cursor = seq;
-                return PyLong_FromLong(F_VOID);
-            }
-            if ((uint64_t)slot >= self->known) return PyLong_FromLong(F_NEWSLOT);
-            if ((Py_ssize_t)slot >= PyList_GET_SIZE(self->names)) {
-                PyErr_SetString(PyExc_RuntimeError, "Follow.known is beyond its names");
-                return NULL;
-            }
-            self->cursor = seq;
-            if (self->interest != Py_None) {
-                if ((Py_ssize_t)slot >= PyByteArray_GET_SIZE(self->interest) ||
-                    !PyByteArray_AS_STRING(self->interest)[slot]) {
-                    /* Unwanted: skip it here, but now and then let Python look at the time and
-                       at signals, so that a feed kept just ahead of us cannot hold them off. */
-                    if (++skipped % SKIP_CHECK == 0) {
-                        if (self->deadline >= 0 && mono_now() >= self->deadline) return PyLong_FromLong(F_TIMEOUT);
-                        if (PyErr_CheckSignals() < 0) return NULL;
-                    }
-                    continue;
-                }
-            }
-            PyObject *name = PyList_GET_ITEM(self->names, slot);
-            PyObject *args[4];
-            args[0] = name;
-            args[1] = PyFloat_FromDouble(price);
-            args[2] = PyLong_FromUnsignedLongLong(time_ns);
-            args[3] = PyLong_FromUnsignedLongLong(seq);
-            PyObject *q = NULL;
-            if (args[1] && args[2] && args[3]) q = PyObject_Vectorcall(self->quote, args, 4, NULL);
-            Py_XDECREF(args[1]);
-            Py_XDECREF(args[2]);
-            Py_XDECREF(args[3]);
-            return q;
+        pf_change c;
+        int got = pf_core_follow_step(&v, &self->st, interest, interest_len, &c);
+        if (got == PF_F_CHANGE) return make_quote(self, &c);
+        if (got == PF_F_DAMAGED) return damaged_record(f, c.seq, c.slot, c.price);
+        if (got == PF_F_SKIPPED) { /* a feed kept just ahead of us must not hold these off */
+            if (passed(self->deadline)) return code(PF_F_TIMEOUT);
+            if (PyErr_CheckSignals() < 0) return NULL;
+            continue;
         }
-        /* Nothing new: ended? the deadline? else spin, then sleep one slice. */
-        if (LOAD(u32_at(f, L[L_CLOSED]))) {
-            ACQUIRE();
-            if (LOAD(head) != self->cursor) continue;
-            return PyLong_FromLong(F_ENDED);
-        }
-        if (self->deadline >= 0 && mono_now() >= self->deadline) return PyLong_FromLong(F_TIMEOUT);
-        PyObject *cursor = PyLong_FromUnsignedLongLong(self->cursor);
-        if (cursor == NULL) return NULL;
-        PyObject *r;
-        if (self->spin > 0) {
-            PyObject *secs = PyFloat_FromDouble(self->spin);
-            PyObject *sargs[2] = {cursor, secs};
-            r = secs ? Feed_spin(f, sargs, 2) : NULL;
-            Py_XDECREF(secs);
-            if (r == NULL) {
-                Py_DECREF(cursor);
-                return NULL;
-            }
-            int moved = r == Py_True;
-            Py_DECREF(r);
-            if (moved) {
-                Py_DECREF(cursor);
-                continue;
-            }
-        }
-        double limit = self->slice; /* after the spin, which took some of the time */
+        if (got != PF_F_IDLE) return code(got);
+        /* Nothing new, and not ended. */
+        if (!self->block) return code(PF_F_IDLE);
+        double limit = self->slice;
         if (self->deadline >= 0) {
-            double now = mono_now();
-            if (now >= self->deadline) {
-                Py_DECREF(cursor);
-                return PyLong_FromLong(F_TIMEOUT);
-            }
-            if (self->deadline - now < limit) limit = self->deadline - now;
+            double left = self->deadline - mono_now();
+            if (left <= 0) return code(PF_F_TIMEOUT);
+            if (left < limit) limit = left;
         }
-        PyObject *secs = PyFloat_FromDouble(limit);
-        PyObject *wargs[3] = {cursor, secs, self->words};
-        r = secs ? Feed_wait_head(f, wargs, 3) : NULL;
-        Py_XDECREF(secs);
-        Py_DECREF(cursor);
-        if (r == NULL) return NULL;
-        long code = PyLong_AsLong(r);
-        Py_DECREF(r);
-        if (code == 0) return PyLong_FromLong(F_TIMEOUT);
-        /* 1: the head moved; 2: ended: both are seen at the top of the loop */
+        if (self->spin > 0 && pf_core_spin_head(&v, self->st.cursor, clamp_spin(self->spin))) continue;
+        int woke = self->futex ? feed_wait(f, self->st.cursor, limit, self->words) : call_wait(self, limit);
+        if (woke < 0) return NULL;
+        if (woke == 0) return code(PF_F_TIMEOUT);
+        /* 1: the head may have moved; 2: ended: both are seen by the next step */
     }
 }
 
 static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
-    PyObject *feed, *names, *interest, *quote, *words;
+    PyObject *feed, *names, *interest, *quote, *words, *wait = Py_None;
     unsigned long long cursor, known;
     unsigned int epoch;
     double slice, spin, deadline;
-    if (!PyArg_ParseTuple(args, "O!O!KOOOKIddd", &FeedType, &feed, &PyList_Type, &names, &known, &interest, &quote,
-                          &words, &cursor, &epoch, &slice, &spin, &deadline))
+    int futex = 1;
+    static char *kwlist[] = {"feed",   "names", "known", "interest", "quote", "words", "cursor",
+                             "epoch",  "slice", "spin",  "deadline", "wait",  "futex", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!KOOOKIddd|Op", kwlist, &FeedType, &feed, &PyList_Type, &names,
+                                     &known, &interest, &quote, &words, &cursor, &epoch, &slice, &spin, &deadline,
+                                     &wait, &futex))
         return -1;
     if (known > (unsigned long long)PyList_GET_SIZE(names)) {
         PyErr_SetString(PyExc_ValueError, "known is beyond names");
@@ -779,6 +546,14 @@ static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
     }
     if (interest != Py_None && !PyByteArray_Check(interest)) {
         PyErr_SetString(PyExc_TypeError, "interest must be None or a bytearray");
+        return -1;
+    }
+    if (wait != Py_None && !PyCallable_Check(wait)) {
+        PyErr_SetString(PyExc_TypeError, "wait must be None or wait(cursor, seconds, words)");
+        return -1;
+    }
+    if (!futex && wait == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "wait(cursor, seconds, words) is needed when futex is False");
         return -1;
     }
     Py_INCREF(feed);
@@ -791,12 +566,17 @@ static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
     Py_XSETREF(self->quote, quote);
     Py_INCREF(words);
     Py_XSETREF(self->words, words);
-    self->cursor = cursor;
-    self->known = known;
-    self->epoch = epoch;
+    Py_INCREF(wait);
+    Py_XSETREF(self->wait, wait);
+    self->st.cursor = cursor;
+    self->st.known = known;
+    self->st.epoch = epoch;
+    self->st.head = 0;
     self->slice = slice;
     self->spin = spin;
     self->deadline = deadline;
+    self->futex = futex;
+    self->block = 1;
     return 0;
 }
 
@@ -806,59 +586,108 @@ static void Follow_dealloc(Follow *self) {
     Py_XDECREF(self->interest);
     Py_XDECREF(self->quote);
     Py_XDECREF(self->words);
+    Py_XDECREF(self->wait);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *Follow_iter(PyObject *self) {
-    Py_INCREF(self);
-    return self;
-}
+static PyObject *Follow_iter(PyObject *self) { return Py_NewRefCompat(self); }
 
-static PyObject *Follow_get_cursor(Follow *self, void *c) { return PyLong_FromUnsignedLongLong(self->cursor); }
-static int Follow_set_cursor(Follow *self, PyObject *v, void *c) {
-    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+static PyObject *Follow_get_cursor(Follow *self, void *c) {
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->st.cursor);
+}
+static int Follow_set_cursor(Follow *self, PyObject *x, void *c) {
+    (void)c;
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cursor cannot be deleted");
+        return -1;
+    }
+    unsigned long long n = PyLong_AsUnsignedLongLong(x);
     if (PyErr_Occurred()) return -1;
-    self->cursor = x;
+    self->st.cursor = n;
     return 0;
 }
-static PyObject *Follow_get_epoch(Follow *self, void *c) { return PyLong_FromUnsignedLong(self->epoch); }
-static PyObject *Follow_get_head(Follow *self, void *c) { return PyLong_FromUnsignedLongLong(self->head); }
-static PyObject *Follow_get_known(Follow *self, void *c) { return PyLong_FromUnsignedLongLong(self->known); }
-static int Follow_set_known(Follow *self, PyObject *v, void *c) {
-    unsigned long long x = PyLong_AsUnsignedLongLong(v);
+static PyObject *Follow_get_epoch(Follow *self, void *c) {
+    (void)c;
+    return PyLong_FromUnsignedLong(self->st.epoch);
+}
+static PyObject *Follow_get_head(Follow *self, void *c) {
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->st.head);
+}
+static PyObject *Follow_get_known(Follow *self, void *c) {
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->st.known);
+}
+static int Follow_set_known(Follow *self, PyObject *x, void *c) {
+    (void)c;
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "known cannot be deleted");
+        return -1;
+    }
+    unsigned long long n = PyLong_AsUnsignedLongLong(x);
     if (PyErr_Occurred()) return -1;
-    if (self->names == NULL || x > (unsigned long long)PyList_GET_SIZE(self->names)) {
+    if (self->names == NULL || n > (unsigned long long)PyList_GET_SIZE(self->names)) {
         PyErr_SetString(PyExc_ValueError, "known is beyond names");
         return -1;
     }
-    self->known = x;
+    self->st.known = n;
     return 0;
 }
-static PyObject *Follow_get_deadline(Follow *self, void *c) { return PyFloat_FromDouble(self->deadline); }
-static int Follow_set_deadline(Follow *self, PyObject *v, void *c) {
-    double x = PyFloat_AsDouble(v);
+static PyObject *Follow_get_deadline(Follow *self, void *c) {
+    (void)c;
+    return PyFloat_FromDouble(self->deadline);
+}
+static int Follow_set_deadline(Follow *self, PyObject *x, void *c) {
+    (void)c;
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "deadline cannot be deleted");
+        return -1;
+    }
+    double d = PyFloat_AsDouble(x);
     if (PyErr_Occurred()) return -1;
-    self->deadline = x;
+    self->deadline = d;
     return 0;
 }
-static PyObject *Follow_get_words(Follow *self, void *c) { return Py_NewRefCompat(self->words ? self->words : Py_None); }
-static int Follow_set_words(Follow *self, PyObject *v, void *c) {
-    if (v == NULL) v = Py_None;
-    Py_INCREF(v);
-    Py_XSETREF(self->words, v);
+static PyObject *Follow_get_words(Follow *self, void *c) {
+    (void)c;
+    return Py_NewRefCompat(self->words ? self->words : Py_None);
+}
+static int Follow_set_words(Follow *self, PyObject *x, void *c) {
+    (void)c;
+    if (x == NULL) x = Py_None;
+    Py_INCREF(x);
+    Py_XSETREF(self->words, x);
     return 0;
 }
 static PyObject *Follow_get_interest(Follow *self, void *c) {
+    (void)c;
     return Py_NewRefCompat(self->interest ? self->interest : Py_None);
 }
-static int Follow_set_interest(Follow *self, PyObject *v, void *c) {
-    if (v == NULL) v = Py_None;
-    if (v != Py_None && !PyByteArray_Check(v)) {
+static int Follow_set_interest(Follow *self, PyObject *x, void *c) {
+    (void)c;
+    if (x == NULL) x = Py_None;
+    if (x != Py_None && !PyByteArray_Check(x)) {
         PyErr_SetString(PyExc_TypeError, "interest must be None or a bytearray");
         return -1;
     }
-    Py_INCREF(v);
-    Py_XSETREF(self->interest, v);
+    Py_INCREF(x);
+    Py_XSETREF(self->interest, x);
+    return 0;
+}
+static PyObject *Follow_get_block(Follow *self, void *c) {
+    (void)c;
+    return PyBool_FromLong(self->block);
+}
+static int Follow_set_block(Follow *self, PyObject *x, void *c) {
+    (void)c;
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "block cannot be deleted");
+        return -1;
+    }
+    int b = PyObject_IsTrue(x);
+    if (b < 0) return -1;
+    self->block = b;
     return 0;
 }
 
@@ -870,6 +699,8 @@ static PyGetSetDef Follow_getset[] = {
     {"deadline", (getter)Follow_get_deadline, (setter)Follow_set_deadline, "CLOCK_MONOTONIC s; < 0 none", NULL},
     {"words", (getter)Follow_get_words, (setter)Follow_set_words, "wake-table words to sleep on, or None", NULL},
     {"interest", (getter)Follow_get_interest, (setter)Follow_set_interest, "None or a bytearray of wanted slots", NULL},
+    {"block", (getter)Follow_get_block, (setter)Follow_set_block, "False: next() returns F_IDLE instead of waiting",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -877,7 +708,8 @@ static PyTypeObject FollowType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pricefeed._protocol._speedups.Follow",
     .tp_basicsize = sizeof(Follow),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Follow(feed, names, known, interest, quote, words, cursor, epoch, slice, spin, deadline)",
+    .tp_doc = "Follow(feed, names, known, interest, quote, words, cursor, epoch, slice, spin, deadline, wait=None, "
+              "futex=True)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Follow_init,
     .tp_dealloc = (destructor)Follow_dealloc,
@@ -886,21 +718,39 @@ static PyTypeObject FollowType = {
     .tp_getset = Follow_getset,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pricefeed._protocol._speedups", NULL, -1, NULL};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "pricefeed._protocol._speedups", "Python bindings over the pricefeed protocol's C core.",
+    -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+static int add_type(PyObject *m, const char *name, PyTypeObject *type) {
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&FeedType) < 0 || PyType_Ready(&FollowType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    Py_INCREF(&FeedType);
-    if (PyModule_AddObject(m, "Feed", (PyObject *)&FeedType) < 0) {
-        Py_DECREF(&FeedType);
-        Py_DECREF(m);
-        return NULL;
+    /* The follow step's codes, so that Python can hold its own equal to them. */
+    static const struct {
+        const char *name;
+        int value;
+    } codes[] = {
+        {"F_TIMEOUT", PF_F_TIMEOUT}, {"F_IDLE", PF_F_IDLE}, {"F_ENDED", PF_F_ENDED}, {"F_LAPPED", PF_F_LAPPED},
+        {"F_NEWSLOT", PF_F_NEWSLOT}, {"F_VOID", PF_F_VOID}, {"F_EPOCH", PF_F_EPOCH}, {"F_BEHIND", PF_F_BEHIND},
+    };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        if (PyModule_AddIntConstant(m, codes[i].name, codes[i].value) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
     }
-    Py_INCREF(&FollowType);
-    if (PyModule_AddObject(m, "Follow", (PyObject *)&FollowType) < 0) {
-        Py_DECREF(&FollowType);
+    if (add_type(m, "Feed", &FeedType) < 0 || add_type(m, "Follow", &FollowType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

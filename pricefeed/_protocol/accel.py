@@ -1,19 +1,23 @@
-"""Which implementation of the hot paths runs here: the C accelerator, or pure Python.
+"""The C implementation: the reference classes with their hot paths bound to the C core.
 
-``pricefeed._speedups`` is built from _protocol/_speedups.c when a C compiler is at hand at install time
-(it is optional: the build goes on without it). It does what ``FeedWriter.commit`` /
-``commit_many`` and ``FeedReader.read_slot`` / ``read_slots`` / ``read_record`` do, step for
-step, for a fraction of the cost. Set PRICEFEED_PURE=1 to run the pure-Python paths anyway;
-the test suite runs both.
+``_speedups`` is built from ``_speedups.c``, thin bindings over the protocol's C core in
+``clients/c/core/`` (the same code the published ``pricefeed.h`` is made of), when a C compiler
+is at hand at install time; it is optional, and the build goes on without it. The classes here
+are the ones of ``reader``, ``writer`` and ``follow`` with the methods that run on every change
+bound, in their constructors, to the C core's: they behave the same, step for step (the test
+suite runs both). PRICEFEED_PURE=1 leaves the C code unloaded.
+
+Nothing here chooses which implementation runs: the package's ``__init__`` does, once.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 from .._errors import BadSegment
-from . import layout as L
+from . import follow, reader, writer
+from .header import Geometry
 
 _speedups: Any
 try:
@@ -23,18 +27,75 @@ try:
 except ImportError:
     _speedups = None
 
-#: True when the C accelerator runs the hot paths in this process.
-ACCELERATED = _speedups is not None
+#: True when the C core is built and may run in this process.
+AVAILABLE: bool = _speedups is not None
 
 
-def fast_feed(address: int, capacity: int, ring_size: int, spin_tries: int, wake: bool) -> Optional[Any]:
-    """A C view of the feed mapped at ``address`` (None without the accelerator). With
-    ``wake``, its commit() and commit_many() also wake the words they bump (futex only)."""
-    if _speedups is None:
-        return None
-    layout = (
-        L.SLOTS_OFFSET, L.SLOT_SIZE, L.ring_offset(capacity), L.RECORD_SIZE, L.OFF_HEAD_SEQ, L.OFF_FUTEX,
-        L.WAKE_OFFSET, L.WAKE_WORDS, L.SLOT_LOCK, L.SLOT_PRICE, L.SLOT_TIME, L.SLOT_SEQ,
-        L.REC_SEQ, L.REC_SLOT, L.REC_PRICE, L.REC_TIME, L.OFF_SLOT_COUNT, L.OFF_CLOSED, L.OFF_PUBLISHER_EPOCH,
-    )  # fmt: skip
-    return _speedups.Feed(address, capacity, ring_size, layout, spin_tries, BadSegment, wake)
+def _bind(self: reader.FeedReader, buf: memoryview, geometry: Geometry, address: Optional[int], wake: bool) -> Any:
+    if address is None:
+        raise ValueError("the C implementation reads a feed at its address: address=None")
+    fast = _speedups.Feed(address, geometry.capacity, geometry.ring_size, reader.SPIN_TRIES, BadSegment, wake)
+    self.spin = fast.spin  # type: ignore[method-assign]
+    self.read_slot = fast.read_slot  # type: ignore[method-assign]
+    self.read_slots = fast.read_slots  # type: ignore[method-assign]
+    self.read_record = fast.read_record  # type: ignore[method-assign]
+    return fast
+
+
+class FeedReader(reader.FeedReader):
+    """``reader.FeedReader``, its slot, record and spin reads in C."""
+
+    def __init__(self, buf: memoryview, geometry: Geometry, address: Optional[int] = None) -> None:
+        super().__init__(buf, geometry)
+        try:
+            self._fast = _bind(self, buf, geometry, address, False)
+        except BaseException:
+            super().release()  # the views, or the caller's mapping cannot close
+            raise
+
+    @property
+    def woken(self) -> int:
+        return int(self._fast.woken)
+
+    def release(self) -> None:
+        self._fast.close()  # before the mapping goes: it holds a bare pointer
+        super().release()
+
+
+class FeedWriter(writer.FeedWriter):
+    """``writer.FeedWriter``, its commits (and reads) in C. With ``wake``, a commit makes the
+    wake-up system call too (FUTEX_WAKE_OP): only for words that are kernel futexes here."""
+
+    def __init__(self, buf: memoryview, geometry: Geometry, address: Optional[int] = None, wake: bool = False) -> None:
+        super().__init__(buf, geometry)
+        try:
+            self._fast = fast = _bind(self, buf, geometry, address, wake)
+        except BaseException:
+            super().release()
+            raise
+        self.commit = fast.commit  # type: ignore[method-assign]
+        self.commit_many = fast.commit_many  # type: ignore[method-assign]
+        self.wakes = wake
+
+    @property
+    def woken(self) -> int:
+        return int(self._fast.woken)
+
+    def release(self) -> None:
+        self._fast.close()
+        super().release()
+
+
+def Follow(
+    reader: reader.FeedReader, names: List[str], known: int, interest: Optional[bytearray], quote: Any,
+    words: Optional[Tuple[int, ...]], cursor: int, epoch: int, slice: float, spin: float, deadline: float,
+    wait: follow.Wait, futex: bool = False,
+) -> Any:  # fmt: skip
+    """``follow.Follow`` in C, over a reader of this implementation. With ``futex``, it sleeps
+    on the wake words itself (they are kernel futex words here), else through ``wait``."""
+    fast = getattr(reader, "_fast", None)
+    if fast is None:
+        raise TypeError("the C Follow needs a reader of the C implementation")
+    return _speedups.Follow(
+        fast, names, known, interest, quote, words, cursor, epoch, slice, spin, deadline, wait, futex
+    )

@@ -6,8 +6,9 @@ import os
 from typing import List
 
 from .._errors import BadSegment, FeedBusy, FeedPermissionError
+from .._protocol import implementation
 from .._protocol import layout as L
-from .._protocol.feed import FeedWriter, read_geometry
+from .._protocol.header import read_geometry
 from .._segment import Segment, list_feeds
 from .._wait import waker
 from .announce import Announcer
@@ -74,7 +75,7 @@ def _end_quietly(seg: Segment) -> None:
         geometry = read_geometry(seg.view)
     except BadSegment:
         return
-    w = FeedWriter(seg.view, geometry)
+    w = implementation().Writer(seg.view, geometry, seg.address)
     wake = Announcer(waker(), seg, geometry.incarnation)
     try:
         w.set_closed()

@@ -4,7 +4,7 @@ Every change wakes two words in one system call (``WakeWord.wake_with``): the wo
 changed slot in the wake table, which the subscribers that follow a few symbols sleep on,
 and the header's word, which everyone else sleeps on. What concerns every subscriber (the feed
 ending, a new publisher taking over) wakes every word. The caller bumps the words first
-(``FeedWriter.announce`` / ``bump_all``), as Rule 3 of ``_feed`` requires.
+(``FeedWriter.announce`` / ``bump_all``), as Rule 3 of ``_protocol`` requires.
 """
 
 from __future__ import annotations

@@ -26,8 +26,11 @@ from .._errors import (
     InvalidInput,
     PricefeedError,
 )
+from .._protocol import implementation
 from .._protocol import layout as L
-from .._protocol.feed import FeedWriter, Geometry, initialise, read_geometry, symbols_of
+from .._protocol.header import Geometry, initialise, read_geometry
+from .._protocol.reader import symbols_of
+from .._protocol.writer import FeedWriter
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner
@@ -82,8 +85,11 @@ class Publisher:
         self._seg = segment
         self.name = segment.feed
         self.geometry = geometry
-        # With the C accelerator and futexes, commit() also makes the wake-up system call.
-        self._w: Optional[FeedWriter] = FeedWriter(segment.view, geometry, segment.address, waiter.name == "futex")
+        # Where the wake words are kernel futexes, a writer that can (the C one) makes the
+        # wake-up system call inside commit() itself.
+        self._w: Optional[FeedWriter] = implementation().Writer(
+            segment.view, geometry, segment.address, waiter.futex_words
+        )
         self._capacity = geometry.capacity
         self.pid = os.getpid()
         w = self._writer_unchecked()
@@ -275,7 +281,7 @@ class Publisher:
                 w.set_head(seq)
                 w.announce(index)
                 self._head = seq
-                self._wake.change(index)  # always wake: Rule 3 of _feed
+                self._wake.change(index)  # always wake: Rule 3 of _protocol
             else:
                 w.commit(index, p, t, seq)  # slot, record, head, wake words (Rules 1 to 3)
                 self._last[index] = p

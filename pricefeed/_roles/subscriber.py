@@ -3,7 +3,7 @@
 How ``updates()`` keeps its promise (each change at most once, in feed order, none lost
 silently): it holds a cursor, the sequence of the last change it has dealt with, and reads the
 ring records after it one by one. Each record carries its own sequence, so one that was
-overwritten is noticed (``_feed.lapped``) instead of being delivered as the wrong change. When
+overwritten is noticed (``reader.lapped``) instead of being delivered as the wrong change. When
 that happens the subscriber jumps to the head: it reports a Gap with the number of changes it
 will never deliver, then the latest value of each symbol that changed in the skipped range,
 once each and in feed order, read from the slot table. A symbol whose slot has moved past the
@@ -12,14 +12,14 @@ so no price is delivered stale and none twice.
 
 To sleep, it loads the wake word *before* checking the head one last time, and waits only
 while the word still holds that value: a change published in between bumps the word, and the
-wait returns at once (pairs with Rule 3 of ``_feed``).
+wait returns at once (pairs with Rule 3 of ``_protocol``).
 
 It waits in slices of WATCH_SLICE seconds. A slice that passes with nothing new is the moment
 to look at what cannot wake it: whether a publisher still holds the feed (PublisherGone), and
 whether the feed's name still leads to this segment (a re-created feed: re-attach, Reset).
 A new publisher is noticed by the epoch it writes into the header; it is reported
 (PublisherRestarted) only when the publisher before it did not close cleanly, since only then
-may it have repaired anything (Rule 6 of ``_feed``). What happened before the subscriber
+may it have repaired anything (Rule 6 of ``_protocol``). What happened before the subscriber
 attached is not news: it takes in the publisher words and the lock when it attaches, and
 reports only departures and takeovers after that (``status()`` tells how the feed stands).
 """
@@ -31,8 +31,11 @@ import warnings
 from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union, overload
 
 from .._errors import BadSegment, FeedNotFound, FeedReset, InvalidInput, PricefeedError, SymbolNotFound, Timeout
+from .._protocol import Implementation, implementation
+from .._protocol import follow as F
 from .._protocol import layout as L
-from .._protocol.feed import FeedReader, Seen, check_head, closed_cleanly, latest_since, symbols_of, takeover_news
+from .._protocol.liveness import Seen, closed_cleanly, takeover_news
+from .._protocol.reader import FeedReader, symbols_of
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner, user_name
@@ -53,25 +56,6 @@ WATCH_SLICE = 0.25
 MAX_SPIN = 0.01
 #: How often a subscriber told to wait for a feed looks for it.
 APPEAR_POLL = 0.02
-
-
-# What the accelerator's Follow returns instead of a Quote (see _protocol/_speedups.c).
-_F_TIMEOUT, _F_ENDED, _F_LAPPED, _F_NEWSLOT, _F_VOID, _F_EPOCH, _F_BEHIND = 0, 2, 3, 4, 5, 6, 7
-
-
-def _interest_map(interest: Optional[Set[int]], capacity: int) -> Optional[bytearray]:
-    """The wanted slots as Follow reads them: a non-zero byte per wanted slot."""
-    if interest is None:
-        return None
-    out = bytearray(capacity)
-    for i in interest:
-        out[i] = 1
-    return out
-
-
-class _WaitPlan(NamedTuple):
-    words: List[int]  # indices in the wake table
-    multi: MultiWait
 
 
 _ENDED = object()
@@ -160,7 +144,8 @@ class Subscriber:
             self._owner = seg.uid
         self._seg: Segment = seg
         self.geometry = geometry
-        self._r = FeedReader(seg.view, geometry, seg.address)
+        self._impl: Implementation = implementation()
+        self._r = self._impl.Reader(seg.view, geometry, seg.address)
         self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
         self._word: WakeWord = self._waiter.word(
             seg.address + L.OFF_FUTEX, self._futex_view, wake_key(self.name, geometry.incarnation, HEADER_INDEX)
@@ -174,7 +159,7 @@ class Subscriber:
         self._seen = Seen(epoch, state.handovers)
         self._gone_reported = self._seg.holder_pid() is None
         self._table: Dict[int, WakeWord] = {}
-        self._multis: Dict[Tuple[int, ...], MultiWait] = {}
+        self._multis: Dict[Tuple[int, ...], MultiWait] = {}  # wake-table words -> their multi-wait
         self._table_views: List[memoryview] = []
         self._woken = 0
 
@@ -182,8 +167,7 @@ class Subscriber:
     def wakeups(self) -> int:
         """How many of this subscriber's waits ended because a word it slept on changed or was
         woken (not by a timeout): a measure of how often it was disturbed."""
-        fast = self._r._fast if self._r is not None else None
-        return self._woken + (fast.woken if fast is not None else 0)
+        return self._woken + (self._r.woken if self._r is not None else 0)
 
     def _detach(self) -> None:
         if self._r is None:
@@ -401,9 +385,8 @@ class Subscriber:
         self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
         reattach: bool, cursor: int, spin: float = 0.0,
     ) -> Iterator[Event]:  # fmt: skip
-        follow = self._conflated if conflate else self._changes
         while True:
-            outcome = yield from follow(wanted, timeout, snapshot, cursor, spin)
+            outcome = yield from self._changes(wanted, timeout, conflate, snapshot, cursor, spin)
             if outcome is not _RESET:
                 return
             old = self.geometry.incarnation
@@ -417,9 +400,106 @@ class Subscriber:
             yield Reset(self.geometry.incarnation, self._reader().head())
             snapshot, cursor = True, 0  # the new feed's current values, then its changes
 
-    def _targets(self, wanted: Optional[Set[str]]) -> Tuple[Optional[Set[int]], Optional[_WaitPlan]]:
-        """The slot indices of the wanted symbols known so far (None: all), and the words to
-        sleep on for them (None: the header's word, woken by every change).
+    def _changes(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool, cursor: int,
+        spin: float,
+    ) -> Generator[Event, None, object]:  # fmt: skip
+        """Follow the feed with the protocol's follow loop (``follow.Follow``, of the
+        implementation this subscriber opened the feed with): each change comes back as a
+        Quote, everything else as a code that is handled here, once for both implementations.
+        With ``conflate``, quotes wait in ``pending`` (the newest per symbol, oldest first)
+        while more are at hand, and one is yielded whenever the loop finds nothing new."""
+        r = self._reader()
+        pending: Dict[str, Quote] = {}
+        if snapshot:
+            for q in self._catch_up(wanted, 0, cursor):
+                if conflate:
+                    pending[q.symbol] = q
+                else:
+                    yield q
+        follow = self._impl.Follow(
+            r, self._names, 0, None, Quote, None, cursor, self._seen.epoch, WATCH_SLICE, spin,
+            -1.0 if timeout is None else time.monotonic() + timeout, self._wait, self._waiter.futex_words,
+        )  # fmt: skip
+        self._retarget(follow, wanted)
+        while True:
+            follow.block = not pending
+            item = next(follow)
+            if type(item) is Quote:
+                if conflate:
+                    pending.pop(item.symbol, None)
+                    pending[item.symbol] = item
+                    continue
+                yield item
+            elif item == F.IDLE:  # only while quotes are pending: give the oldest
+                yield pending.pop(next(iter(pending)))
+            elif item == F.TIMEOUT:
+                self._check_deadline(None if timeout is None else follow.deadline, timeout)
+                event = self._watch()
+                if event is _RESET:
+                    return _RESET
+                if event is not None:
+                    yield event  # type: ignore[misc]
+                continue
+            elif item == F.ENDED:
+                yield from list(pending.values())
+                return _ENDED
+            elif item == F.EPOCH:
+                restarted = self._restarted()
+                if restarted is not None:
+                    yield restarted
+                continue
+            elif item == F.LAPPED:  # jump to the head (see the module docstring)
+                cursor = follow.cursor
+                head = r.head()
+                values = self._catch_up(wanted, cursor, head)
+                follow.cursor = head
+                self._retarget(follow, wanted)
+                missed = F.missed(cursor, head, values)
+                if conflate:
+                    for q in values:
+                        pending.pop(q.symbol, None)
+                        pending[q.symbol] = q
+                    continue
+                if missed:
+                    yield Gap(missed, cursor + 1, head)
+                for value in values:
+                    yield value
+                    if timeout is not None:
+                        follow.deadline = time.monotonic() + timeout
+            elif item == F.NEWSLOT:  # a slot beyond what the loop was told of: learn it
+                seq = follow.cursor + 1
+                rec = r.read_record(seq)
+                if rec is not None:
+                    self._refresh_for(rec[0], seq)  # raises BadSegment for a slot nobody counted
+                self._retarget(follow, wanted)
+                continue
+            elif item == F.VOID:
+                if not conflate:
+                    yield Gap(1, follow.cursor, follow.cursor)
+                continue
+            elif item == F.BEHIND:
+                F.check_head(follow.head, follow.cursor, self.name)
+                continue
+            # A quote was given: the timeout counts from here.
+            if timeout is not None:
+                follow.deadline = time.monotonic() + timeout
+
+    def _retarget(self, follow: Any, wanted: Optional[Set[str]]) -> None:
+        """Tell the follow loop the symbols known now: which slots are wanted, what to sleep on."""
+        interest, words = self._targets(wanted)
+        if interest is None:
+            follow.interest = None
+        else:
+            follow.interest = bytearray(self.geometry.capacity)
+            for i in interest:
+                follow.interest[i] = 1
+        follow.words = words
+        follow.known = len(self._names)
+
+    def _targets(self, wanted: Optional[Set[str]]) -> Tuple[Optional[Set[int]], Optional[Tuple[int, ...]]]:
+        """The slot indices of the wanted symbols known so far (None: all), and the words of
+        the wake table to sleep on for them (None: the header's word, woken by every change).
 
         A subscriber of a few symbols sleeps on their words of the wake table, so changes of
         other symbols do not wake it; one that follows everything, a symbol the feed does not
@@ -430,13 +510,12 @@ class Subscriber:
         interest = {i for i, s in enumerate(self._names) if s in wanted}
         if len(interest) < len(wanted) or not self._waiter.can_wait_many():
             return interest, None
-        words = sorted({i & (L.WAKE_WORDS - 1) for i in interest})
+        words = tuple(sorted({L.wake_word_of(i) for i in interest}))
         if len(words) >= L.WAKE_WORDS:
             return interest, None
-        multi = self._multis.get(tuple(words))
-        if multi is None:  # one per set of words, kept until close: no new registration per retarget
-            multi = self._multis[tuple(words)] = self._waiter.multi([self._table_word(w) for w in words])
-        return interest, _WaitPlan(words, multi)
+        if words not in self._multis:  # one per set of words, kept until close: no new registration per retarget
+            self._multis[words] = self._waiter.multi([self._table_word(w) for w in words])
+        return interest, words
 
     def _table_word(self, word: int) -> WakeWord:
         found = self._table.get(word)
@@ -456,7 +535,8 @@ class Subscriber:
         self._refresh()
         names = self._names
         slots = [i for i in range(len(names)) if wanted is None or names[i] in wanted]
-        return [Quote(names[i], p, t, s) for s, i, p, t in latest_since(self._read_caught_up, slots, after, upto)]
+        values = [(i, self._read_caught_up(i)) for i in slots]
+        return [Quote(names[c.slot], c.price, c.time_ns, c.seq) for c in F.latest_since(values, after, upto)]
 
     def _read_caught_up(self, index: int) -> Optional[Tuple[float, int, int]]:
         """A slot for the catch-up: as get() reads it (patiently while a publisher writes it;
@@ -466,59 +546,25 @@ class Subscriber:
         got = self._reader().read_slot(index)
         return got if got is not None else self._read_stuck_slot(index, give_up=True)
 
-    def _sleep(
-        self, cursor: int, deadline: Optional[float], timeout: Optional[float], plan: Optional[_WaitPlan], spin: float
-    ) -> object:
-        """Wait until the head passes ``cursor`` (with a plan: until a change of one of its
-        words' slots): returns None then, _ENDED when the feed ended with nothing new, _RESET
-        when the feed was re-created, or an event to yield first. Raises Timeout at
-        ``deadline``."""
+    def _wait(self, cursor: int, seconds: float, words: Optional[Tuple[int, ...]]) -> int:
+        """The follow loop's sleep, through the wait backend's contract: until the head may
+        have passed ``cursor`` (1), the feed ended with nothing new (2), or ``seconds`` passed
+        (0). The wake words are loaded before the head: see the module docstring."""
         r = self._reader()
-        fast_wait = r.wait_head if self._waiter.name == "futex" else None
-        words = None if plan is None else tuple(plan.words)
-        while True:
-            restarted = self._restarted()  # a takeover is news even before its first change
-            if restarted is not None:
-                return restarted
-            if fast_wait is not None:
-                # The same loop as below, in C (the accelerator): the words before the head,
-                # FUTEX_WAIT or futex_waitv without the GIL, EINTR and Ctrl-C handled.
-                if spin and r.spin(cursor, spin):
-                    return None
-                limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
-                code = fast_wait(cursor, max(limit, 0.0), words)
-                if code == 1:
-                    return None
-                if code == 2:
-                    return _ENDED
-                self._check_deadline(deadline, timeout)
-                event = self._watch()
-                if event is not None:
-                    return event
-                continue
-            # The wake words are loaded before the head: see the module docstring.
-            if plan is None:
-                expected = r.futex_value()
-            else:
-                values = r.wake_values(plan.words)
-            if r.head() != cursor:
-                return None
-            if r.closed():
-                return None if r.head() != cursor else _ENDED
-            if spin and r.spin(cursor, spin):
-                return None
-            limit = WATCH_SLICE if deadline is None else min(deadline - time.monotonic(), WATCH_SLICE)
-            if limit > 0:
-                woken = self._word.wait(expected, limit) if plan is None else plan.multi.wait(values, limit)
-                if woken:
-                    self._woken += 1
-                    continue
-            if r.head() != cursor:
-                continue
-            self._check_deadline(deadline, timeout)
-            event = self._watch()
-            if event is not None:
-                return event
+        if words is None:
+            expected = r.futex_value()
+        else:
+            values = r.wake_values(list(words))
+        if r.head() != cursor:
+            return 1
+        if r.closed():
+            return 1 if r.head() != cursor else 2
+        if seconds > 0:
+            woken = self._word.wait(expected, seconds) if words is None else self._multis[words].wait(values, seconds)
+            if woken:
+                self._woken += 1
+                return 1
+        return 1 if r.head() != cursor else 0
 
     def _watch(self) -> object:
         """What an idle slice checks: the publisher's lock and the feed's name."""
@@ -548,7 +594,7 @@ class Subscriber:
 
     def _restarted(self, final: bool = False) -> Optional[PublisherRestarted]:
         """A PublisherRestarted event if, since we last looked, a publisher took over from one
-        that did not close cleanly (``_feed.takeover_news``; ``final``: no process holds the
+        that did not close cleanly (``liveness.takeover_news``; ``final``: no process holds the
         lock). Any takeover makes the new publisher's departure news again."""
         r = self._reader()
         if r.publisher_epoch() == self._seen.epoch:
@@ -566,190 +612,6 @@ class Subscriber:
     def _check_deadline(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         if deadline is not None and time.monotonic() >= deadline:
             raise Timeout(f"no change on feed {self.name!r} within the timeout of {timeout:g} s")
-
-    def _changes(
-        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
-    ) -> Generator[Event, None, object]:
-        r = self._reader()
-        if r._fast is not None and self._waiter.name == "futex":
-            return (yield from self._changes_fast(r._fast, wanted, timeout, snapshot, cursor, spin))
-        ring_size = self.geometry.ring_size
-        names = self._names
-        if snapshot:
-            yield from self._catch_up(wanted, 0, cursor)
-        known = len(names)
-        interest, plan = self._targets(wanted)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            outcome = self._sleep(cursor, deadline, timeout, plan, spin)
-            if outcome is _ENDED or outcome is _RESET:
-                return outcome
-            if outcome is not None:
-                yield outcome  # type: ignore[misc]
-                continue
-            head = r.head()
-            check_head(head, cursor, self.name)
-            # The epoch after the head: a new publisher bumps it before any change it makes.
-            restarted = self._restarted()
-            if restarted is not None:
-                yield restarted
-            while cursor < head:
-                seq = cursor + 1
-                rec = r.read_record(seq) if head - cursor <= ring_size else None
-                if rec is None:  # lapped: jump to the head (see the module docstring)
-                    head = r.head()
-                    values = self._catch_up(wanted, cursor, head)
-                    known = len(names)
-                    interest, plan = self._targets(wanted)
-                    missed = head - cursor - len(values)
-                    cursor = head
-                    if missed:
-                        yield Gap(missed, seq, head)
-                    for value in values:
-                        yield value
-                        if timeout is not None:
-                            deadline = time.monotonic() + timeout
-                    break
-                index, price, time_ns = rec
-                cursor = seq
-                if index >= known:
-                    if index == L.SLOT_VOID:
-                        yield Gap(1, seq, seq)
-                        continue
-                    known = self._refresh_for(index, seq)
-                    interest, plan = self._targets(wanted)
-                if interest is None or index in interest:
-                    yield Quote(names[index], price, time_ns, seq)
-                    if timeout is not None:
-                        deadline = time.monotonic() + timeout
-            else:
-                # Everything up to the head was read and none of it was wanted: a busy feed
-                # must not keep a filtered subscriber from timing out.
-                self._check_deadline(deadline, timeout)
-
-    def _changes_fast(
-        self, fast: Any, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int,
-        spin: float,
-    ) -> Generator[Event, None, object]:  # fmt: skip
-        """_changes() with its common case in C (the accelerator's Follow): waiting, reading
-        the next record, filtering and building the Quote. Everything else comes back here as
-        a code and is handled as _changes() handles it."""
-        from .._protocol.accel import _speedups
-
-        r = self._reader()
-        names = self._names
-        if snapshot:
-            yield from self._catch_up(wanted, 0, cursor)
-        interest, plan = self._targets(wanted)
-        follow = _speedups.Follow(
-            fast, names, len(names), _interest_map(interest, self.geometry.capacity), Quote,
-            None if plan is None else tuple(plan.words), cursor, self._seen.epoch, WATCH_SLICE, spin,
-            -1.0 if timeout is None else time.monotonic() + timeout,
-        )  # fmt: skip
-        for item in follow:
-            if type(item) is Quote:
-                yield item
-                if timeout is not None:
-                    follow.deadline = time.monotonic() + timeout
-                continue
-            if item == _F_TIMEOUT:
-                self._check_deadline(None if timeout is None else follow.deadline, timeout)
-                event = self._watch()
-                if event is _RESET:
-                    return _RESET
-                if event is not None:
-                    yield event  # type: ignore[misc]
-            elif item == _F_ENDED:
-                return _ENDED
-            elif item == _F_EPOCH:
-                restarted = self._restarted()
-                if restarted is not None:
-                    yield restarted
-            elif item == _F_LAPPED:  # jump to the head (see the module docstring)
-                cursor = follow.cursor
-                head = r.head()
-                values = self._catch_up(wanted, cursor, head)
-                missed = head - cursor - len(values)
-                follow.cursor = head
-                self._retarget(follow, wanted)
-                if missed:
-                    yield Gap(missed, cursor + 1, head)
-                for value in values:
-                    yield value
-                    if timeout is not None:
-                        follow.deadline = time.monotonic() + timeout
-            elif item == _F_NEWSLOT:  # a slot beyond what Follow was told of: learn it
-                seq = follow.cursor + 1
-                rec = r.read_record(seq)
-                if rec is not None:
-                    self._refresh_for(rec[0], seq)  # raises BadSegment for a slot nobody counted
-                self._retarget(follow, wanted)
-            elif item == _F_VOID:
-                yield Gap(1, follow.cursor, follow.cursor)
-            elif item == _F_BEHIND:
-                check_head(follow.head, follow.cursor, self.name)
-        return _ENDED  # pragma: no cover - Follow never stops by itself
-
-    def _retarget(self, follow: Any, wanted: Optional[Set[str]]) -> None:
-        """Tell Follow the symbols known now: which slots are wanted, what to sleep on."""
-        interest, plan = self._targets(wanted)
-        follow.interest = _interest_map(interest, self.geometry.capacity)
-        follow.words = None if plan is None else tuple(plan.words)
-        follow.known = len(self._names)
-
-    def _conflated(
-        self, wanted: Optional[Set[str]], timeout: Optional[float], snapshot: bool, cursor: int, spin: float
-    ) -> Generator[Event, None, object]:
-        r = self._reader()
-        ring_size = self.geometry.ring_size
-        names = self._names
-        pending: Dict[int, Quote] = {}  # slot -> newest value; oldest first (re-inserted on update)
-        if snapshot:
-            for q in self._catch_up(wanted, 0, cursor):
-                pending[self._index[q.symbol]] = q
-        known = len(names)
-        interest, plan = self._targets(wanted)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            head = r.head()
-            check_head(head, cursor, self.name)
-            restarted = self._restarted()  # after the head, as in _changes()
-            if restarted is not None:
-                yield restarted
-            while cursor < head:  # drain everything available into `pending`
-                seq = cursor + 1
-                rec = r.read_record(seq) if head - cursor <= ring_size else None
-                if rec is None:
-                    head = r.head()
-                    for q in self._catch_up(wanted, cursor, head):
-                        index = self._index[q.symbol]
-                        pending.pop(index, None)
-                        pending[index] = q
-                    known = len(names)
-                    interest, plan = self._targets(wanted)
-                    cursor = head
-                    break
-                index, price, time_ns = rec
-                cursor = seq
-                if index >= known:
-                    if index == L.SLOT_VOID:
-                        continue
-                    known = self._refresh_for(index, seq)
-                    interest, plan = self._targets(wanted)
-                if interest is None or index in interest:
-                    pending.pop(index, None)
-                    pending[index] = Quote(names[index], price, time_ns, seq)
-            if pending:
-                yield pending.pop(next(iter(pending)))
-                if timeout is not None:
-                    deadline = time.monotonic() + timeout
-                continue
-            self._check_deadline(deadline, timeout)
-            outcome = self._sleep(cursor, deadline, timeout, plan, spin)
-            if outcome is _ENDED or outcome is _RESET:
-                return outcome
-            if outcome is not None:
-                yield outcome  # type: ignore[misc]
 
     # -- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:

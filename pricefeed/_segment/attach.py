@@ -7,7 +7,7 @@ from typing import Tuple
 
 from .._errors import BadSegment
 from .._protocol import layout as L
-from .._protocol.feed import Geometry, Initialising, read_geometry
+from .._protocol.header import Geometry, Initialising, read_geometry
 from . import Segment
 from .common import Owner, check_trust
 

@@ -498,3 +498,43 @@ def test_rust_publisher_refuses_a_half_written_feed(build: Builds, feed: str) ->
     assert p.returncode == 9 and "slot 0 ('A') was left mid-change" in p.stderr and "lock is odd (3)" in p.stderr
     with Subscriber(feed) as sub:
         assert sub.status().publisher_epoch == 1, "a refusal leaves the feed as it was"
+
+
+# -- (g) one C core: the generated files are current, and the core stands on its own -------------
+CORE_HEADERS = sorted((CLIENTS / "c" / "core").glob("*.h"))
+
+
+def test_generated_c_files_are_what_the_generator_makes() -> None:
+    """clients/c/core/pf_layout.h (from pricefeed/_protocol/layout.py) and clients/c/pricefeed.h
+    (clients/c/src/pricefeed_api.h with the core inlined) are generated: edited by hand, or
+    left behind by a change to their sources, they fail here."""
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_c.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    single = (CLIENTS / "c" / "pricefeed.h").read_text(encoding="utf-8")
+    assert '#include "' not in single, "the single-file header includes nothing of its own"
+
+
+@pytest.mark.parametrize(
+    "compiler, flags",
+    [
+        (CC, ["-std=c11", "-x", "c"]),
+        (CC, ["-std=c11", "-U__linux__", "-U__linux", "-Ulinux", "-x", "c"]),  # as on macOS or FreeBSD
+        (CXX, ["-std=c++17", "-x", "c++"]),
+    ],
+    ids=["c11", "c11-not-linux", "c++17"],
+)
+@pytest.mark.parametrize("header", CORE_HEADERS, ids=lambda p: p.name)
+def test_each_core_header_compiles_alone(compiler: Optional[str], flags: List[str], header: Path) -> None:
+    """Each piece of clients/c/core includes what it uses, and builds without Linux (its futex
+    calls are compiled out there), as the accelerator needs on macOS and FreeBSD."""
+    if compiler is None:
+        pytest.skip(f"{'g++' if '-std=c++17' in flags else 'gcc'} is not installed")
+    p = subprocess.run(
+        [compiler, *flags, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", str(header)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0 and not p.stderr, p.stderr

@@ -16,6 +16,9 @@ from conftest import Proc, blocked_in_futex, wait_until, worker
 
 from pricefeed import Publisher
 
+#: Every test here runs on each implementation of the protocol (see the impl fixture).
+pytestmark = pytest.mark.usefixtures("impl")
+
 
 def _hammer(feed: str, procs: List[Proc], reader: str, reads: int, ring_size: int) -> List[dict]:
     """Two reader processes of kind `reader`, attached first, then a publisher rewriting two

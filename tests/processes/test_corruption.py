@@ -20,21 +20,26 @@ import pytest
 
 if sys.platform != "win32":
     import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
-from conftest import Proc, cli, unique_name, unlink_feed, worker
+from conftest import Proc, cli, feed_reader, unique_name, unlink_feed, worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pricefeed import BadSegment, PricefeedError, Publisher, Quote, Subscriber
+from pricefeed import _protocol as protocol
 from pricefeed._protocol import layout as L
 from pricefeed._segment import segment_name, segment_path
 
 CAPACITY, RING = 8, 16
 
 
-pytestmark = pytest.mark.skipif(
-    sys.platform == "win32",
-    reason="POSIX-specific: builds damaged segments with posix_ipc and bounds reads with SIGALRM",
-)
+#: Every test here runs on each implementation of the protocol (see the impl fixture).
+pytestmark = [
+    pytest.mark.usefixtures("impl"),
+    pytest.mark.skipif(
+        sys.platform == "win32",
+        reason="POSIX-specific: builds damaged segments with posix_ipc and bounds reads with SIGALRM",
+    ),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +73,18 @@ def _watchdog(*_: object) -> None:
     raise Hang("an open or read did not finish within 5 s")
 
 
+def _follow_from(name: str, symbols: List[str], cursor: int) -> Iterator[object]:
+    """The protocol's follow loop over the feed from ``cursor`` (far behind the head), never
+    waiting: its quotes, and the codes that stop it (the caller bounds how many it takes)."""
+    with feed_reader(name) as r:
+        f = protocol.implementation().Follow(
+            r, symbols, len(symbols), None, Quote, None, cursor, r.publisher_epoch(), 0.0, 0.0, -1.0,
+            lambda *_: 0, False,
+        )  # fmt: skip
+        f.block = False
+        yield from f
+
+
 def _exercise(name: str) -> None:
     """Every read path a subscriber has, then a publisher taking the feed over."""
     try:
@@ -80,7 +97,7 @@ def _exercise(name: str) -> None:
             head = sub.head
             # Read the ring from well behind the head, and from the start with a snapshot.
             for it in (
-                sub._follow(None, 0, False, False, True, max(0, head - RING - 3)),
+                _follow_from(name, sub.symbols(), max(0, head - RING - 3)),
                 sub.updates(timeout=0, snapshot=True),
                 sub.updates(timeout=0, conflate=True, snapshot=True),
             ):

@@ -22,6 +22,7 @@ from conftest import ROOT, Proc, mappings_of, open_fds, unique_name, unlink_feed
 
 from pricefeed import PricefeedError, Publisher, Subscriber, remove
 from pricefeed._segment import segment_name
+from pricefeed._segment.attach import attach
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
@@ -75,11 +76,14 @@ def test_readable_feed_can_be_followed_never_written(feed: str, other_user: pwd.
             with Subscriber(feed) as sub:
                 q = sub["A"]
                 out["read"] = [q.symbol, q.price]
+                seg, _ = attach(feed, writable=False)  # the mapping the subscriber made
                 try:
-                    sub._seg.view[0] = 0
+                    seg.view[0] = 0
                     out["wrote"] = True
                 except TypeError:
                     out["wrote"] = False
+                finally:
+                    seg.close()
                 out["maps"] = [line.split()[1] for line in _mappings(feed) - inherited]
             out["publish"] = _try(lambda: Publisher.open(feed).publish("A", 9.0))
             out["remove"] = _try(lambda: remove(feed, force=True))  # /dev/shm is sticky: not theirs to unlink

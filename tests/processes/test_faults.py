@@ -20,6 +20,9 @@ from conftest import Proc, blocked_in_futex, cli, kill_hard, posix_only, wait_un
 from pricefeed import Publisher, Subscriber, remove
 from pricefeed._segment import segment_path
 
+#: Every test here runs on each implementation of the protocol (see the impl fixture).
+pytestmark = pytest.mark.usefixtures("impl")
+
 
 def _check_churned(rows: list, head: int, final: Dict[str, float]) -> Dict[str, int]:
     """The property of a follower of a feed whose publishers were killed over and over."""

@@ -16,24 +16,21 @@ import sys
 from typing import Any, List, Optional
 
 import pytest
-from conftest import Proc, blocked_in_futex, cli, kill_hard, peek, poke, wait_until, worker
-from test_protocol_reader import CBuilds, choose_impl, env_of, run_c
+from conftest import Proc, access_modes_of, blocked_in_futex, cli, kill_hard, peek, poke, wait_until, worker
+from test_protocol_reader import CBuilds, env_of, run_c
 
 from pricefeed import FeedBusy, Publisher, PublisherGone, PublisherRestarted, Quote, Subscriber, Timeout
+from pricefeed._protocol import Implementation
 from pricefeed._protocol import layout as L
-from pricefeed._protocol.feed import Seen, closed_cleanly, takeover_news
+from pricefeed._protocol.liveness import Seen, closed_cleanly, takeover_news
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="Linux-specific: reads /proc and writes /dev/shm"
-)
+#: Every test here runs on each implementation of the protocol (see the impl fixture).
+pytestmark = [
+    pytest.mark.usefixtures("impl"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-specific: reads /proc and writes /dev/shm"),
+]
 
 HOLDS, CLOSED = L.PUBLISHER_HOLDS, L.PUBLISHER_CLOSED
-
-
-@pytest.fixture(params=["accelerated", "pure"])
-def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The same test on both Python paths (see test_protocol_reader)."""
-    return choose_impl(str(request.param), monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +84,7 @@ def test_publisher_gone_keeps_its_positional_fields() -> None:
 
 
 # -- real publishers, real subscribers -------------------------------------------------------------------
-def subscriber(procs: List[Proc], feed: str, impl: str, *args: str) -> Proc:
+def subscriber(procs: List[Proc], feed: str, impl: Implementation, *args: str) -> Proc:
     """A blocked `pricefeed subscribe --json` on the given Python path."""
     p = Proc(cli("subscribe", feed, "--json", "--timeout", "60", *args), env=env_of(impl))
     procs.append(p)
@@ -124,7 +121,9 @@ def die(holder: Proc) -> None:
     holder.p.wait(timeout=10)
 
 
-def test_a_clean_close_is_clean_and_the_next_publisher_no_restart(feed: str, impl: str, procs: List[Proc]) -> None:
+def test_a_clean_close_is_clean_and_the_next_publisher_no_restart(
+    feed: str, impl: Implementation, procs: List[Proc]
+) -> None:
     Publisher.create(feed).close()
     sub = subscriber(procs, feed, impl)
     with Publisher.open(feed) as pub:
@@ -139,7 +138,7 @@ def test_a_clean_close_is_clean_and_the_next_publisher_no_restart(feed: str, imp
 
 
 def test_a_killed_publisher_is_gone_uncleanly_then_its_successor_restarts(
-    feed: str, impl: str, procs: List[Proc]
+    feed: str, impl: Implementation, procs: List[Proc]
 ) -> None:
     Publisher.create(feed).close()
     sub = subscriber(procs, feed, impl)
@@ -156,7 +155,9 @@ def test_a_killed_publisher_is_gone_uncleanly_then_its_successor_restarts(
 
 
 @pytest.mark.parametrize("how", ["closed", "killed"])
-def test_a_late_subscriber_hears_nothing_of_the_past(feed: str, impl: str, procs: List[Proc], how: str) -> None:
+def test_a_late_subscriber_hears_nothing_of_the_past(
+    feed: str, impl: Implementation, procs: List[Proc], how: str
+) -> None:
     """Started on a feed whose publisher has already gone: no PublisherGone (it may ask
     status()). A takeover after it attached is news as usual: a restart if the one before died."""
     with Publisher.create(feed) as pub:
@@ -189,11 +190,10 @@ def test_c_late_subscriber_hears_nothing_of_the_past(feed: str, pfcat: CBuilds, 
     assert run_c(pfcat("pfcat"), "check", feed)[1][0]["publisher_alive"] == 0
 
 
-@pytest.mark.parametrize("path", ["accelerated", "pure"])
-def test_ten_one_shot_publishes_give_ten_changes_and_no_restart(feed: str, path: str) -> None:
+def test_ten_one_shot_publishes_give_ten_changes_and_no_restart(feed: str) -> None:
     """Each `pricefeed publish FEED X=n` opens, publishes and closes: ten in a row are ten
     changes for a subscriber, and no restart (a clean departure between them may be told)."""
-    env = {**os.environ, **({"PRICEFEED_PURE": "1"} if path == "pure" else {})}
+    env = dict(os.environ)  # with the implementation under test (see the impl fixture)
     subprocess.run(cli("create", feed), check=True, timeout=60, env=env)
     sub = subprocess.Popen(cli("subscribe", feed, "--json", "--count", "10", "--timeout", "60"),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
@@ -215,7 +215,7 @@ def test_ten_one_shot_publishes_give_ten_changes_and_no_restart(feed: str, path:
     assert all(d["event"] == "publisher_gone" and d["clean"] for d in events), events
 
 
-def test_takeovers_missed_while_busy_are_judged_together(feed: str, impl: str, procs: List[Proc]) -> None:
+def test_takeovers_missed_while_busy_are_judged_together(feed: str, impl: Implementation, procs: List[Proc]) -> None:
     """A subscriber that did not look while several publishers came and went is told of a
     restart once if any of them followed a death, and not at all if none did."""
     Publisher.create(feed).close()
@@ -236,7 +236,7 @@ def test_takeovers_missed_while_busy_are_judged_together(feed: str, impl: str, p
     assert (got[1].price, got[2].price) == (10.0, 11.0)
 
 
-def test_a_writer_that_does_not_keep_the_word_is_reported_as_before(feed: str, impl: str) -> None:
+def test_a_writer_that_does_not_keep_the_word_is_reported_as_before(feed: str, impl: Implementation) -> None:
     """publisher_state is 0, or stale, from writers older than it: their takeovers are
     reported as restarts and their departures as not clean, as readers that do not know the
     word report them. This is why the layout stays version 2."""
@@ -257,7 +257,7 @@ def test_a_writer_that_does_not_keep_the_word_is_reported_as_before(feed: str, i
         assert sub.status().publisher_clean is False
 
 
-def test_a_close_that_leaves_a_slot_half_written_is_not_clean(feed: str, impl: str) -> None:
+def test_a_close_that_leaves_a_slot_half_written_is_not_clean(feed: str, impl: Implementation) -> None:
     """A clean close is checked on the segment, not trusted: a slot left odd keeps the word at
     "holds", so the departure is not clean and the next publisher (which repairs) restarts."""
     Publisher.create(feed).close()
@@ -283,12 +283,12 @@ def test_the_probe_works_through_a_read_only_descriptor_and_leaves_the_lock_alon
     """layout.md, section 10: flock looks at no access mode, so a reader probes through its own
     O_RDONLY descriptor (read permission is all it needs); the shared lock it may get is given
     back at once, so the publisher's exclusive lock is never weakened or kept from it."""
-    import fcntl  # (POSIX only: the module is skipped elsewhere, but imported)
-
     Publisher.create(feed).close()
     holder = hold(procs, feed)
     with Subscriber(feed) as sub:
-        assert fcntl.fcntl(sub._seg.fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        assert sub.status().publisher_alive
+        modes = access_modes_of(feed)
+        assert modes and set(modes) == {os.O_RDONLY}, f"the subscriber's descriptors are not all read-only: {modes}"
         for _ in range(200):
             assert sub.status().publisher_alive
         assert run_c(pfcat("pfcat"), "check", feed)[1][0]["publisher_alive"] == 1
@@ -304,7 +304,7 @@ def test_the_probe_works_through_a_read_only_descriptor_and_leaves_the_lock_alon
 
 
 # -- a feed created anew -----------------------------------------------------------------------------------
-def test_a_feed_created_anew_is_a_reset_then_its_values(feed: str, impl: str) -> None:
+def test_a_feed_created_anew_is_a_reset_then_its_values(feed: str, impl: Implementation) -> None:
     """protocol.md, "Re-created feeds": when a wait slice passes and the name leads to another
     segment, the subscriber maps the new one and yields Reset, then the new feed's values."""
     from pricefeed import Reset

@@ -1,6 +1,6 @@
 """The reader's rules that docs/layout.md and docs/protocol.md settle, one test each, run on
 every implementation that reads a feed: the Python subscriber with the C accelerator and
-without it (the ``impl`` fixture runs the same test on both paths), and the C header
+without it (the ``impl`` fixture runs every test here on both), and the C header
 ``clients/c/pricefeed.h`` through ``pfcat`` (built here with gcc, also as 32-bit programs).
 
 Each test names the rule it holds the implementations to ("Opening", "Catch-up", ... in
@@ -24,15 +24,19 @@ import pytest
 from conftest import ROOT, Proc, blocked_in_futex, peek, poke, wait_until, worker
 
 from pricefeed import BadSegment, Gap, Publisher, PublisherRestarted, Quote, Subscriber
-from pricefeed._protocol import feed as _feed
+from pricefeed._protocol import Implementation
 from pricefeed._protocol import layout as L
-from pricefeed._protocol.accel import ACCELERATED
+from pricefeed._protocol.header import initialise
 from pricefeed._segment import attach as _attach
 from pricefeed._segment import segment_path
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="Linux-specific: writes crash states into /dev/shm"
-)
+#: Every test here runs on each implementation of the protocol (see the impl fixture).
+pytestmark = [
+    pytest.mark.usefixtures("impl"),
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="Linux-specific: writes crash states into /dev/shm"
+    ),
+]
 
 CLIENTS = ROOT / "clients" / "c"
 WARN = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"]
@@ -46,27 +50,10 @@ PFCATS = {
 }
 
 
-# -- the two Python paths, and the C reader ----------------------------------------------------------
-def choose_impl(which: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run with the C accelerator, or with pure Python (as PRICEFEED_PURE=1 does: FeedReader
-    then finds no accelerator and runs its own code)."""
-    if which == "accelerated":
-        if not ACCELERATED:
-            pytest.skip("the C accelerator is not built here (or PRICEFEED_PURE is set)")
-    else:
-        monkeypatch.setattr(_feed, "fast_feed", lambda *args: None)
-    return which
-
-
-@pytest.fixture(params=["accelerated", "pure"])
-def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The same test on both Python paths."""
-    return choose_impl(str(request.param), monkeypatch)
-
-
-def env_of(impl: str) -> Dict[str, str]:
-    """The environment that gives a child process the same path."""
-    return {"PRICEFEED_PURE": "1"} if impl == "pure" else {}
+# -- the C reader ------------------------------------------------------------------------------------
+def env_of(impl: Implementation) -> Dict[str, str]:
+    """The environment that gives a child process the same implementation."""
+    return {"PRICEFEED_PURE": "1"} if impl.name == "python" else {}
 
 
 class CBuilds:
@@ -127,7 +114,7 @@ def make_segment(feed: str, data: bytes) -> None:
 
 def feed_image(capacity: int = 4, ring_size: int = 8) -> bytes:
     image = bytearray(L.segment_size(capacity, ring_size))
-    _feed.initialise(memoryview(image), capacity, ring_size, 77, 1)
+    initialise(memoryview(image), capacity, ring_size, 77, 1)
     return bytes(image)
 
 
@@ -283,7 +270,7 @@ def _lap_with_new_symbols(pub: Publisher) -> int:
     return pub.head
 
 
-def test_catch_up_reloads_slot_count_after_the_head(feed: str, impl: str) -> None:
+def test_catch_up_reloads_slot_count_after_the_head(feed: str, impl: Implementation) -> None:
     """protocol.md, "Catch-up": slot_count is loaded again after H, so symbols that first
     appeared in the skipped range are caught up too."""
     with Publisher.create(feed, ring_size=8) as pub, Subscriber(feed) as sub:
@@ -328,7 +315,7 @@ def _stuck_after_a_lap(feed: str, in_ring: bool) -> int:
 
 
 @pytest.mark.parametrize("in_ring", [True, False], ids=["in-ring", "out-of-ring"])
-def test_catch_up_of_a_dead_writers_slot(feed: str, impl: str, in_ring: bool) -> None:
+def test_catch_up_of_a_dead_writers_slot(feed: str, impl: Implementation, in_ring: bool) -> None:
     """protocol.md, "Catch-up": a slot still odd after the retry budget, with no publisher
     holding the lock, gives its newest ring record at or below the head; if the ring holds
     none, it is left out (counted in missed), not an error: the next publisher's repair
@@ -380,7 +367,7 @@ def test_c_catch_up_of_a_dead_writers_slot(feed: str, pfcat: CBuilds, procs: Lis
     assert rest[0]["event"] == "publisher_restarted" and c_quotes(rest) == [(head, "A", 9.5)]
 
 
-def test_catch_up_waits_for_a_live_writer(feed: str, impl: str, procs: List[Proc]) -> None:
+def test_catch_up_waits_for_a_live_writer(feed: str, impl: Implementation, procs: List[Proc]) -> None:
     """protocol.md, "Catch-up": a slot odd past the retry budget while a publisher holds the
     lock is being written: the reader sleeps (never spins) until the write ends. That write
     carries a sequence above H, so the slot is then left for the ring."""
@@ -409,7 +396,7 @@ def test_catch_up_waits_for_a_live_writer(feed: str, impl: str, procs: List[Proc
 
 # -- The cursor and the head ----------------------------------------------------------------------------
 @pytest.mark.parametrize("conflate", [False, True], ids=["changes", "conflate"])
-def test_a_head_below_the_cursor_is_damage(feed: str, impl: str, conflate: bool) -> None:
+def test_a_head_below_the_cursor_is_damage(feed: str, impl: Implementation, conflate: bool) -> None:
     """protocol.md, "The cursor": sequences only grow for a segment's life, and a feed created
     anew is another segment, never this mapping: a head below the cursor is BadSegment at
     once (it used to make the reader spin until its timeout)."""
@@ -438,7 +425,7 @@ def test_c_head_below_the_cursor_is_damage(feed: str, pfcat: CBuilds, procs: Lis
 # -- Ending -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("lapped", [False, True], ids=["in-step", "lapped"])
 @pytest.mark.parametrize("conflate", [False, True], ids=["changes", "conflate"])
-def test_an_ended_feed_is_drained_first(feed: str, impl: str, lapped: bool, conflate: bool) -> None:
+def test_an_ended_feed_is_drained_first(feed: str, impl: Implementation, lapped: bool, conflate: bool) -> None:
     """protocol.md, "Ending": closed is loaded after the head, and the head again after
     closed; a reader that sees closed still reads every change up to that head (a Gap and the
     catch-up if it was lapped; its pending values in conflate mode), then stops."""
@@ -477,7 +464,7 @@ def test_c_an_ended_lapped_feed_is_drained_first(feed: str, pfcat: CBuilds, proc
 # -- The ring fallback ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("back", [7, 8, 3], ids=["oldest-record", "overwritten", "record-above-head"])
 def test_a_dead_writers_slot_is_looked_for_in_the_whole_ring_and_no_further(
-    feed: str, impl: str, pfcat: CBuilds, back: int
+    feed: str, impl: Implementation, pfcat: CBuilds, back: int
 ) -> None:
     """protocol.md, "Reading a slot": the fallback searches the records of head, head - 1, ...,
     head - ring_size + 1 (every record the ring holds; each read with both sequence checks,
@@ -507,7 +494,9 @@ def test_a_dead_writers_slot_is_looked_for_in_the_whole_ring_and_no_further(
 
 # -- What a Gap means ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("symbols", [None, ["A", "C"]], ids=["all", "filtered"])
-def test_a_gap_is_an_inclusive_range_of_feed_wide_changes(feed: str, impl: str, symbols: Optional[List[str]]) -> None:
+def test_a_gap_is_an_inclusive_range_of_feed_wide_changes(
+    feed: str, impl: Implementation, symbols: Optional[List[str]]
+) -> None:
     """protocol.md, "Gap": first_seq and last_seq are both included; the catch-up values lie
     in that range; missed + their number == last_seq - first_seq + 1; missed counts changes of
     every symbol, wanted or not; last_seq is the head loaded after the lap."""

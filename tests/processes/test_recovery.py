@@ -20,6 +20,9 @@ from pricefeed import BadSegment, Publisher, PublisherRestarted, Subscriber
 from pricefeed._protocol import layout as L
 from pricefeed._segment import segment_name, segment_path
 
+#: Every test here runs on each implementation of the protocol (see the impl fixture).
+pytestmark = pytest.mark.usefixtures("impl")
+
 
 def path(feed: str) -> str:
     return segment_path(feed)
@@ -111,7 +114,7 @@ def _raise_at_line(k: int) -> list[int]:
         return local
 
     def global_(frame, event, arg):  # type: ignore[no-untyped-def]
-        if frame.f_code.co_filename.endswith(("_roles/publisher.py", "_protocol/feed.py")):
+        if frame.f_code.co_filename.endswith(("_roles/publisher.py", "_protocol/writer.py", "_protocol/reader.py")):
             return local
         return None
 
@@ -201,7 +204,7 @@ def test_a_segment_still_being_created_is_waited_for(feed: str) -> None:
     written waits (up to a second) instead of calling it damaged."""
     import posix_ipc
 
-    from pricefeed._protocol.feed import initialise
+    from pricefeed._protocol.header import initialise
 
     posix_ipc.SharedMemory(segment_name(feed), posix_ipc.O_CREX, mode=0o600).close_fd()
 
@@ -265,20 +268,21 @@ def test_a_publisher_that_fails_while_starting_leaves_no_lock_behind(
 ) -> None:
     """An error halfway through building the wake words (Ctrl-C, a refused kernel object) must
     reach the caller as itself, and leave the feed free for the next publisher."""
-    from pricefeed._roles import announce as _announce
     from pricefeed._segment import Segment
+    from pricefeed._wait import waker
 
     Publisher.create(feed).close()
-    real = _announce.Announcer._word
+    backend = waker()  # what a publisher wakes with: the wait contract's word() is what fails
+    real = type(backend).word
     calls = [0]
 
-    def failing(self, *args):  # type: ignore[no-untyped-def]
+    def failing(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls[0] += 1
         if calls[0] == 50:
             raise KeyboardInterrupt
-        return real(self, *args)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(_announce.Announcer, "_word", failing)
+    monkeypatch.setattr(type(backend), "word", failing)
     with pytest.raises(KeyboardInterrupt):
         Publisher.open(feed)
     monkeypatch.undo()

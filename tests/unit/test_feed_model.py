@@ -4,6 +4,7 @@ model (hypothesis state machine). No shared memory, no processes: the protocol c
 from __future__ import annotations
 
 import ctypes
+import types
 from typing import Dict, List, Tuple
 
 import pytest
@@ -11,9 +12,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from pricefeed import _protocol as protocol
 from pricefeed._protocol import layout as L
-from pricefeed._protocol.accel import ACCELERATED
-from pricefeed._protocol.feed import FeedReader, FeedWriter, initialise, latest_since, read_geometry, symbols_of
+from pricefeed._protocol.follow import latest_since
+from pricefeed._protocol.header import initialise, read_geometry
+from pricefeed._protocol.reader import symbols_of
 
 SYMBOLS = st.sampled_from(["A", "B", "C", "D", "E", "F", "G", "H"])
 PRICES = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -21,12 +24,12 @@ TIMES = st.integers(0, 2**64 - 1)
 
 
 def _address(buf: bytearray) -> int:
-    """The address of a bytearray's storage, for the C accelerator (pins the buffer)."""
+    """The address of a bytearray's storage, for the C implementation (pins the buffer)."""
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
 class FeedModel(RuleBasedStateMachine):
-    accelerated = False  # the subclass below runs the same model against the C accelerator
+    impl = protocol.PYTHON  # the subclass below runs the same model against the C implementation
 
     @initialize(capacity=st.integers(1, 6), ring_log2=st.integers(1, 4))
     def make(self, capacity: int, ring_log2: int) -> None:
@@ -34,10 +37,12 @@ class FeedModel(RuleBasedStateMachine):
         self.buf = bytearray(L.segment_size(capacity, ring))
         initialise(memoryview(self.buf), capacity, ring, 99, 0)
         g = read_geometry(memoryview(self.buf))
-        address = _address(self.buf) if self.accelerated else None
-        self.w = FeedWriter(memoryview(self.buf), g, address)
-        self.r = FeedReader(memoryview(self.buf), g, address)
-        assert (self.w._fast is not None) == self.accelerated
+        address = _address(self.buf)
+        self.w = self.impl.Writer(memoryview(self.buf), g, address)
+        self.r = self.impl.Reader(memoryview(self.buf), g, address)
+        # The C implementation's reads run in C (builtin methods), the reference's in Python.
+        in_c = isinstance(self.r.read_record, types.BuiltinMethodType)
+        assert in_c == (self.impl.name == "c") == isinstance(self.w.commit, types.BuiltinMethodType)
         self.capacity, self.ring = capacity, ring
         self.slots: Dict[str, int] = {}  # model: symbol -> slot
         self.values: Dict[int, Tuple[float, int, int]] = {}  # model: slot -> (price, time, seq)
@@ -104,7 +109,8 @@ class FeedModel(RuleBasedStateMachine):
         head = len(self.changes)
         for after in {0, head // 2, max(0, head - 1), head}:
             want = sorted((v[2], i, v[0], v[1]) for i, v in self.values.items() if after < v[2] <= head)
-            assert latest_since(self.r.read_slot, list(self.values), after, head) == want
+            got = latest_since([(i, self.r.read_slot(i)) for i in self.values], after, head)
+            assert [(c.seq, c.slot, c.price, c.time_ns) for c in got] == want
 
     @precondition(lambda self: hasattr(self, "w"))
     @rule(intact=st.booleans(), pid=st.integers(0, 2**32 - 1))
@@ -152,22 +158,22 @@ FeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
 TestFeedModel = FeedModel.TestCase
 
 
-class AcceleratedFeedModel(FeedModel):
-    accelerated = True
+class CFeedModel(FeedModel):
+    impl = protocol.C or protocol.PYTHON
 
 
-AcceleratedFeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
-TestAcceleratedFeedModel = pytest.mark.skipif(not ACCELERATED, reason="the C accelerator is not built here")(
-    AcceleratedFeedModel.TestCase
-)
+CFeedModel.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestCFeedModel = pytest.mark.skipif(
+    protocol.C is None, reason="the C implementation is not built here, or PRICEFEED_PURE is set"
+)(CFeedModel.TestCase)
 
 
-def test_writer_leaves_a_mid_write_slot_odd() -> None:
+def test_writer_leaves_a_mid_write_slot_odd(impl: protocol.Implementation) -> None:
     """The lock word is odd between the two halves of a write, and readers refuse it."""
     buf = bytearray(L.segment_size(2, 4))
     initialise(memoryview(buf), 2, 4, 1, 0)
     g = read_geometry(memoryview(buf))
-    w, r = FeedWriter(memoryview(buf), g), FeedReader(memoryview(buf), g)
+    w, r = impl.Writer(memoryview(buf), g, _address(buf)), impl.Reader(memoryview(buf), g, _address(buf))
     w.write_symbol(0, b"X")
     w.write_change(0, 1.0, 1, 1)
     lock_at = L.slot_offset(0) + L.SLOT_LOCK

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pricefeed._errors import BadSegment, LayoutVersionMismatch
 from pricefeed._protocol import layout as L
-from pricefeed._protocol.feed import Initialising, initialise, read_geometry
+from pricefeed._protocol.header import Initialising, initialise, read_geometry
 
 
 @pytest.mark.parametrize("block", [L.HEADER, L.SLOT, L.RECORD], ids=lambda b: b.title)

@@ -1,0 +1,279 @@
+"""The reader's side of the protocol (Rules 1, 2, 3 and 5 of the package), over any buffer.
+
+``FeedReader`` takes a readable buffer of a feed's size: a ``bytearray`` in unit tests, the
+read-only mapping in real use. It never writes. Each shared word is loaded with one aligned
+load through a ``memoryview`` cast (see ``ordering``); each copy that must be consistent is
+made between two loads of the word that guards it, and every index or count loaded from the
+segment is checked against the geometry validated at open (Rule 5): a damaged segment raises
+BadSegment, it is never read out of range.
+
+This is the reference implementation; ``accel`` binds the same methods to the C core.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Dict, List, Optional, Tuple
+
+from .._errors import BadSegment
+from . import layout as L
+from .header import Geometry
+from .ordering import FENCES, fence_acquire
+
+#: How many times a reader retries a slot whose lock is odd or moved before it gives the
+#: caller the chance to sleep and to check that the publisher is alive (see Subscriber).
+SPIN_TRIES = 200
+#: How many times publisher_view() loads the two words again when it finds a takeover halfway
+#: through (its state stored, its epoch not yet): the gap is two stores wide, unless the
+#: publisher died between them.
+SETTLE_TRIES = 100
+
+# Word indices into the "Q" (8-byte) and "I" (4-byte) casts of the buffer, from the layout.
+_Q = 8
+_I = 4
+_HEAD = L.OFF_HEAD_SEQ // _Q
+_FUTEX = L.OFF_FUTEX // _I
+_WAKE = L.WAKE_OFFSET // _I
+_WAKE_MASK = L.WAKE_WORDS - 1
+_FUTEX_MASK = 0x7FFFFFFF  # the header's word stays below 2**31 (see FUTEX_WAKE_OP in _wait)
+_CLOSED = L.OFF_CLOSED // _I
+_SLOT_COUNT = L.OFF_SLOT_COUNT // _I
+_EPOCH = L.OFF_PUBLISHER_EPOCH // _I
+_PID = L.OFF_PUBLISHER_PID // _I
+_PSTATE = L.OFF_PUBLISHER_STATE // _Q
+_EPOCH_MASK = (1 << L.STATE_EPOCH_BITS) - 1
+_S_LOCK = L.SLOT_LOCK // _Q
+_S_PRICE = L.SLOT_PRICE // _Q
+_S_TIME = L.SLOT_TIME // _Q
+_S_SEQ = L.SLOT_SEQ // _Q
+_R_SEQ = L.REC_SEQ // _Q
+_R_SLOT = L.REC_SLOT // _I
+_R_PRICE = L.REC_PRICE // _Q
+_R_TIME = L.REC_TIME // _Q
+_SLOT_WORDS = L.SLOT_SIZE // _Q
+_SLOTS = L.SLOTS_OFFSET // _Q  # first word of the slot table
+_REC_WORDS = L.RECORD_SIZE // _Q
+_SLOT_FIELDS = struct.Struct("<dQQ")  # price, time_ns, seq: read in one call inside the seqlock
+_RECORD_FIELDS = struct.Struct("<IIdQ")  # slot, flags, price, time_ns
+# The hot paths lean on these facts of the layout; a layout change that breaks one stops here.
+assert _S_LOCK == 0 and _R_SEQ == 0, "the lock and the record's seq open their slot and record"
+assert (L.SLOT_PRICE, L.SLOT_TIME, L.SLOT_SEQ) == (8, 16, 24), "_SLOT_FIELDS reads price, time, seq"
+assert (L.REC_SLOT, L.REC_FLAGS, L.REC_PRICE, L.REC_TIME) == (8, 12, 16, 24), "_RECORD_FIELDS"
+
+
+def lapped(found_seq: int, wanted_seq: int) -> bool:
+    """True when a ring record no longer holds (or does not yet hold) the wanted change: the
+    one predicate of lapping (Rule 2)."""
+    return found_seq != wanted_seq
+
+
+class FeedReader:
+    """Consistent copies out of a feed buffer (Rules 1, 2 and 5). Never writes.
+    ``release()`` before the buffer's owner closes it."""
+
+    #: True when commit() and commit_many() also make the wake-up system calls (a writer of
+    #: the C implementation over futexes); this one never does.
+    wakes = False
+
+    def __init__(self, buf: memoryview, geometry: Geometry, address: Optional[int] = None) -> None:
+        """``address`` (where ``buf`` is mapped) is for implementations that need it; this
+        one does not."""
+        self.geometry = geometry
+        # Only the bytes the geometry covers: a longer segment is accepted, and its tail (of
+        # any length, even one a "Q" cast would refuse) is never looked at.
+        buf = buf[: geometry.size]
+        self._buf = buf
+        self._q = buf.cast("Q")
+        self._i = buf.cast("I")
+        self._d = buf.cast("d")
+        self._capacity = geometry.capacity
+        self._mask = geometry.ring_size - 1
+        self._ring = L.ring_offset(geometry.capacity) // _Q
+
+    @property
+    def woken(self) -> int:
+        """Waits inside this reader that a wake-up ended (it has none: the caller waits)."""
+        return 0
+
+    def spin(self, cursor: int, seconds: float) -> bool:
+        """Poll the head for up to ``seconds``; True once it passes ``cursor``."""
+        head = self.head
+        clock = time.perf_counter
+        end = clock() + seconds
+        while clock() < end:
+            if head() != cursor:
+                return True
+        return False
+
+    def release(self) -> None:
+        for view in (self._q, self._i, self._d, self._buf):
+            view.release()
+
+    # -- words anyone may read --------------------------------------------------------------
+    def head(self) -> int:
+        head = self._q[_HEAD]
+        if FENCES:
+            fence_acquire()  # pairs with the release in FeedWriter.set_head()
+        if head >> 63:  # 2**63 changes would take centuries: only damage gets here
+            raise BadSegment(f"damaged header: head_seq is {head}, beyond any real sequence")
+        return head
+
+    def futex_value(self) -> int:
+        value = self._i[_FUTEX]
+        if FENCES:
+            fence_acquire()  # the head is loaded after the wake word (see _subscriber)
+        return value
+
+    def wake_values(self, words: List[int]) -> List[int]:
+        """The current values of these words of the wake table."""
+        i = self._i
+        values = [i[_WAKE + w] for w in words]
+        if FENCES:
+            fence_acquire()  # the head is loaded after the wake words (see _subscriber)
+        return values
+
+    def closed(self) -> bool:
+        closed = self._i[_CLOSED] != 0
+        if FENCES:
+            fence_acquire()  # pairs with the release in FeedWriter.set_closed()
+        return closed
+
+    def publisher_pid(self) -> int:
+        return self._i[_PID]
+
+    def publisher_epoch(self) -> int:
+        return self._i[_EPOCH]
+
+    def publisher_view(self) -> Tuple[int, L.PublisherState]:
+        """``publisher_epoch`` and the ``publisher_state`` loaded after it (Rule 6): a state
+        at least as new as the epoch. One that is exactly one takeover ahead (that takeover
+        stored its state, not yet its epoch) is loaded again, a few times."""
+        i, q = self._i, self._q
+        for _ in range(SETTLE_TRIES):
+            epoch = i[_EPOCH]
+            fence_acquire()  # pairs with the release between the two stores in take_over()
+            state = L.unpack_publisher_state(q[_PSTATE])
+            if state.epoch != (epoch + 1) & _EPOCH_MASK:
+                break
+        return epoch, state
+
+    def slot_count(self) -> int:
+        n = self._i[_SLOT_COUNT]
+        fence_acquire()  # pairs with the release in FeedWriter.set_slot_count()
+        if n > self._capacity:
+            raise BadSegment(f"damaged header: slot_count is {n}, more than the capacity {self._capacity}")
+        return n
+
+    def symbol_at(self, index: int) -> str:
+        start = L.slot_offset(index) + L.SLOT_SYMBOL
+        raw = bytes(self._buf[start : start + L.SYMBOL_FIELD])
+        name = raw.split(b"\0", 1)[0]
+        if not name or not _printable(name) or len(name) > L.SYMBOL_MAX:
+            raise BadSegment(f"damaged slot {index}: its symbol field {raw!r} is not a valid symbol")
+        return name.decode("ascii")
+
+    def read_slot(self, index: int) -> Optional[Tuple[float, int, int]]:
+        """(price, time_ns, seq) of slot ``index``, or None when SPIN_TRIES copies all raced
+        a write (the caller sleeps and checks that the writer is alive before trying again).
+
+        The three fields are copied with one ``unpack_from``: its copy is not atomic field by
+        field, and need not be, since any write that overlaps it moves the lock (Rule 1)."""
+        q = self._q
+        b = _SLOTS + index * _SLOT_WORDS
+        offset = (b + _S_PRICE) * _Q
+        for _ in range(SPIN_TRIES):
+            lock = q[b]
+            if lock & 1:
+                continue
+            if FENCES:
+                fence_acquire()  # pairs with the release before the even store in commit()
+            got = _SLOT_FIELDS.unpack_from(self._buf, offset)
+            if FENCES:
+                fence_acquire()  # pairs with the release after the odd store in commit()
+            if q[b] == lock:
+                price = got[0]
+                if price - price:  # NaN or infinite: never written by a publisher (Rule 5)
+                    raise BadSegment(f"damaged slot {index}: its price is {price}")
+                return got
+        return None
+
+    def read_slots(self, count: int) -> List[Optional[Tuple[float, int, int]]]:
+        """read_slot() of slots [0, count), in one call (a snapshot's path): None where a slot
+        raced a write on the first try; the caller reads those again with read_slot()."""
+        q = self._q
+        buf = self._buf
+        unpack = _SLOT_FIELDS.unpack_from
+        out: List[Optional[Tuple[float, int, int]]] = []
+        append = out.append
+        for b in range(_SLOTS, _SLOTS + count * _SLOT_WORDS, _SLOT_WORDS):
+            lock = q[b]
+            if FENCES:
+                fence_acquire()  # as in read_slot()
+            got = unpack(buf, (b + _S_PRICE) * _Q)
+            if FENCES:
+                fence_acquire()
+            if lock & 1 or q[b] != lock:
+                append(None)
+            elif got[0] - got[0]:
+                raise BadSegment(f"damaged slot {(b - _SLOTS) // _SLOT_WORDS}: its price is {got[0]}")
+            else:
+                append(got)
+        return out
+
+    def read_record(self, seq: int) -> Optional[Tuple[int, float, int]]:
+        """(slot, price, time_ns) of change ``seq``, or None when the reader was lapped."""
+        q = self._q
+        r = self._ring + (seq & self._mask) * _REC_WORDS
+        if lapped(q[r], seq):
+            return None
+        if FENCES:
+            fence_acquire()  # pairs with the release before the seq store in write_change()
+        slot, _, price, time_ns = _RECORD_FIELDS.unpack_from(self._buf, (r + 1) * _Q)
+        if FENCES:
+            fence_acquire()  # pairs with the release after the 0 store in write_change()
+        if lapped(q[r], seq):
+            return None
+        if (slot >= self._capacity and slot != L.SLOT_VOID) or price - price:
+            raise BadSegment(
+                f"damaged ring record for change {seq}: slot {slot} (table of {self._capacity}), price {price}"
+            )
+        return slot, price, time_ns
+
+    def newest_records(self, head: int, only: Optional[int] = None) -> Dict[int, Tuple[int, float, int]]:
+        """slot -> (seq, price, time_ns) of its newest change still in the ring, up to head
+        (of slot ``only`` alone, if given). What a slot held when its last change was
+        announced: the fallback for a slot a dead publisher left mid-write, and what the
+        takeover's repair compares a broken slot with.
+
+        It reads the records of head, head - 1, ..., head - ring_size + 1: every record the ring
+        can hold, never one above the head (it may be half-written, or a change nobody
+        announced). Each with read_record()'s two sequence checks: a reader's fallback runs
+        with no lock held, and a new publisher may start overwriting the oldest records
+        meanwhile (the repair holds the lock and could do with one check; one path serves
+        both)."""
+        found: Dict[int, Tuple[int, float, int]] = {}
+        for seq in range(head, max(0, head - self.geometry.ring_size), -1):
+            rec = self.read_record(seq)
+            if rec is None or rec[0] in found or (only is not None and rec[0] != only):
+                continue
+            found[rec[0]] = (seq, rec[1], rec[2])
+            if only is not None:
+                break
+        return found
+
+
+def _printable(name: bytes) -> bool:
+    return all(0x21 <= b <= 0x7E for b in name)
+
+
+def symbols_of(reader: FeedReader, start: int, stop: int) -> Dict[str, int]:
+    """Map symbol -> slot index for slots [start, stop); raises BadSegment on a bad or
+    repeated name (a repeat would shift every later slot's name)."""
+    found: Dict[str, int] = {}
+    for i in range(start, stop):
+        name = reader.symbol_at(i)
+        if name in found:
+            raise BadSegment(f"damaged slot table: symbol {name!r} is in slots {found[name]} and {i}")
+        found[name] = i
+    return found
