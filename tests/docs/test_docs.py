@@ -49,3 +49,16 @@ def test_readme_opens_with_the_two_commands_ci_runs() -> None:
     assert demo.endswith("pricefeed demo")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert tests in ci, "CI must run the README's test command word for word"
+
+
+def test_architecture_map_names_files_that_exist() -> None:
+    """Every file and folder the map in docs/architecture.md names is in the repository."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## The map", 1)[1].split("```", 2)[1]
+    names = set(re.findall(r"(?<![\w.])([\w-]+(?:/[\w.*-]+)*\.(?:py|h|c|sh)|[\w-]+/)(?=\s|$)", block))
+    assert len(names) > 40, names
+    files = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*") if ".git" not in p.parts]
+    for name in sorted(names):
+        pattern = re.escape(name).replace(r"\*", "[^/]*")
+        found = any(re.search(rf"(^|/){pattern}", f) for f in files)
+        assert found, f"docs/architecture.md names {name}, which is not in the repository"
