@@ -10,18 +10,13 @@ once each and in feed order, read from the slot table. A symbol whose slot has m
 head it jumped to is left for the ring, where that newer change is still ahead of the cursor:
 so no price is delivered stale and none twice.
 
-To sleep, it loads the wake word *before* checking the head one last time, and waits only
-while the word still holds that value: a change published in between bumps the word, and the
-wait returns at once (pairs with Rule 3 of ``_protocol``).
-
-It waits in slices of WATCH_SLICE seconds. A slice that passes with nothing new is the moment
-to look at what cannot wake it: whether a publisher still holds the feed (PublisherGone), and
-whether the feed's name still leads to this segment (a re-created feed: re-attach, Reset).
-A new publisher is noticed by the epoch it writes into the header; it is reported
-(PublisherRestarted) only when the publisher before it did not close cleanly, since only then
-may it have repaired anything (Rule 6 of ``_protocol``). What happened before the subscriber
-attached is not news: it takes in the publisher words and the lock when it attaches, and
-reports only departures and takeovers after that (``status()`` tells how the feed stands).
+It composes three things: the protocol's follow loop (``_protocol.follow.Follow``, of the
+implementation chosen when it attached), which gives each change or a code for what needs a
+decision here; a ``Listener``, the wake words it sleeps on through the wait backend; and a
+``Watch``, which it asks every WATCH_SLICE seconds that pass with nothing new about what no
+wake-up tells: whether a publisher still holds the feed (PublisherGone) or a new one took it
+over after a crash (PublisherRestarted), and whether the feed's name still leads to this
+segment (a re-created feed: re-attach, Reset). ``status()`` tells how the feed stands.
 """
 
 from __future__ import annotations
@@ -33,15 +28,15 @@ from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, O
 from .._errors import BadSegment, FeedNotFound, FeedReset, InvalidInput, PricefeedError, SymbolNotFound, Timeout
 from .._protocol import Implementation, implementation
 from .._protocol import follow as F
-from .._protocol import layout as L
-from .._protocol.liveness import Seen, closed_cleanly, takeover_news
+from .._protocol.liveness import closed_cleanly
 from .._protocol.reader import FeedReader, symbols_of
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner, user_name
 from .._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol
-from .._wait import MultiWait, WakeWord, select
-from .announce import HEADER_INDEX, wake_key
+from .._wait import select
+from .listen import Listener
+from .watch import RECREATED, Watch
 
 __all__ = ["Subscriber", "FeedStatus", "Event"]
 
@@ -59,7 +54,6 @@ APPEAR_POLL = 0.02
 
 
 _ENDED = object()
-_RESET = object()
 
 
 class FeedStatus(NamedTuple):
@@ -123,6 +117,7 @@ class Subscriber:
         self._owner = owner
         self._allow_world_writable = allow_world_writable
         self._r: Optional[FeedReader] = None
+        self._woken_before = 0
         self._from_start = False
         deadline = None if wait is True else time.monotonic() + (0.0 if wait is False else float(wait))
         while True:
@@ -146,43 +141,29 @@ class Subscriber:
         self.geometry = geometry
         self._impl: Implementation = implementation()
         self._r = self._impl.Reader(seg.view, geometry, seg.address)
-        self._futex_view = seg.view[L.OFF_FUTEX : L.OFF_FUTEX + 4].cast("I")
-        self._word: WakeWord = self._waiter.word(
-            seg.address + L.OFF_FUTEX, self._futex_view, wake_key(self.name, geometry.incarnation, HEADER_INDEX)
-        )
         self._index: Dict[str, int] = {}
         self._names: List[str] = []
-        # What is true when we attach is not news: the publisher words first, then the lock
-        # (the other order would miss a publisher that takes over in between, and never
-        # report its departure). A publisher already gone left before we came.
-        epoch, state = self._r.publisher_view()
-        self._seen = Seen(epoch, state.handovers)
-        self._gone_reported = self._seg.holder_pid() is None
-        self._table: Dict[int, WakeWord] = {}
-        self._multis: Dict[Tuple[int, ...], MultiWait] = {}  # wake-table words -> their multi-wait
-        self._table_views: List[memoryview] = []
-        self._woken = 0
+        self._watch = Watch(seg, self._r)  # what is true when we attach is not news
+        try:
+            self._listener = Listener(self._waiter, seg, self._r)
+        except BaseException:
+            self._r.release()
+            seg.close()
+            raise
 
     @property
     def wakeups(self) -> int:
         """How many of this subscriber's waits ended because a word it slept on changed or was
         woken (not by a timeout): a measure of how often it was disturbed."""
-        return self._woken + (self._r.woken if self._r is not None else 0)
+        return self._woken_before + (self._listener.woken + self._r.woken if self._r is not None else 0)
 
     def _detach(self) -> None:
         if self._r is None:
             return
+        self._woken_before += self._listener.woken + self._r.woken  # a re-attach keeps the count
         self._r.release()
         self._r = None
-        self._word.close()
-        for multi in self._multis.values():  # before the words: a live iterator may hold one
-            multi.close()
-        self._multis.clear()
-        for word in self._table.values():
-            word.close()
-        self._futex_view.release()
-        for view in self._table_views:
-            view.release()
+        self._listener.close()
         self._seg.close()
 
     # -- symbols ---------------------------------------------------------------------------------
@@ -326,7 +307,7 @@ class Subscriber:
             times = [rec[2]] if rec is not None else [self._read_slot(i)[1] for i in range(len(self._names))]
             last = max(times, default=None)
         holder = self._seg.holder_pid()
-        epoch, state = r.publisher_view()  # after the lock: see _watch()
+        epoch, state = r.publisher_view()  # after the lock: see Watch.look()
         g = self.geometry
         return FeedStatus(
             self.name, head, len(self._names), g.capacity, g.ring_size,
@@ -387,7 +368,7 @@ class Subscriber:
     ) -> Iterator[Event]:  # fmt: skip
         while True:
             outcome = yield from self._changes(wanted, timeout, conflate, snapshot, cursor, spin)
-            if outcome is not _RESET:
+            if outcome is not RECREATED:
                 return
             old = self.geometry.incarnation
             if not reattach:
@@ -418,8 +399,8 @@ class Subscriber:
                 else:
                     yield q
         follow = self._impl.Follow(
-            r, self._names, 0, None, Quote, None, cursor, self._seen.epoch, WATCH_SLICE, spin,
-            -1.0 if timeout is None else time.monotonic() + timeout, self._wait, self._waiter.futex_words,
+            r, self._names, 0, None, Quote, None, cursor, self._watch.seen.epoch, WATCH_SLICE, spin,
+            -1.0 if timeout is None else time.monotonic() + timeout, self._listener.wait, self._waiter.futex_words,
         )  # fmt: skip
         self._retarget(follow, wanted)
         while True:
@@ -435,9 +416,9 @@ class Subscriber:
                 yield pending.pop(next(iter(pending)))
             elif item == F.TIMEOUT:
                 self._check_deadline(None if timeout is None else follow.deadline, timeout)
-                event = self._watch()
-                if event is _RESET:
-                    return _RESET
+                event = self._watch.look()
+                if event is RECREATED:
+                    return RECREATED
                 if event is not None:
                     yield event  # type: ignore[misc]
                 continue
@@ -445,7 +426,7 @@ class Subscriber:
                 yield from list(pending.values())
                 return _ENDED
             elif item == F.EPOCH:
-                restarted = self._restarted()
+                restarted = self._watch.restarted()
                 if restarted is not None:
                     yield restarted
                 continue
@@ -500,32 +481,14 @@ class Subscriber:
     def _targets(self, wanted: Optional[Set[str]]) -> Tuple[Optional[Set[int]], Optional[Tuple[int, ...]]]:
         """The slot indices of the wanted symbols known so far (None: all), and the words of
         the wake table to sleep on for them (None: the header's word, woken by every change).
-
-        A subscriber of a few symbols sleeps on their words of the wake table, so changes of
-        other symbols do not wake it; one that follows everything, a symbol the feed does not
-        have yet (any change may be its first), or more words than one wait takes, or that
-        runs where no kernel can wait on several words, sleeps on the header's word."""
+        One that follows everything, or a symbol the feed does not have yet (any change may be
+        its first), sleeps on the header's word."""
         if wanted is None:
             return None, None
         interest = {i for i, s in enumerate(self._names) if s in wanted}
-        if len(interest) < len(wanted) or not self._waiter.can_wait_many():
+        if len(interest) < len(wanted):
             return interest, None
-        words = tuple(sorted({L.wake_word_of(i) for i in interest}))
-        if len(words) >= L.WAKE_WORDS:
-            return interest, None
-        if words not in self._multis:  # one per set of words, kept until close: no new registration per retarget
-            self._multis[words] = self._waiter.multi([self._table_word(w) for w in words])
-        return interest, words
-
-    def _table_word(self, word: int) -> WakeWord:
-        found = self._table.get(word)
-        if found is None:
-            offset = L.wake_offset(word)
-            view = self._seg.view[offset : offset + 4].cast("I")
-            self._table_views.append(view)
-            key = wake_key(self.name, self.geometry.incarnation, word)
-            found = self._table[word] = self._waiter.word(self._seg.address + offset, view, key)
-        return found
+        return interest, self._listener.words_for(interest)
 
     def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:
         """The current value of every wanted slot whose change falls in (after, upto]. The slot
@@ -545,69 +508,6 @@ class Subscriber:
         it out, counted in the Gap's ``missed``, and the next publisher's repair announces it."""
         got = self._reader().read_slot(index)
         return got if got is not None else self._read_stuck_slot(index, give_up=True)
-
-    def _wait(self, cursor: int, seconds: float, words: Optional[Tuple[int, ...]]) -> int:
-        """The follow loop's sleep, through the wait backend's contract: until the head may
-        have passed ``cursor`` (1), the feed ended with nothing new (2), or ``seconds`` passed
-        (0). The wake words are loaded before the head: see the module docstring."""
-        r = self._reader()
-        if words is None:
-            expected = r.futex_value()
-        else:
-            values = r.wake_values(list(words))
-        if r.head() != cursor:
-            return 1
-        if r.closed():
-            return 1 if r.head() != cursor else 2
-        if seconds > 0:
-            woken = self._word.wait(expected, seconds) if words is None else self._multis[words].wait(values, seconds)
-            if woken:
-                self._woken += 1
-                return 1
-        return 1 if r.head() != cursor else 0
-
-    def _watch(self) -> object:
-        """What an idle slice checks: the publisher's lock and the feed's name."""
-        r = self._reader()
-        if not self._gone_reported or r.publisher_epoch() != self._seen.epoch:
-            # The words are loaded after the lock: a publisher that closed cleanly stored its
-            # state before it let the lock go, so a free lock shows that state. A takeover not
-            # taken in yet comes first (one caught between its two stores is settled here if
-            # nobody holds the lock: it died there).
-            free = self._seg.holder_pid() is None
-            before = self._seen.epoch
-            restarted = self._restarted(final=free)
-            if restarted is not None:
-                return restarted
-            if free and not self._gone_reported and self._seen.epoch == before:
-                epoch, state = r.publisher_view()
-                self._gone_reported = True
-                return PublisherGone(r.publisher_pid() or None, r.head(), closed_cleanly(epoch, state))
-            # (A newer publisher than we knew: its departure is for a later slice.)
-        if not self._seg.still_linked():
-            try:
-                Segment.open(self.name, writable=False).close()
-            except PricefeedError:
-                return None  # removed, not (yet) re-created: keep following this segment
-            return _RESET
-        return None
-
-    def _restarted(self, final: bool = False) -> Optional[PublisherRestarted]:
-        """A PublisherRestarted event if, since we last looked, a publisher took over from one
-        that did not close cleanly (``liveness.takeover_news``; ``final``: no process holds the
-        lock). Any takeover makes the new publisher's departure news again."""
-        r = self._reader()
-        if r.publisher_epoch() == self._seen.epoch:
-            return None  # the common case, one load: no takeover
-        epoch, state = r.publisher_view()
-        news = takeover_news(self._seen, epoch, state, final)
-        if news is None:
-            return None
-        unclean, self._seen = news
-        self._gone_reported = False
-        if not unclean:
-            return None
-        return PublisherRestarted(r.publisher_pid() or None, epoch, r.head())
 
     def _check_deadline(self, deadline: Optional[float], timeout: Optional[float]) -> None:
         if deadline is not None and time.monotonic() >= deadline:
