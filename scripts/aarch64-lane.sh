@@ -506,8 +506,9 @@ FACTS=$(
 import ctypes, errno, os, platform, sys, uuid
 
 from pricefeed import Publisher, Subscriber
+from pricefeed import _protocol
 from pricefeed._protocol import accel as _accel, ordering as _ordering
-from pricefeed._protocol import feed as _feed
+from pricefeed._protocol import reader as _reader, writer as _writer
 from pricefeed._wait import _futex_linux as fx
 
 def where(addr):
@@ -528,7 +529,7 @@ def elf_machine(path):
 mode = "pure Python (PRICEFEED_PURE)" if os.environ.get("PRICEFEED_PURE") else "default"
 print(f"--- facts, {mode} ---")
 print(f"platform.machine()       {platform.machine()}  (python {platform.python_version()}, {sys.executable})")
-print(f"_ordering.FENCES         {_ordering.FENCES}")
+print(f"ordering.FENCES          {_ordering.FENCES}")
 # The C function behind fence_acquire: itself, or one its closure holds.
 acq = _ordering.fence_acquire
 cells = [c.cell_contents for c in getattr(acq, "__closure__", None) or ()]
@@ -541,13 +542,13 @@ else:
 
 # Count the fences the hot paths take: one publish and one read through the real classes.
 counts = {"acquire": 0, "release": 0}
-real_acq, real_rel = _feed.fence_acquire, _feed.fence_release
+real_acq, real_rel = _reader.fence_acquire, _writer.fence_release
 def counting(kind, real):
     def f():
         counts[kind] += 1
         real()
     return f
-_feed.fence_acquire, _feed.fence_release = counting("acquire", real_acq), counting("release", real_rel)
+_reader.fence_acquire, _writer.fence_release = counting("acquire", real_acq), counting("release", real_rel)
 name = f"lanefacts{os.getpid()}{uuid.uuid4().hex[:6]}"
 try:
     with Publisher.create(name) as pub:
@@ -556,7 +557,7 @@ try:
         with Subscriber(name) as sub:
             assert sub.get("A").price == 2.5 and sub.get("B").price == 3.5
 finally:
-    _feed.fence_acquire, _feed.fence_release = real_acq, real_rel
+    _reader.fence_acquire, _writer.fence_release = real_acq, real_rel
     try:
         import posix_ipc
         from pricefeed._segment import segment_name
@@ -571,8 +572,8 @@ fx._syscall(fx._SYS_FUTEX_WAITV, None, 0, 0, None, 0)
 e = ctypes.get_errno()
 print(f"futex_waitv ({fx._SYS_FUTEX_WAITV})        {'works' if e == errno.EINVAL else 'unavailable'}"
       f"  (empty probe: {errno.errorcode.get(e, e)}; kernel {platform.release()})")
-print(f"_accel.ACCELERATED       {_accel.ACCELERATED}", end="")
-if _accel.ACCELERATED:
+print(f"protocol implementation  {_protocol.implementation().name}", end="")
+if _protocol.implementation().name == "c":
     so = _accel._speedups.__file__
     print(f"  ({os.path.basename(so)}, ELF {elf_machine(so)})")
 else:

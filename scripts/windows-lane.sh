@@ -87,9 +87,9 @@ rm -rf src && mkdir src
 (cd "$HERE" && git ls-files -co --exclude-standard -z | xargs -0 tar -cf - --no-recursion) | tar -xf - -C src
 t wpy -m pip install -q --isolated --no-build-isolation --no-deps --no-index --force-reinstall \
   --no-warn-script-location "Z:$DIR/src" 2>&1 | grep -v -i "deprecat\|^\s*$\|!!\|\*\*\*\|license\|corresp\|by 20\|see https\|please use" || true
-wpy -c "import sys, platform, pricefeed, pricefeed._protocol.accel as a; from pricefeed._wait import available; \
+wpy -c "import sys, platform, pricefeed; from pricefeed._wait import available; \
 print(sys.version); print('windows', platform.win32_ver()[0], '| pricefeed', pricefeed.__version__, \
-'| accelerator', a.ACCELERATED, '| backends', available())"
+'| accelerator', pricefeed.ACCELERATED, '| backends', available())"
 
 if [ "${LANE_SKIP_TESTS:-}" = 1 ]; then exit 0; fi
 
