@@ -11,9 +11,27 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from pricefeed import Gap, Publisher, Quote, Subscriber
+from pricefeed import _protocol as protocol
 from pricefeed._values import EVENT_NAMES
+
+
+@contextmanager
+def feed_reader(name: str) -> Iterator[protocol.reader.FeedReader]:
+    """The protocol's reader of feed ``name``, on a read-only mapping (as a subscriber maps it),
+    of the implementation this process runs: for tests that look at words no role shows."""
+    from pricefeed._segment.attach import attach
+
+    seg, geometry = attach(name, writable=False)
+    reader = protocol.implementation().Reader(seg.view, geometry, seg.address)
+    try:
+        yield reader
+    finally:
+        reader.release()
+        seg.close()
 
 
 def hammer_publish(feed: str, count: str) -> None:
@@ -58,8 +76,6 @@ def hammer_records(feed: str, reads: str) -> None:
     publisher can (hammer_publish: change k sets price k and time k, so seq == k): a record
     is either reported lapped (None) or holds exactly the change asked for."""
     torn = got = lapped = 0
-    from conftest import feed_reader  # the protocol's reader, as a subscriber maps the feed
-
     with feed_reader(feed) as r:
         print("ready", flush=True)
         n = int(reads)

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, List, Optional
 
@@ -57,21 +56,6 @@ def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
         yield chosen
     finally:
         protocol.use(before.name)
-
-
-@contextmanager
-def feed_reader(name: str) -> Iterator[protocol.reader.FeedReader]:
-    """The protocol's reader of feed ``name``, on a read-only mapping (as a subscriber maps it),
-    of the implementation this process runs: for tests that look at words no role shows."""
-    from pricefeed._segment.attach import attach
-
-    seg, geometry = attach(name, writable=False)
-    reader = protocol.implementation().Reader(seg.view, geometry, seg.address)
-    try:
-        yield reader
-    finally:
-        reader.release()
-        seg.close()
 
 
 def unique_name() -> str:

@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 if __package__ in (None, ""):  # run as a file: the checkout, not this folder, goes on sys.path
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
+    _here, _root = Path(__file__).resolve().parent, str(Path(__file__).resolve().parents[2])
+    if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _here:
+        sys.path[0] = _root
+    else:  # a Python that does not put the script's folder first (an embeddable one, say)
+        sys.path.insert(0, _root)
 
 from pricefeed._bench import report, wake
 from pricefeed._bench.plan import Plan

@@ -15,7 +15,8 @@ import pytest
 
 if sys.platform != "win32":
     import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
-from conftest import Proc, feed_reader, linux_only, posix_only, worker
+from _workers import feed_reader
+from conftest import Proc, linux_only, posix_only, worker
 
 from pricefeed import (
     BadSegment,

@@ -20,7 +20,8 @@ import pytest
 
 if sys.platform != "win32":
     import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
-from conftest import Proc, cli, feed_reader, unique_name, unlink_feed, worker
+from _workers import feed_reader
+from conftest import Proc, cli, unique_name, unlink_feed, worker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
