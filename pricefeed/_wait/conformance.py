@@ -216,14 +216,23 @@ class _Child:
     _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def __init__(self, *args: object) -> None:
-        self.p = subprocess.Popen(
-            [sys.executable, "-c", self._SCRIPT, self._ROOT, *map(str, args)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
+        for attempt in range(3):
+            try:
+                self.p = subprocess.Popen(
+                    [sys.executable, "-c", self._SCRIPT, self._ROOT, *map(str, args)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                )
+                break
+            except OSError as exc:
+                # Wine's CreateProcess now and then fails with "Internal error" (1359) when
+                # processes start in quick succession: a failure to start, not of the backend.
+                if getattr(exc, "winerror", None) != 1359 or attempt == 2:
+                    raise
+                time.sleep(0.5)
         self._lines: queue.Queue[Optional[str]] = queue.Queue()
         self._err: List[str] = []
         assert self.p.stdout is not None and self.p.stderr is not None

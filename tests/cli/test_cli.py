@@ -410,6 +410,7 @@ def test_bench_stopped_by_sigterm_exits_143_and_leaves_nothing(tmp_path: Path) -
     assert ps.stdout.strip() == "", ps.stdout
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the benchmarks run on Linux only")
 def test_bench_peer_comparison_runs_from_the_checkout() -> None:
     """scripts/bench/run.py (not shipped) takes the package's options, plus --plot."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "run.py"
