@@ -120,7 +120,7 @@ def field_notes(layout: ModuleType) -> Dict[str, str]:
 
 def layout_header() -> str:
     layout = load_layout()
-    consts = {k: v for k, v in vars(layout).items() if k.isupper() and isinstance(v, int) and not isinstance(v, bool)}
+    consts = layout.constants()
     notes = field_notes(layout)
     groups = [(c, list(n)) for c, n in GROUPS]
     groups[2][1].extend(n for n in BLOCK_NAMES if n not in ("SLOT_SIZE", "RECORD_SIZE"))
@@ -140,7 +140,7 @@ def layout_header() -> str:
     if rest:
         lines.append("\n/* Other constants of layout.py. */")
         lines.extend(define(name, consts[name], None) for name in rest)
-    return LAYOUT_TEMPLATE.replace("@DEFINES@", "\n".join(lines).lstrip("\n"))
+    return LAYOUT_TEMPLATE.replace("@DEFINES@", "\n".join(lines).lstrip("\n")).replace("@DIGEST@", layout.digest())
 
 
 def define(name: str, value: int, note: Optional[str]) -> str:
@@ -170,6 +170,9 @@ LAYOUT_TEMPLATE = """\
 #endif
 
 @DEFINES@
+
+/* layout.py's digest() of the constants above: a build compares it with the Python side's. */
+#define PF_LAYOUT_DIGEST "@DIGEST@"
 
 PF_STATIC_ASSERT(PF_HEADER_SIZE == 4u * PF_CACHE_LINE, "the header is four cache lines");
 PF_STATIC_ASSERT(PF_OFF_HEAD_SEQ == 1u * PF_CACHE_LINE, "head_seq opens line 1");

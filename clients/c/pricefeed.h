@@ -237,6 +237,9 @@
 #define PF_REC_TIME 24u /* time_ns (u64): Publish time of the change, ns since the Unix epoch. */
 #define PF_RECORD_SIZE 32u
 
+/* layout.py's digest() of the constants above: a build compares it with the Python side's. */
+#define PF_LAYOUT_DIGEST "dbd934b04f0b0ad3"
+
 PF_STATIC_ASSERT(PF_HEADER_SIZE == 4u * PF_CACHE_LINE, "the header is four cache lines");
 PF_STATIC_ASSERT(PF_OFF_HEAD_SEQ == 1u * PF_CACHE_LINE, "head_seq opens line 1");
 PF_STATIC_ASSERT(PF_OFF_FUTEX == 2u * PF_CACHE_LINE, "futex opens line 2");

@@ -750,7 +750,9 @@ PyMODINIT_FUNC PyInit__speedups(void) {
             return NULL;
         }
     }
-    if (add_type(m, "Feed", &FeedType) < 0 || add_type(m, "Follow", &FollowType) < 0) {
+    /* What this build was made from: accel.py refuses a build of another layout. */
+    if (PyModule_AddStringConstant(m, "LAYOUT_DIGEST", PF_LAYOUT_DIGEST) < 0 || add_type(m, "Feed", &FeedType) < 0 ||
+        add_type(m, "Follow", &FollowType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

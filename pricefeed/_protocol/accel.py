@@ -13,10 +13,12 @@ Nothing here chooses which implementation runs: the package's ``__init__`` does,
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, List, Optional, Tuple
 
 from .._errors import BadSegment
 from . import follow, reader, writer
+from . import layout as L
 from .header import Geometry
 
 _speedups: Any
@@ -25,6 +27,17 @@ try:
         raise ImportError("PRICEFEED_PURE is set")
     from . import _speedups  # type: ignore[attr-defined, no-redef]
 except ImportError:
+    _speedups = None
+
+if _speedups is not None and getattr(_speedups, "LAYOUT_DIGEST", None) != L.digest():
+    # Its offsets are compiled in: one built before layout.py changed would read the wrong bytes.
+    warnings.warn(
+        f"pricefeed's C accelerator ({_speedups.__file__}) was built from another layout than "
+        f"pricefeed/_protocol/layout.py (digest {getattr(_speedups, 'LAYOUT_DIGEST', None)}, expected "
+        f"{L.digest()}); running the pure-Python implementation. Rebuild it: pip install -e .",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     _speedups = None
 
 #: True when the C core is built and may run in this process.

@@ -43,6 +43,7 @@ A ring record (half a cache line; its sequence word doubles as its lock)::
 
 from __future__ import annotations
 
+import hashlib
 from typing import Dict, Iterable, List, NamedTuple, Tuple
 
 LAYOUT_VERSION = 2
@@ -310,3 +311,16 @@ def markdown_tables() -> str:
             out.append(f"| 4 * i | 4 | u32 | `word[i]`, 0 <= i <= {last} | {meaning} |")
             out.append("")
     return "\n".join(out)
+
+
+def constants() -> Dict[str, int]:
+    """Every integer constant of this module, by name: what scripts/gen_c.py writes into the C
+    core's pf_layout.h (with a PF_ prefix)."""
+    return {k: v for k, v in globals().items() if k.isupper() and type(v) is int}
+
+
+def digest() -> str:
+    """A short fingerprint of ``constants()``. pf_layout.h carries the one it was generated
+    with, so a C build made from another layout is noticed (see accel) instead of trusted."""
+    text = ";".join(f"{k}={v}" for k, v in sorted(constants().items()))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]

@@ -113,3 +113,30 @@ def test_damaged_headers_give_a_geometry_or_a_clear_error(offset: int, data: byt
     else:
         assert L.segment_size(g.capacity, g.ring_size) <= len(buf)
         L.check_geometry(g.capacity, g.ring_size)
+
+
+def test_the_c_build_is_of_this_layout() -> None:
+    """The C core's offsets are compiled in: the build says which layout it was made from."""
+    from pricefeed._protocol import accel
+
+    if accel._speedups is None:
+        pytest.skip("the C implementation is not built here, or PRICEFEED_PURE is set")
+    assert L.digest() == accel._speedups.LAYOUT_DIGEST
+
+
+def test_a_c_build_of_another_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build made before layout.py changed (a stale editable install, say) would read the
+    wrong bytes: it is not used, and a warning says how to rebuild it."""
+    import importlib.util
+
+    from pricefeed._protocol import accel
+
+    if accel._speedups is None:
+        pytest.skip("the C implementation is not built here, or PRICEFEED_PURE is set")
+    monkeypatch.setattr(L, "digest", lambda: "0" * 16)
+    spec = importlib.util.spec_from_file_location("pricefeed._protocol._accel_probe", accel.__file__)
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    with pytest.warns(RuntimeWarning, match="built from another layout.*pip install -e"):
+        spec.loader.exec_module(probe)
+    assert probe.AVAILABLE is False
