@@ -117,7 +117,6 @@ class Subscriber:
         self._owner = owner
         self._allow_world_writable = allow_world_writable
         self._r: Optional[FeedReader] = None
-        self._woken_before = 0
         self._from_start = False
         deadline = None if wait is True else time.monotonic() + (0.0 if wait is False else float(wait))
         while True:
@@ -143,8 +142,8 @@ class Subscriber:
         self._r = self._impl.Reader(seg.view, geometry, seg.address)
         self._index: Dict[str, int] = {}
         self._names: List[str] = []
-        self._watch = Watch(seg, self._r)  # what is true when we attach is not news
         try:
+            self._watch = Watch(seg, self._r)  # what is true when we attach is not news
             self._listener = Listener(self._waiter, seg, self._r)
         except BaseException:
             self._r.release()
@@ -155,12 +154,11 @@ class Subscriber:
     def wakeups(self) -> int:
         """How many of this subscriber's waits ended because a word it slept on changed or was
         woken (not by a timeout): a measure of how often it was disturbed."""
-        return self._woken_before + (self._listener.woken + self._r.woken if self._r is not None else 0)
+        return self._listener.woken + self._r.woken if self._r is not None else 0
 
     def _detach(self) -> None:
         if self._r is None:
             return
-        self._woken_before += self._listener.woken + self._r.woken  # a re-attach keeps the count
         self._r.release()
         self._r = None
         self._listener.close()
