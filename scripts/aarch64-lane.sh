@@ -590,7 +590,7 @@ print_facts() {
     # aarch64, RELEASE `dmb ish` (on x86-64 both are nothing at all).
     so=$(cd "$DIR$LANE/src/pricefeed/_protocol" && compgen -G '_speedups*.so' | head -n1 || true)
     if [[ -n $so ]]; then
-        out+=$'\n'$(in_root objdump -d "$LANE/src/pricefeed/$so" | awk -v so="$so" '
+        out+=$'\n'$(in_root objdump -d "$LANE/src/pricefeed/_protocol/$so" | awk -v so="$so" '
             $0 ~ /\tdmb\tishld/ { ld++; next } $0 ~ /\tdmb\tish/ { st++ }
             END { printf "accelerator as built     %d dmb ishld (acquire), %d dmb ish (release) in %s", ld, st, so }')
     fi
