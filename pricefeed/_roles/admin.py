@@ -76,10 +76,12 @@ def _end_quietly(seg: Segment) -> None:
     except BadSegment:
         return
     w = implementation().Writer(seg.view, geometry, seg.address)
-    wake = Announcer(waker(), seg, geometry.incarnation)
     try:
-        w.set_closed()
-        wake.everyone()
+        wake = Announcer(waker(), seg, geometry.incarnation)
+        try:
+            w.set_closed()
+            wake.everyone()
+        finally:
+            wake.release()
     finally:
-        wake.release()
-        w.release()
+        w.release()  # whatever happened: the segment cannot close while its views are out
