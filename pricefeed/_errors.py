@@ -11,8 +11,9 @@ The tree (each class also subclasses the nearest builtin, so ``except FileNotFou
     ├── InvalidInput (ValueError)          exit 7   a value broke a rule; nothing was written
     │   ├── InvalidName                             feed name
     │   ├── InvalidSymbol                           symbol
-    │   ├── InvalidPrice                            price (NaN, infinite, not a number)
-    │   └── InvalidGeometry                         capacity, ring size or mode
+    │   ├── InvalidField                            a field the schema lacks, or a value it cannot hold
+    │   │   └── InvalidPrice                        a float field: NaN, infinite, not a number
+    │   └── InvalidGeometry                         capacity, ring size, mode or schema
     ├── FeedFull (OverflowError)           exit 8   the slot table has no room for a new symbol
     ├── BadSegment (ValueError)            exit 9   not a pricefeed segment, or damaged
     │   └── LayoutVersionMismatch                   a pricefeed segment of another version
@@ -106,12 +107,18 @@ class InvalidSymbol(InvalidInput):
     """A symbol is empty, too long, or not printable ASCII without spaces."""
 
 
-class InvalidPrice(InvalidInput):
-    """A price is NaN, infinite, not a number, or (on the command line) not stored as written."""
+class InvalidField(InvalidInput):
+    """A field the feed's schema does not have, or a value its field cannot hold: a float for an
+    integer field, an integer outside the i64 range, no value at all. The message names the field."""
+
+
+class InvalidPrice(InvalidField):
+    """A price (a f64 field's value) is NaN, infinite, not a number, or (on the command line)
+    not stored as written."""
 
 
 class InvalidGeometry(InvalidInput):
-    """A capacity, ring size or mode is out of range."""
+    """A capacity, ring size, mode or schema is out of range."""
 
 
 class FeedFull(PricefeedError, OverflowError):

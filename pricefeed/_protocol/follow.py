@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sized, T
 
 from .._errors import BadSegment
 from . import layout as L
-from .reader import FeedReader
+from .reader import FeedReader, Reading
 
 TIMEOUT, IDLE, ENDED, LAPPED, NEWSLOT, VOID, EPOCH, BEHIND = range(8)
 #: How many unwanted changes ``Follow`` skips in a row before it looks at the deadline: a feed
@@ -58,8 +58,9 @@ class FollowState(NamedTuple):
 class Change(NamedTuple):
     seq: int
     slot: int
-    price: float
+    values: Tuple[Any, ...]
     time_ns: int
+    changed: int  # bit i: field i changed
 
 
 def step(reader: FeedReader, state: FollowState) -> Tuple[Union[int, Change], FollowState]:
@@ -84,20 +85,22 @@ def step(reader: FeedReader, state: FollowState) -> Tuple[Union[int, Change], Fo
         rec = reader.read_record(seq) if head - state.cursor <= reader.geometry.ring_size else None
         if rec is None:
             return LAPPED, state._replace(head=head)
-        slot, price, time_ns = rec
+        slot, values, time_ns, changed = rec
         if slot == L.SLOT_VOID:
             return VOID, state._replace(cursor=seq, head=head)
         if slot >= state.known:
             return NEWSLOT, state._replace(head=head)
-        return Change(seq, slot, price, time_ns), state._replace(cursor=seq, head=head)
+        return Change(seq, slot, values, time_ns, changed), state._replace(cursor=seq, head=head)
 
 
 class Follow:
     """The loop over ``step()`` that ``Subscriber.updates()`` consumes. Each ``next()`` gives
-    the next wanted change as ``quote(symbol, price, time_ns, seq)``, or a code (see the module
-    docstring). ``names`` is the caller's list of symbols (slot order), of which ``known`` are
-    covered by ``interest`` (None: every slot; else a bytearray with a non-zero byte per wanted
-    slot) and ``words``. ``deadline`` is ``time.monotonic()`` seconds, < 0 for none.
+    the next wanted change as a ``quote`` (the feed's Quote class, made with its ``_build``),
+    or a code (see the module docstring). ``names`` is the caller's list of symbols (slot
+    order), of which ``known`` are covered by ``interest`` (None: every slot; else a bytearray
+    with a non-zero byte per wanted slot) and ``words``. ``on``: a mask of fields, of which a
+    change must have changed one to be wanted (0: any change). ``deadline`` is
+    ``time.monotonic()`` seconds, < 0 for none.
 
     This implementation always waits through ``wait``; ``futex`` (the wake words are kernel
     futex words here, so a C loop may wait on them itself) is accepted and not needed."""
@@ -105,13 +108,15 @@ class Follow:
     def __init__(
         self, reader: FeedReader, names: List[str], known: int, interest: Optional[bytearray], quote: Any,
         words: Optional[Tuple[int, ...]], cursor: int, epoch: int, slice: float, spin: float, deadline: float,
-        wait: Wait, futex: bool = False,
+        wait: Wait, futex: bool = False, on: int = 0,
     ) -> None:  # fmt: skip
         self._reader = reader
+        self.on = on
         self._state = FollowState(cursor, known, epoch)
         self.names = names
         self.interest = interest
         self.quote = quote
+        self._build = quote._build
         self.words = words
         self.slice = slice
         self.spin = spin
@@ -153,12 +158,14 @@ class Follow:
             got, self._state = step(reader, self._state)
             if type(got) is Change:
                 interest = self.interest
-                if interest is not None and not (got.slot < len(interest) and interest[got.slot]):
+                if (interest is not None and not (got.slot < len(interest) and interest[got.slot])) or (
+                    self.on and not got.changed & self.on
+                ):
                     skipped += 1
                     if skipped % SKIP_CHECK == 0 and 0 <= self.deadline <= time.monotonic():
                         return TIMEOUT
                     continue
-                return self.quote(self.names[got.slot], got.price, got.time_ns, got.seq)
+                return self._build(self.names[got.slot], got.values, got.time_ns, got.seq, got.changed)
             if got != IDLE:
                 return got
             if not self.block:
@@ -176,14 +183,14 @@ class Follow:
                 return TIMEOUT
 
 
-def latest_since(values: Iterable[Tuple[int, Optional[Tuple[float, int, int]]]], after: int, upto: int) -> List[Change]:
-    """The catch-up after a lap: of these (slot, (price, time_ns, seq) or None) read from the
+def latest_since(values: Iterable[Tuple[int, Optional[Reading]]], after: int, upto: int) -> List[Change]:
+    """The catch-up after a lap: of these (slot, reading or None) read from the
     slot table, the ones whose change falls in (after, upto], in feed order. A slot changed
     again after ``upto`` is left out: that newer change is still ahead of the reader in the
     ring, so giving the older value now would hand the caller a price that is already stale
     (and the symbol twice). None stands for a slot that could not be read (being written right
     now, its sequence will be > upto; or left mid-write by a dead writer): left out too."""
-    out = [Change(seq, slot, price, t) for slot, got in values if got is not None for price, t, seq in [got]]
+    out = [Change(seq, slot, v, t, c) for slot, got in values if got is not None for v, t, seq, c in [got]]
     return sorted(c for c in out if after < c.seq <= upto)
 
 

@@ -1,4 +1,4 @@
-"""The binary layout of a pricefeed segment, version 2: the one module that knows an offset.
+"""The binary layout of a pricefeed segment, version 3: the one module that knows an offset.
 
 Rules of this file:
 
@@ -13,32 +13,38 @@ Rule 4. Words that the publisher writes on every change (the head sequence, the 
 Rule 5. ``docs/layout.md`` is checked against the tables here (``markdown_tables()``), so the
         spec and the code cannot drift apart.
 
-The segment is four blocks, one after the other::
+A feed has a schema, fixed when it is created: 1 to MAX_FIELDS named fields, each a ``f64``
+or an ``i64`` (the default: one ``f64`` named ``price``). The sizes of a slot and of a ring
+record follow from the number of fields; everything else is fixed.
 
-    0            256           768                 ring_offset(capacity)     segment_size(...)
-    +------------+-------------+-------------------+--------------------------+
-    | header     | wake table  | slot table        | change ring              |
-    | (4 lines)  | 128 x u32   | capacity x 64     | ring_size x 32 bytes     |
-    +------------+-------------+-------------------+--------------------------+
+The segment is six blocks, one after the other::
+
+    0         256          768         1280            slots_offset       ring_offset
+    +---------+------------+-----------+---------------+------------------+---------------------+
+    | header  | schema     | wake      | symbol table  | slot table       | change ring         |
+    | 4 lines | 16 x 32    | 128 x u32 | capacity x 32 | capacity x       | ring_size x         |
+    |         |            |           | (to a line)   |   slot_size      |   record_size       |
+    +---------+------------+-----------+---------------+------------------+---------------------+
 
 The wake table gives subscribers that follow a few symbols a futex word of their own to sleep
 on: slot ``i`` belongs to word ``i & (WAKE_WORDS - 1)``, which the publisher bumps and wakes
 for every change of such a slot (together with the header's ``futex`` word, in one system
 call). So a subscriber is woken for the symbols it asked for, not for every change.
 
-A slot (one cache line, its own seqlock)::
+A slot (its own seqlock; ``slot_size`` = 32 + 8 x fields, rounded up to a cache line)::
 
-    0        8        16       24       32                               64
-    +--------+--------+--------+--------+--------------------------------+
-    | lock   | price  | time_ns| seq    | symbol (NUL-padded ASCII)      |
-    +--------+--------+--------+--------+--------------------------------+
+    0        8        16       24       28       32             32 + 8 x fields
+    +--------+--------+--------+--------+--------+---------------+
+    | lock   | seq    | time_ns| changed| (zero) | value[0] ...  |
+    +--------+--------+--------+--------+--------+---------------+
 
-A ring record (half a cache line; its sequence word doubles as its lock)::
+A ring record (its sequence word doubles as its lock; ``record_size`` = 24 + 8 x fields, 32
+for one field, else rounded up to a cache line)::
 
-    0        8        12       16       24       32
-    +--------+--------+--------+--------+--------+
-    | seq    | slot   | flags  | price  | time_ns|
-    +--------+--------+--------+--------+--------+
+    0        8        12       16       24             24 + 8 x fields
+    +--------+--------+--------+--------+---------------+
+    | seq    | slot   | changed| time_ns| value[0] ...  |
+    +--------+--------+--------+--------+---------------+
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, Iterable, List, NamedTuple, Tuple
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 MAGIC_BYTES = b"PRCFEED\x00"
 MAGIC = int.from_bytes(MAGIC_BYTES, "little")
 CACHE_LINE = 64
@@ -91,6 +97,19 @@ PUBLISHER_HOLDS = 1
 #: it began complete.
 PUBLISHER_CLOSED = 2
 
+#: A schema has 1 to MAX_FIELDS fields; the schema table always has MAX_FIELDS entries.
+MAX_FIELDS = 16
+#: A field name is 1 to FIELD_NAME_MAX characters: a letter, then letters, digits and "_"
+#: (an identifier in C, Python, Rust and the shell); the entry's name field is one byte longer,
+#: so it always ends in a NUL.
+FIELD_NAME_FIELD = 24
+FIELD_NAME_MAX = FIELD_NAME_FIELD - 1
+#: Field types, as stored in a schema entry.
+TYPE_F64 = 1
+TYPE_I64 = 2
+#: Size of every field value in a slot or a record: a f64 or an i64.
+VALUE_SIZE = 8
+
 MIN_CAPACITY = 1
 MAX_CAPACITY = 1 << 20
 DEFAULT_CAPACITY = 1024
@@ -98,7 +117,7 @@ MIN_RING = 2
 MAX_RING = 1 << 24
 DEFAULT_RING = 1 << 16
 
-_TYPES = {"u32": 4, "u64": 8, "f64": 8, f"char[{SYMBOL_FIELD}]": SYMBOL_FIELD}
+_TYPES = {"u32": 4, "u64": 8, "f64": 8}
 
 
 class Field(NamedTuple):
@@ -120,11 +139,12 @@ class _Block:
             if ctype.startswith("pad"):
                 size = int(ctype[3:])
                 ctype = f"u8[{size}]"
+            elif ctype.startswith("char["):
+                size = int(ctype[5:-1])  # bytes written once, before anyone may read them
             else:
                 size = _TYPES[ctype]
-                if ctype != f"char[{SYMBOL_FIELD}]":
-                    # Rule 2: naturally aligned, hence never across a cache line.
-                    assert offset % size == 0, (title, name, offset)
+                # Rule 2: naturally aligned, hence never across a cache line.
+                assert offset % size == 0, (title, name, offset)
             self.fields.append(Field(name, offset, ctype, size, meaning))
             offset += size
         self.size = offset
@@ -138,13 +158,17 @@ HEADER = _Block(
     "Header",
     [
         ("magic", "u64", 'The bytes "PRCFEED\\0": identifies a pricefeed segment.'),
-        ("version", "u32", "Layout version (2). 0 while the creator is initialising; written last."),
+        ("version", "u32", "Layout version (3). 0 while the creator is initialising; written last."),
         ("header_size", "u32", "Size of this header in bytes (256)."),
         ("incarnation", "u64", "Random non-zero id chosen when the segment is created."),
         ("capacity", "u32", "Number of slots in the slot table."),
         ("ring_size", "u32", "Number of records in the change ring: a power of two."),
-        ("slot_size", "u32", "Size of one slot in bytes (64)."),
-        ("record_size", "u32", "Size of one ring record in bytes (32)."),
+        ("slot_size", "u32", "Size of one slot in bytes: 32 + 8 x field_count, rounded up to 64."),
+        (
+            "record_size",
+            "u32",
+            "Size of one ring record in bytes: 24 + 8 x field_count; 32 for one field, else rounded up to 64.",
+        ),
         ("created_ns", "u64", "Creation time, nanoseconds since the Unix epoch."),
         ("slots_offset", "u64", "Offset of the slot table from the start of the segment."),
         ("ring_offset", "u64", "Offset of the change ring from the start of the segment."),
@@ -167,7 +191,24 @@ HEADER = _Block(
             "How the newest publisher stands: its epoch, whether it holds the feed or closed it "
             "cleanly, and a count of clean handovers (section 10). 0 from older writers.",
         ),
-        ("_pad4", "pad32", ""),
+        ("field_count", "u32", "Number of fields in the schema: 1 to 16."),
+        ("_pad5", "pad4", "Zero; keeps the next field naturally aligned."),
+        ("schema_offset", "u64", "Offset of the schema table from the start of the segment (256)."),
+        ("symbols_offset", "u64", "Offset of the symbol table from the start of the segment (1280)."),
+        ("_pad4", "pad8", "Zero."),
+    ],
+)
+
+SCHEMA_ENTRY = _Block(
+    "Schema entry",
+    [
+        (
+            "name",
+            f"char[{FIELD_NAME_FIELD}]",
+            "The field's name, NUL-padded: a letter, then letters, digits or _ (1 to 23 bytes).",
+        ),
+        ("type", "u32", "1: f64 (IEEE 754 binary64, finite); 2: i64 (two's complement)."),
+        ("_reserved", "pad4", "Zero."),
     ],
 )
 
@@ -175,10 +216,10 @@ SLOT = _Block(
     "Slot",
     [
         ("lock", "u64", "Seqlock: odd while the publisher writes the slot, even otherwise."),
-        ("price", "f64", "The symbol's current price (IEEE 754 binary64, finite)."),
-        ("time_ns", "u64", "Publish time of the current price, ns since the Unix epoch."),
-        ("seq", "u64", "Sequence of the change that set the current price."),
-        ("symbol", f"char[{SYMBOL_FIELD}]", "The symbol, NUL-padded; written once, before slot_count grows."),
+        ("seq", "u64", "Sequence of the change that set the current values."),
+        ("time_ns", "u64", "Publish time of that change, ns since the Unix epoch."),
+        ("changed", "u32", "Which fields that change changed: bit i for field i."),
+        ("_reserved", "pad4", "Zero."),
     ],
 )
 
@@ -187,20 +228,23 @@ RECORD = _Block(
     [
         ("seq", "u64", "Sequence of the change held; 0 while the record is being written."),
         ("slot", "u32", "Index of the symbol's slot, or 0xFFFFFFFF for a change that was lost."),
-        ("flags", "u32", "Reserved, 0."),
-        ("price", "f64", "The new price."),
+        ("changed", "u32", "Which fields the change changed: bit i for field i (0 for a lost change)."),
         ("time_ns", "u64", "Publish time of the change, ns since the Unix epoch."),
     ],
 )
 
 HEADER_SIZE = HEADER.size
-WAKE_OFFSET = HEADER_SIZE
+SCHEMA_ENTRY_SIZE = SCHEMA_ENTRY.size
+SCHEMA_OFFSET = HEADER_SIZE
+SCHEMA_SIZE = MAX_FIELDS * SCHEMA_ENTRY_SIZE
+WAKE_OFFSET = SCHEMA_OFFSET + SCHEMA_SIZE
 WAKE_SIZE = WAKE_WORDS * 4
-SLOT_SIZE = SLOT.size
-RECORD_SIZE = RECORD.size
-SLOTS_OFFSET = WAKE_OFFSET + WAKE_SIZE
-assert HEADER_SIZE % CACHE_LINE == 0 and SLOT_SIZE == CACHE_LINE and WAKE_SIZE % CACHE_LINE == 0
-assert CACHE_LINE % RECORD_SIZE == 0
+SYMBOLS_OFFSET = WAKE_OFFSET + WAKE_SIZE
+#: The fixed part of a slot and of a record; the field values follow it, 8 bytes each.
+SLOT_VALUES = SLOT.size
+REC_VALUES = RECORD.size
+assert HEADER_SIZE % CACHE_LINE == 0 and SCHEMA_SIZE % CACHE_LINE == 0 and WAKE_SIZE % CACHE_LINE == 0
+assert SLOT_VALUES % VALUE_SIZE == 0 and REC_VALUES % VALUE_SIZE == 0 and CACHE_LINE % SYMBOL_FIELD == 0
 
 # Byte offsets in the header.
 OFF_MAGIC = HEADER["magic"]
@@ -222,18 +266,28 @@ OFF_PUBLISHER_PID = HEADER["publisher_pid"]
 OFF_PUBLISHER_EPOCH = HEADER["publisher_epoch"]
 OFF_WAKE_WORDS = HEADER["wake_words"]
 OFF_PUBLISHER_STATE = HEADER["publisher_state"]
+OFF_FIELD_COUNT = HEADER["field_count"]
+OFF_SCHEMA_OFFSET = HEADER["schema_offset"]
+OFF_SYMBOLS_OFFSET = HEADER["symbols_offset"]
 
-# Byte offsets inside a slot and inside a ring record.
+# Byte offsets inside a schema entry, a slot and a ring record.
+FIELD_NAME = SCHEMA_ENTRY["name"]
+FIELD_TYPE = SCHEMA_ENTRY["type"]
+FIELD_RESERVED = SCHEMA_ENTRY["_reserved"]
 SLOT_LOCK = SLOT["lock"]
-SLOT_PRICE = SLOT["price"]
-SLOT_TIME = SLOT["time_ns"]
 SLOT_SEQ = SLOT["seq"]
-SLOT_SYMBOL = SLOT["symbol"]
+SLOT_TIME = SLOT["time_ns"]
+SLOT_CHANGED = SLOT["changed"]
+SLOT_RESERVED = SLOT["_reserved"]
 REC_SEQ = RECORD["seq"]
 REC_SLOT = RECORD["slot"]
-REC_FLAGS = RECORD["flags"]
-REC_PRICE = RECORD["price"]
+REC_CHANGED = RECORD["changed"]
 REC_TIME = RECORD["time_ns"]
+
+#: The names of the field types, by their number in a schema entry.
+TYPE_NAMES = {TYPE_F64: "f64", TYPE_I64: "i64"}
+#: The default schema: one f64 named price.
+DEFAULT_FIELDS: Tuple[Tuple[str, int], ...] = (("price", TYPE_F64),)
 
 
 class PublisherState(NamedTuple):
@@ -259,16 +313,45 @@ def unpack_publisher_state(word: int) -> PublisherState:
     )
 
 
-def ring_offset(capacity: int) -> int:
-    return SLOTS_OFFSET + capacity * SLOT_SIZE
+def _to_line(size: int) -> int:
+    return -(-size // CACHE_LINE) * CACHE_LINE
 
 
-def segment_size(capacity: int, ring_size: int) -> int:
-    return ring_offset(capacity) + ring_size * RECORD_SIZE
+def slot_size(fields: int) -> int:
+    """Bytes per slot for a schema of ``fields`` fields: whole cache lines."""
+    return _to_line(SLOT_VALUES + VALUE_SIZE * fields)
 
 
-def slot_offset(index: int) -> int:
-    return SLOTS_OFFSET + index * SLOT_SIZE
+def record_size(fields: int) -> int:
+    """Bytes per ring record: 32 (half a line) while that holds it, else whole cache lines;
+    either way no record straddles a line it does not need."""
+    size = REC_VALUES + VALUE_SIZE * fields
+    return CACHE_LINE // 2 if size <= CACHE_LINE // 2 else _to_line(size)
+
+
+def slots_offset(capacity: int) -> int:
+    """Where the slot table starts: after the symbol table, on a cache line."""
+    return SYMBOLS_OFFSET + _to_line(capacity * SYMBOL_FIELD)
+
+
+def ring_offset(capacity: int, fields: int = 1) -> int:
+    return slots_offset(capacity) + capacity * slot_size(fields)
+
+
+def segment_size(capacity: int, ring_size: int, fields: int = 1) -> int:
+    return ring_offset(capacity, fields) + ring_size * record_size(fields)
+
+
+def slot_offset(index: int, capacity: int, fields: int = 1) -> int:
+    return slots_offset(capacity) + index * slot_size(fields)
+
+
+def symbol_offset(index: int) -> int:
+    return SYMBOLS_OFFSET + index * SYMBOL_FIELD
+
+
+def schema_entry_offset(field: int) -> int:
+    return SCHEMA_OFFSET + field * SCHEMA_ENTRY_SIZE
 
 
 def wake_word_of(slot: int) -> int:
@@ -278,6 +361,47 @@ def wake_word_of(slot: int) -> int:
 
 def wake_offset(word: int) -> int:
     return WAKE_OFFSET + 4 * word
+
+
+#: Names a field may not have: the attributes every Quote has besides its fields.
+RESERVED_NAMES = frozenset({"symbol", "seq", "time_ns", "changed", "changed_mask", "fields", "schema"})
+
+
+def check_field_name(name: object) -> str:
+    """The name, or ValueError stating the rule (a letter, then letters, digits or _)."""
+    if (
+        isinstance(name, str)
+        and name.isascii()
+        and 1 <= len(name) <= FIELD_NAME_MAX
+        and name[0].isalpha()
+        and all(c.isalnum() or c == "_" for c in name)
+    ):
+        if name in RESERVED_NAMES:
+            raise ValueError(
+                f"field name {name!r} is taken by every quote; choose another than {', '.join(sorted(RESERVED_NAMES))}"
+            )
+        return name
+    raise ValueError(
+        f"a field name is 1 to {FIELD_NAME_MAX} characters: an ASCII letter, then letters, digits or _: got {name!r}"
+    )
+
+
+def check_fields(fields: Iterable[Tuple[str, int]]) -> Tuple[Tuple[str, int], ...]:
+    """A schema as (name, type) pairs, or ValueError saying which rule it breaks: 1 to
+    MAX_FIELDS fields, valid names, distinct even ignoring case (a name is also an environment
+    variable's), types TYPE_F64 or TYPE_I64."""
+    out = tuple(fields)
+    if not 1 <= len(out) <= MAX_FIELDS:
+        raise ValueError(f"a schema has 1 to {MAX_FIELDS} fields: got {len(out)}")
+    seen: Dict[str, str] = {}
+    for name, kind in out:
+        check_field_name(name)
+        if kind not in TYPE_NAMES:
+            raise ValueError(f"field {name!r} has type {kind!r}; expected f64 or i64")
+        if name.lower() in seen:
+            raise ValueError(f"fields {seen[name.lower()]!r} and {name!r} have the same name (ignoring case)")
+        seen[name.lower()] = name
+    return out
 
 
 def check_geometry(capacity: int, ring_size: int) -> None:
@@ -293,7 +417,7 @@ def check_geometry(capacity: int, ring_size: int) -> None:
 def markdown_tables() -> str:
     """The field tables of docs/layout.md, generated from the blocks above (Rule 5)."""
     out: List[str] = []
-    for block in (HEADER, SLOT, RECORD):
+    for block in (HEADER, SCHEMA_ENTRY, SLOT, RECORD):  # in the order of the segment
         out.append(f"#### {block.title} ({block.size} bytes)\n")
         out.append("| offset | size | type | field | meaning |")
         out.append("|---:|---:|---|---|---|")
@@ -301,14 +425,28 @@ def markdown_tables() -> str:
             name = "(padding)" if f.name.startswith("_") else f"`{f.name}`"
             meaning = f.meaning or "Zero; keeps the next field on its own cache line."
             out.append(f"| {f.offset} | {f.size} | {f.ctype} | {name} | {meaning} |")
+        if block is SLOT or block is RECORD:
+            at = block.size
+            meaning = "Value of field i: f64 or i64, as the schema's entry i says."
+            out.append(f"| {at} + 8 * i | 8 | f64 or i64 | `value[i]`, 0 <= i < field_count | {meaning} |")
         out.append("")
-        if block is HEADER:
+        if block is SCHEMA_ENTRY:
+            out.append(
+                f"The schema table ({SCHEMA_SIZE} bytes, at offset {SCHEMA_OFFSET}) is {MAX_FIELDS} such entries; "
+                "entry i describes field i for i < field_count, and the others are all zero.\n"
+            )
             last = WAKE_WORDS - 1
             out.append(f"#### Wake table ({WAKE_SIZE} bytes, at offset {WAKE_OFFSET})\n")
             out.append("| offset in table | size | type | field | meaning |")
             out.append("|---:|---:|---|---|---|")
             meaning = f"Wake word of the slots whose index & {last} == i: bumped (mod 2^32) before their wake-ups."
             out.append(f"| 4 * i | 4 | u32 | `word[i]`, 0 <= i <= {last} | {meaning} |")
+            out.append("")
+            out.append(f"#### Symbol table (capacity x {SYMBOL_FIELD} bytes, at offset {SYMBOLS_OFFSET})\n")
+            out.append("| offset in table | size | type | field | meaning |")
+            out.append("|---:|---:|---|---|---|")
+            meaning = "Symbol of slot i, NUL-padded printable ASCII; written once, before slot_count covers i."
+            out.append(f"| {SYMBOL_FIELD} * i | {SYMBOL_FIELD} | char[{SYMBOL_FIELD}] | `symbol[i]` | {meaning} |")
             out.append("")
     return "\n".join(out)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .._errors import BadSegment
 from . import layout as L
@@ -44,22 +44,50 @@ _PID = L.OFF_PUBLISHER_PID // _I
 _PSTATE = L.OFF_PUBLISHER_STATE // _Q
 _EPOCH_MASK = (1 << L.STATE_EPOCH_BITS) - 1
 _S_LOCK = L.SLOT_LOCK // _Q
-_S_PRICE = L.SLOT_PRICE // _Q
-_S_TIME = L.SLOT_TIME // _Q
 _S_SEQ = L.SLOT_SEQ // _Q
+_S_TIME = L.SLOT_TIME // _Q
+_S_CHANGED = L.SLOT_CHANGED // _I
+_S_VALUES = L.SLOT_VALUES // _Q
 _R_SEQ = L.REC_SEQ // _Q
 _R_SLOT = L.REC_SLOT // _I
-_R_PRICE = L.REC_PRICE // _Q
+_R_CHANGED = L.REC_CHANGED // _I
 _R_TIME = L.REC_TIME // _Q
-_SLOT_WORDS = L.SLOT_SIZE // _Q
-_SLOTS = L.SLOTS_OFFSET // _Q  # first word of the slot table
-_REC_WORDS = L.RECORD_SIZE // _Q
-_SLOT_FIELDS = struct.Struct("<dQQ")  # price, time_ns, seq: read in one call inside the seqlock
-_RECORD_FIELDS = struct.Struct("<IIdQ")  # slot, flags, price, time_ns
+_R_VALUES = L.REC_VALUES // _Q
 # The hot paths lean on these facts of the layout; a layout change that breaks one stops here.
 assert _S_LOCK == 0 and _R_SEQ == 0, "the lock and the record's seq open their slot and record"
-assert (L.SLOT_PRICE, L.SLOT_TIME, L.SLOT_SEQ) == (8, 16, 24), "_SLOT_FIELDS reads price, time, seq"
-assert (L.REC_SLOT, L.REC_FLAGS, L.REC_PRICE, L.REC_TIME) == (8, 12, 16, 24), "_RECORD_FIELDS"
+assert (L.SLOT_SEQ, L.SLOT_TIME, L.SLOT_CHANGED, L.SLOT_VALUES) == (8, 16, 24, 32), "Layout.slot reads these"
+assert (L.REC_SLOT, L.REC_CHANGED, L.REC_TIME, L.REC_VALUES) == (8, 12, 16, 24), "Layout.record reads these"
+
+#: A Reading: what a slot holds, copied inside its seqlock: (values, time_ns, seq, changed),
+#: ``values`` a tuple with one float (f64) or int (i64) per field of the schema.
+Reading = Tuple[Tuple[Any, ...], int, int, int]
+#: A Record: what a ring record holds: (slot, values, time_ns, changed).
+Record = Tuple[int, Tuple[Any, ...], int, int]
+
+_CODES = {L.TYPE_F64: "d", L.TYPE_I64: "q"}
+
+
+class Shape:
+    """What a geometry means for the words of a slot and a record: where each is, and the
+    struct that copies the fields of one in one call."""
+
+    def __init__(self, geometry: Geometry) -> None:
+        n = len(geometry.fields)
+        codes = "".join(_CODES[kind] for _, kind in geometry.fields)
+        self.fields = n
+        self.slots = geometry.slots_offset // _Q  # first word of the slot table
+        self.slot_words = geometry.slot_size // _Q
+        self.ring = geometry.ring_offset // _Q
+        self.record_words = geometry.record_size // _Q
+        #: seq, time_ns, changed, then the values: a slot's fields after its lock.
+        self.slot = struct.Struct("<QQI4x" + codes)
+        #: slot, changed, time_ns, then the values: a record's fields after its seq.
+        self.record = struct.Struct("<IIQ" + codes)
+        #: The values alone, for a writer.
+        self.values = struct.Struct("<" + codes)
+        #: Positions of the f64 fields among the values: a reader checks they are finite.
+        self.floats = tuple(k for k, (_, kind) in enumerate(geometry.fields) if kind == L.TYPE_F64)
+        self.all_changed = (1 << n) - 1
 
 
 def lapped(found_seq: int, wanted_seq: int) -> bool:
@@ -89,7 +117,14 @@ class FeedReader:
         self._d = buf.cast("d")
         self._capacity = geometry.capacity
         self._mask = geometry.ring_size - 1
-        self._ring = L.ring_offset(geometry.capacity) // _Q
+        self.shape = shape = Shape(geometry)
+        self._ring = shape.ring
+        self._slots = shape.slots
+        self._slot_words = shape.slot_words
+        self._rec_words = shape.record_words
+        self._floats = shape.floats
+        self._slot_struct = shape.slot
+        self._record_struct = shape.record
 
     @property
     def woken(self) -> int:
@@ -166,83 +201,96 @@ class FeedReader:
         return n
 
     def symbol_at(self, index: int) -> str:
-        start = L.slot_offset(index) + L.SLOT_SYMBOL
+        start = L.symbol_offset(index)
         raw = bytes(self._buf[start : start + L.SYMBOL_FIELD])
         name = raw.split(b"\0", 1)[0]
         if not name or not _printable(name) or len(name) > L.SYMBOL_MAX:
             raise BadSegment(f"damaged slot {index}: its symbol field {raw!r} is not a valid symbol")
         return name.decode("ascii")
 
-    def read_slot(self, index: int) -> Optional[Tuple[float, int, int]]:
-        """(price, time_ns, seq) of slot ``index``, or None when SPIN_TRIES copies all raced
-        a write (the caller sleeps and checks that the writer is alive before trying again).
+    def _finite(self, values: Tuple[Any, ...]) -> bool:
+        for k in self._floats:
+            v = values[k]
+            if v - v:  # NaN or infinite: never written by a publisher (Rule 5)
+                return False
+        return True
 
-        The three fields are copied with one ``unpack_from``: its copy is not atomic field by
-        field, and need not be, since any write that overlaps it moves the lock (Rule 1)."""
+    def read_slot(self, index: int) -> Optional[Reading]:
+        """(values, time_ns, seq, changed) of slot ``index``, or None when SPIN_TRIES copies all
+        raced a write (the caller sleeps and checks that the writer is alive before trying again).
+
+        The fields are copied with one ``unpack_from``: its copy is not atomic field by field,
+        and need not be, since any write that overlaps it moves the lock (Rule 1)."""
         q = self._q
-        b = _SLOTS + index * _SLOT_WORDS
-        offset = (b + _S_PRICE) * _Q
+        b = self._slots + index * self._slot_words
+        offset = (b + 1) * _Q
+        unpack = self._slot_struct.unpack_from
         for _ in range(SPIN_TRIES):
             lock = q[b]
             if lock & 1:
                 continue
             if FENCES:
                 fence_acquire()  # pairs with the release before the even store in commit()
-            got = _SLOT_FIELDS.unpack_from(self._buf, offset)
+            got = unpack(self._buf, offset)
             if FENCES:
                 fence_acquire()  # pairs with the release after the odd store in commit()
             if q[b] == lock:
-                price = got[0]
-                if price - price:  # NaN or infinite: never written by a publisher (Rule 5)
-                    raise BadSegment(f"damaged slot {index}: its price is {price}")
-                return got
+                return self._reading(index, got)
         return None
 
-    def read_slots(self, count: int) -> List[Optional[Tuple[float, int, int]]]:
+    def _reading(self, index: int, got: Tuple[Any, ...]) -> Reading:
+        values = got[3:]
+        if not self._finite(values):
+            raise BadSegment(f"damaged slot {index}: a float field is {values}, not finite")
+        return values, got[1], got[0], got[2]
+
+    def read_slots(self, count: int) -> List[Optional[Reading]]:
         """read_slot() of slots [0, count), in one call (a snapshot's path): None where a slot
         raced a write on the first try; the caller reads those again with read_slot()."""
         q = self._q
         buf = self._buf
-        unpack = _SLOT_FIELDS.unpack_from
-        out: List[Optional[Tuple[float, int, int]]] = []
+        unpack = self._slot_struct.unpack_from
+        out: List[Optional[Reading]] = []
         append = out.append
-        for b in range(_SLOTS, _SLOTS + count * _SLOT_WORDS, _SLOT_WORDS):
+        step = self._slot_words
+        for index, b in enumerate(range(self._slots, self._slots + count * step, step)):
             lock = q[b]
             if FENCES:
                 fence_acquire()  # as in read_slot()
-            got = unpack(buf, (b + _S_PRICE) * _Q)
+            got = unpack(buf, (b + 1) * _Q)
             if FENCES:
                 fence_acquire()
             if lock & 1 or q[b] != lock:
                 append(None)
-            elif got[0] - got[0]:
-                raise BadSegment(f"damaged slot {(b - _SLOTS) // _SLOT_WORDS}: its price is {got[0]}")
             else:
-                append(got)
+                append(self._reading(index, got))
         return out
 
-    def read_record(self, seq: int) -> Optional[Tuple[int, float, int]]:
-        """(slot, price, time_ns) of change ``seq``, or None when the reader was lapped."""
+    def read_record(self, seq: int) -> Optional[Record]:
+        """(slot, values, time_ns, changed) of change ``seq``, or None when the reader was
+        lapped."""
         q = self._q
-        r = self._ring + (seq & self._mask) * _REC_WORDS
+        r = self._ring + (seq & self._mask) * self._rec_words
         if lapped(q[r], seq):
             return None
         if FENCES:
             fence_acquire()  # pairs with the release before the seq store in write_change()
-        slot, _, price, time_ns = _RECORD_FIELDS.unpack_from(self._buf, (r + 1) * _Q)
+        got = self._record_struct.unpack_from(self._buf, (r + 1) * _Q)
         if FENCES:
             fence_acquire()  # pairs with the release after the 0 store in write_change()
         if lapped(q[r], seq):
             return None
-        if (slot >= self._capacity and slot != L.SLOT_VOID) or price - price:
+        slot = got[0]
+        values = got[3:]
+        if (slot >= self._capacity and slot != L.SLOT_VOID) or not self._finite(values):
             raise BadSegment(
-                f"damaged ring record for change {seq}: slot {slot} (table of {self._capacity}), price {price}"
+                f"damaged ring record for change {seq}: slot {slot} (table of {self._capacity}), values {values}"
             )
-        return slot, price, time_ns
+        return slot, values, got[2], got[1]
 
-    def newest_records(self, head: int, only: Optional[int] = None) -> Dict[int, Tuple[int, float, int]]:
-        """slot -> (seq, price, time_ns) of its newest change still in the ring, up to head
-        (of slot ``only`` alone, if given). What a slot held when its last change was
+    def newest_records(self, head: int, only: Optional[int] = None) -> Dict[int, Tuple[int, Tuple[Any, ...], int, int]]:
+        """slot -> (seq, values, time_ns, changed) of its newest change still in the ring, up
+        to head (of slot ``only`` alone, if given). What a slot held when its last change was
         announced: the fallback for a slot a dead publisher left mid-write, and what the
         takeover's repair compares a broken slot with.
 
@@ -252,12 +300,12 @@ class FeedReader:
         with no lock held, and a new publisher may start overwriting the oldest records
         meanwhile (the repair holds the lock and could do with one check; one path serves
         both)."""
-        found: Dict[int, Tuple[int, float, int]] = {}
+        found: Dict[int, Tuple[int, Tuple[Any, ...], int, int]] = {}
         for seq in range(head, max(0, head - self.geometry.ring_size), -1):
             rec = self.read_record(seq)
             if rec is None or rec[0] in found or (only is not None and rec[0] != only):
                 continue
-            found[rec[0]] = (seq, rec[1], rec[2])
+            found[rec[0]] = (seq, rec[1], rec[2], rec[3])
             if only is not None:
                 break
         return found

@@ -9,7 +9,7 @@ This is the reference implementation; ``accel`` binds the hot methods to the C c
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Set, Tuple
+from typing import Any, Iterable, List, Optional, Set, Tuple
 
 from . import layout as L
 from .header import Geometry
@@ -23,18 +23,17 @@ from .reader import (  # the word indices are derived once, there
     _HEAD,
     _PID,
     _PSTATE,
-    _R_PRICE,
+    _R_CHANGED,
     _R_SEQ,
     _R_SLOT,
     _R_TIME,
-    _REC_WORDS,
+    _R_VALUES,
+    _S_CHANGED,
     _S_LOCK,
-    _S_PRICE,
     _S_SEQ,
     _S_TIME,
+    _S_VALUES,
     _SLOT_COUNT,
-    _SLOT_WORDS,
-    _SLOTS,
     _WAKE,
     _WAKE_MASK,
     FeedReader,
@@ -53,36 +52,38 @@ class FeedWriter(FeedReader):
 
     def write_symbol(self, index: int, symbol: bytes) -> None:
         """Name a slot that ``slot_count`` does not yet cover (Rule 4)."""
-        start = L.slot_offset(index)
+        start = L.symbol_offset(index)
+        self._buf[start : start + L.SYMBOL_FIELD] = symbol.ljust(L.SYMBOL_FIELD, b"\0")
         # No reader looks at a slot slot_count does not cover, so it may be reset wholesale,
         # odd lock and all (a publisher may have died while adding it).
-        self._buf[start : start + L.SLOT_SIZE] = bytes(L.SLOT_SYMBOL) + symbol.ljust(L.SYMBOL_FIELD, b"\0")
+        start = (self._slots + index * self._slot_words) * 8
+        self._buf[start : start + self.geometry.slot_size] = bytes(self.geometry.slot_size)
 
     def set_slot_count(self, n: int) -> None:
         if FENCES:
             fence_release()  # pairs with the acquire in slot_count()
         self._i[_SLOT_COUNT] = n
 
-    def commit(self, index: int, price: float, time_ns: int, seq: int) -> None:
+    def commit(self, index: int, values: Tuple[Any, ...], changed: int, time_ns: int, seq: int) -> None:
         """One change, whole: slot and ring record, head, wake words (Rules 1 to 3). The
         caller wakes the words (Announcer.change), unless the C accelerator, which does all of
         this in one call, already has (``wakes``)."""
-        self.write_change(index, price, time_ns, seq)
+        self.write_change(index, values, changed, time_ns, seq)
         self.set_head(seq)
         self.announce(index)
 
     def commit_many(
-        self, changes: List[Tuple[int, float]], time_ns: int, first_seq: int, slot_count: int = -1
+        self, changes: List[Tuple[int, Tuple[Any, ...], int]], time_ns: int, first_seq: int, slot_count: int = -1
     ) -> Set[int]:
-        """A batch, whole: each (slot, price) as write_change() with consecutive sequences
-        from ``first_seq``; then ``slot_count``, if >= 0 (the batch named new slots; Rule 4:
-        after their first values, before the head); then the head once and each wake word
-        concerned once (Rule 3). Returns the wake-table words to wake."""
+        """A batch, whole: each (slot, values, changed) as write_change() with consecutive
+        sequences from ``first_seq``; then ``slot_count``, if >= 0 (the batch named new slots;
+        Rule 4: after their first values, before the head); then the head once and each wake
+        word concerned once (Rule 3). Returns the wake-table words to wake."""
         words: Set[int] = set()
         seq = first_seq - 1
-        for index, price in changes:
+        for index, values, changed in changes:
             seq += 1
-            self.write_change(index, price, time_ns, seq)
+            self.write_change(index, values, changed, time_ns, seq)
             words.add(index & _WAKE_MASK)
         if slot_count >= 0:
             self.set_slot_count(slot_count)
@@ -91,48 +92,52 @@ class FeedWriter(FeedReader):
             self.announce_words(words)
         return words
 
-    def write_change(self, index: int, price: float, time_ns: int, seq: int) -> None:
+    def write_change(self, index: int, values: Tuple[Any, ...], changed: int, time_ns: int, seq: int) -> None:
         """Write one change into its slot and its ring record (Rules 1 and 2)."""
-        self._write_slot(index, price, time_ns, seq)
+        self._write_slot(index, values, changed, time_ns, seq)
         q = self._q
-        r = self._ring + (seq & self._mask) * _REC_WORDS
+        r = self._ring + (seq & self._mask) * self._rec_words
         q[r + _R_SEQ] = 0
         if FENCES:
             fence_release()  # pairs with the second acquire in read_record()
         self._i[2 * r + _R_SLOT] = index
-        self._d[r + _R_PRICE] = price
+        self._i[2 * r + _R_CHANGED] = changed
         q[r + _R_TIME] = time_ns
+        self.shape.values.pack_into(self._buf, (r + _R_VALUES) * 8, *values)
         if FENCES:
             fence_release()  # pairs with the first acquire in read_record()
         q[r + _R_SEQ] = seq
 
-    def _write_slot(self, index: int, price: float, time_ns: int, seq: int) -> None:
+    def _write_slot(self, index: int, values: Tuple[Any, ...], changed: int, time_ns: int, seq: int) -> None:
         q = self._q
-        b = _SLOTS + index * _SLOT_WORDS
+        b = self._slots + index * self._slot_words
         lock = q[b + _S_LOCK] & _LOCK_MASK  # the mask only matters for a damaged lock word
         q[b + _S_LOCK] = lock + 1
         if FENCES:
             fence_release()  # pairs with the second acquire in read_slot()
-        self._d[b + _S_PRICE] = price
-        q[b + _S_TIME] = time_ns
         q[b + _S_SEQ] = seq
+        q[b + _S_TIME] = time_ns
+        self._i[2 * b + _S_CHANGED] = changed
+        self.shape.values.pack_into(self._buf, (b + _S_VALUES) * 8, *values)
         if FENCES:
             fence_release()  # pairs with the first acquire in read_slot()
         q[b + _S_LOCK] = lock + 2
 
     # -- repair after a publisher died mid-change (the caller holds the publisher lock) ------
-    def slot_raw(self, index: int) -> Tuple[int, float, int, int]:
-        """(lock, price, time_ns, seq) as they are, with no seqlock: only for the lock holder."""
-        b = _SLOTS + index * _SLOT_WORDS
-        return self._q[b + _S_LOCK], self._d[b + _S_PRICE], self._q[b + _S_TIME], self._q[b + _S_SEQ]
+    def slot_raw(self, index: int) -> Tuple[int, Tuple[Any, ...], int, int, int]:
+        """(lock, values, time_ns, seq, changed) as they are, with no seqlock: only for the
+        lock holder."""
+        b = self._slots + index * self._slot_words
+        seq, time_ns, changed, *values = self._slot_struct.unpack_from(self._buf, (b + 1) * 8)
+        return self._q[b + _S_LOCK], tuple(values), time_ns, seq, changed
 
-    def restore_slot(self, index: int, price: float, time_ns: int, seq: int) -> None:
+    def restore_slot(self, index: int, values: Tuple[Any, ...], changed: int, time_ns: int, seq: int) -> None:
         """Make a slot's lock even again and give it these values, without a ring record."""
-        b = _SLOTS + index * _SLOT_WORDS
+        b = self._slots + index * self._slot_words
         lock = self._q[b + _S_LOCK] & _LOCK_MASK
         if lock & 1:
             self._q[b + _S_LOCK] = lock + 1  # forward, never back to a value readers saw
-        self._write_slot(index, price, time_ns, seq)
+        self._write_slot(index, values, changed, time_ns, seq)
 
     def set_head(self, seq: int) -> None:
         if FENCES:
@@ -177,7 +182,8 @@ class FeedWriter(FeedReader):
         """No slot in use is odd or ahead of the head: nothing for a takeover to repair."""
         head = self.head()
         q = self._q
-        for b in range(_SLOTS, _SLOTS + self.slot_count() * _SLOT_WORDS, _SLOT_WORDS):
+        step = self._slot_words
+        for b in range(self._slots, self._slots + self.slot_count() * step, step):
             if q[b + _S_LOCK] & 1 or q[b + _S_SEQ] > head:
                 return False
         return True

@@ -2,19 +2,24 @@
 
 It composes a Segment (the mapping and the single-publisher lock), a FeedWriter (the seqlock and
 ring protocol) and a wake word (the wait backend). It keeps in its own memory what it alone
-writes: the head sequence, the symbol index and each symbol's last price, so the publish path
+writes: the head sequence, the symbol index and each symbol's last values, so the publish path
 reads nothing back from shared memory.
+
+A publish sets any subset of a symbol's fields; the others keep their values. It is one change
+(one seqlock write, one sequence number, one ring record, one wake-up) when at least one field
+differs from its current value, and the change records which fields did (a bit per field). A
+symbol's first publish changes every field: there was no value before (a field it does not
+give starts at 0).
 """
 
 from __future__ import annotations
 
-import math
 import operator
 import os
 import secrets
 import time
 import warnings
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._errors import (
     BadSegment,
@@ -22,6 +27,7 @@ from .._errors import (
     FeedExists,
     FeedFull,
     FeedNotFound,
+    InvalidField,
     InvalidGeometry,
     InvalidInput,
     PricefeedError,
@@ -34,13 +40,18 @@ from .._protocol.writer import FeedWriter
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner
-from .._values import check_price, check_symbol
+from .._values import Fields, check_symbol, check_value, parse_fields
 from .._wait import waker
 from .announce import Announcer
 
 __all__ = ["Publisher"]
 
-Items = Union[Mapping[str, float], Iterable[Tuple[str, float]]]
+Value = Union[float, int, Mapping[str, Any]]
+Items = Union[Mapping[str, Value], Iterable[Tuple[str, Value]]]
+FieldSpec = Union[str, Sequence[Any], None]
+
+#: No positional value was given to publish().
+_NOTHING: Any = object()
 
 
 def _check_mode(mode: int, allow_world_writable: bool) -> int:
@@ -73,7 +84,7 @@ def _check_time(time_ns: object) -> int:
 
 
 class Publisher:
-    """Writes the latest price of each symbol into a feed and wakes its subscribers.
+    """Writes the latest values of each symbol into a feed and wakes its subscribers.
 
     Use ``Publisher.create(name)`` for a new feed, ``Publisher.open(name)`` to take over an
     existing one (its sequence continues), or ``Publisher.open_or_create(name)``. One publisher
@@ -91,6 +102,11 @@ class Publisher:
             segment.view, geometry, segment.address, waiter.futex_words
         )
         self._capacity = geometry.capacity
+        self._kinds = tuple(kind for _, kind in geometry.fields)
+        self._names = tuple(name for name, _ in geometry.fields)
+        self._position = {name: k for k, name in enumerate(self._names)}
+        self._all = (1 << len(self._kinds)) - 1
+        self._zero = tuple(0.0 if kind == L.TYPE_F64 else 0 for kind in self._kinds)
         self.pid = os.getpid()
         w = self._writer_unchecked()
         try:
@@ -121,7 +137,7 @@ class Publisher:
         self._ended = w.closed()
         if not self._ended:
             self._repair()
-        self._last: List[float] = [w.slot_raw(i)[1] for i in range(self._count)]
+        self._last: List[Tuple[Any, ...]] = [w.slot_raw(i)[1] for i in range(self._count)]
 
     #: Slots the last takeover (or resync) found half-written and repaired.
     repaired = 0
@@ -134,16 +150,18 @@ class Publisher:
         A dead publisher can leave a slot with an odd lock (it died inside the slot's write),
         or a slot whose sequence is past the head (the slot was written, the head never
         moved: a change nobody was told of, whose number we are about to hand out again).
-        For each such slot: if its price is the one of its newest published change, that
-        change is put back (no event); otherwise the price it holds, which is whole since
-        every field is a single store, is published now as a new change, so subscribers get
-        the symbol's final state and no sequence number is ever used twice.
+        For each such slot: if its values are the ones of its newest published change, that
+        change is put back (no event); otherwise the values it holds, each whole since every
+        field is a single store, are published now as a new change (of every field: which ones
+        the dead publisher changed is not known), so subscribers get the symbol's final state
+        and no sequence number is ever used twice. (A slot may then hold fields of two
+        publishes: the one that died half-way was never announced, and its record says so.)
         """
         w = self._writer_unchecked()
         head = self._head
         broken = []
         for i in range(self._count):
-            lock, _, _, seq = w.slot_raw(i)
+            lock, _, _, seq, _ = w.slot_raw(i)
             if lock & 1 or seq > head:
                 broken.append(i)
         self.repaired = len(broken)
@@ -151,17 +169,20 @@ class Publisher:
             return
         newest = w.newest_records(head)
         now = time.time_ns()
+        floats = [k for k, kind in enumerate(self._kinds) if kind == L.TYPE_F64]
         for i in broken:
-            _, price, _, _ = w.slot_raw(i)
+            values = w.slot_raw(i)[1]
+            whole = not any(values[k] - values[k] for k in floats)  # every float finite
             known = newest.get(i)
-            if known is not None and (known[1] == price or price - price):
-                w.restore_slot(i, known[1], known[2], known[0])
-            elif price - price:  # not finite, and nothing to restore it from
-                raise BadSegment(f"feed {self.name!r}: slot {i} holds no valid price and none is left in the ring")
+            if known is not None and (known[1] == values or not whole):
+                seq, old, t, changed = known
+                w.restore_slot(i, old, changed, t, seq)
+            elif not whole:  # a float not finite, and nothing to restore it from
+                raise BadSegment(f"feed {self.name!r}: slot {i} holds no valid values and none is left in the ring")
             else:
-                w.restore_slot(i, price, now, head)  # made consistent; the change below re-sets it
+                w.restore_slot(i, values, self._all, now, head)  # made consistent; the change below re-sets it
                 head += 1
-                w.write_change(i, price, now, head)
+                w.write_change(i, values, self._all, now, head)
         if head != self._head:
             w.set_head(head)
             self._head = head
@@ -178,21 +199,25 @@ class Publisher:
         mode: int = 0o600,
         backend: Optional[str] = None,
         allow_world_writable: bool = False,
+        fields: FieldSpec = None,
     ) -> Publisher:
         """Create a new feed (FeedExists if the name is taken) and become its publisher.
 
         ``mode``: who else may read (0o644, 0o640) or also write (0o660, a group of publishers)
-        the feed; a mode that lets every user write is refused unless ``allow_world_writable``."""
+        the feed; a mode that lets every user write is refused unless ``allow_world_writable``.
+        ``fields``: the feed's schema, fixed for its life: "bid:f64,ask:f64,bid_size:i64", or
+        a list of names (f64) and (name, "f64" or "i64") pairs; None: one f64 named price."""
         try:
             L.check_geometry(capacity, ring_size)
         except ValueError as exc:
             raise InvalidGeometry(str(exc)) from None
+        schema = parse_fields(fields)
         _check_mode(mode, allow_world_writable)
-        size = L.segment_size(capacity, ring_size)
+        size = L.segment_size(capacity, ring_size, len(schema))
         seg = Segment.create(name, size, mode)
         try:
             seg.lock_publisher()
-            initialise(seg.view, capacity, ring_size, secrets.randbits(63) | 1, time.time_ns())
+            initialise(seg.view, capacity, ring_size, secrets.randbits(63) | 1, time.time_ns(), schema)
             return cls(seg, read_geometry(seg.view), backend)
         except BaseException:
             seg.close()
@@ -230,31 +255,48 @@ class Publisher:
         backend: Optional[str] = None,
         owner: Owner = None,
         allow_world_writable: bool = False,
+        fields: FieldSpec = None,
     ) -> Publisher:
-        """Open ``name`` if it exists (capacity, ring size and mode are then ignored), else create
-        it. ``owner`` and ``allow_world_writable`` are as for ``open`` and ``create``."""
+        """Open ``name`` if it exists (capacity, ring size, mode and fields are then ignored),
+        else create it. ``owner`` and ``allow_world_writable`` are as for ``open`` and ``create``."""
         for _ in range(3):  # another process may create or remove it between our two calls
             try:
                 return cls.open(name, backend, owner, allow_world_writable)
             except FeedNotFound:
                 pass
             try:
-                return cls.create(name, capacity, ring_size, mode, backend, allow_world_writable)
+                return cls.create(name, capacity, ring_size, mode, backend, allow_world_writable, fields)
             except FeedExists:
                 pass
         return cls.open(name, backend, owner, allow_world_writable)
 
     # -- publishing ------------------------------------------------------------------------------
-    def publish(self, symbol: str, price: float, time_ns: Optional[int] = None) -> bool:
-        """Set ``symbol`` to ``price``. Returns False, with no event and no wake-up, when the
-        price equals the current one (0.0 and -0.0 are equal). Raises InvalidPrice,
+    @property
+    def fields(self) -> Fields:
+        """The feed's schema: (name, type) per field, type 1 for f64 and 2 for i64."""
+        return self.geometry.fields
+
+    def publish(self, symbol: str, value: Any = _NOTHING, time_ns: Optional[int] = None, **fields: Any) -> bool:
+        """Set fields of ``symbol``: ``publish("AAPL", 187.25)`` on a feed of one field,
+        ``publish("ES", bid=5201.25, ask=5201.5)`` on any. Fields not given keep their values.
+        Returns False, with no event and no wake-up, when no field differs from its current
+        value (0.0 and -0.0 are equal). Raises InvalidField (InvalidPrice for a float field),
         InvalidSymbol or FeedFull, having written nothing."""
         w = self._w
         if w is None or self._ended:
             w = self._writer()  # raises the right error
-        # The common case first, in line: a finite float, the time now, a known symbol.
+        # The common case first, in line: one finite float, the time now, a known symbol.
         # p - p is 0.0 for a finite p and NaN (truthy) for NaN and the infinities.
-        p = price if type(price) is float and not price - price else check_price(price, symbol)
+        if not fields and len(self._kinds) == 1 and value is not _NOTHING:
+            kind = self._kinds[0]
+            p = (
+                value
+                if type(value) is float and kind == L.TYPE_F64 and not value - value
+                else check_value(kind, value, self._names[0], symbol)
+            )
+            update: Optional[Tuple[Any, ...]] = (p,)
+        else:
+            update = None
         t = _time_ns() if time_ns is None else _check_time(time_ns)
         try:
             index = self._index.get(symbol)
@@ -262,29 +304,37 @@ class Publisher:
             index = None
         if index is None:
             raw = check_symbol(symbol)
+            values = update if update is not None else self._merge(self._zero, self._given(symbol, value, fields))[0]
             if self._count >= self._capacity:
                 raise FeedFull(self._full_message(1))
             index = self._count
-        elif self._last[index] == p:
-            return False
+            changed = self._all  # a first value changes every field
+        elif update is not None:
+            if self._last[index] == update:
+                return False
+            values, changed = update, 1
+        else:
+            values, changed = self._merge(self._last[index], self._given(symbol, value, fields))
+            if not changed:
+                return False
         # Past this point only an asynchronous exception (Ctrl-C) can interrupt, and then the
         # local state is rebuilt from the segment, repairing what was left half-written.
         try:
             seq = self._head + 1
             if index == self._count:
                 w.write_symbol(index, raw)
-                w.write_change(index, p, t, seq)
+                w.write_change(index, values, changed, t, seq)
                 w.set_slot_count(index + 1)  # Rule 4: the slot is complete before it is counted
                 self._index[symbol] = index
-                self._last.append(p)
+                self._last.append(values)
                 self._count = index + 1
                 w.set_head(seq)
                 w.announce(index)
                 self._head = seq
                 self._wake.change(index)  # always wake: Rule 3 of _protocol
             else:
-                w.commit(index, p, t, seq)  # slot, record, head, wake words (Rules 1 to 3)
-                self._last[index] = p
+                w.commit(index, values, changed, t, seq)  # slot, record, head, wake words (Rules 1 to 3)
+                self._last[index] = values
                 self._head = seq
                 if not w.wakes:  # the C accelerator woke them already
                     self._wake.change(index)
@@ -293,45 +343,91 @@ class Publisher:
             raise
         return True
 
+    def _given(self, symbol: object, value: Any, fields: Mapping[str, Any]) -> List[Tuple[int, Any]]:
+        """(field position, checked value) of what a publish gives; InvalidField naming an
+        unknown field, a value given twice or none at all."""
+        out: List[Tuple[int, Any]] = []
+        if value is not _NOTHING:
+            if len(self._kinds) != 1:
+                raise InvalidField(
+                    f"feed {self.name!r} has fields {', '.join(self._names)}: name the ones to set, as "
+                    f"publish({symbol!r}, {self._names[0]}=...); got the value {value!r} without a name"
+                )
+            if fields:
+                raise InvalidField(f"field {self._names[0]!r} is given twice: as a value and by name")
+            out.append((0, check_value(self._kinds[0], value, self._names[0], symbol)))
+            return out
+        if not fields:
+            raise InvalidField(f"publish of {symbol!r} sets no field; feed {self.name!r} has {', '.join(self._names)}")
+        position = self._position
+        for name, v in fields.items():
+            k = position.get(name)
+            if k is None:
+                raise InvalidField(f"feed {self.name!r} has no field {name!r}; its fields are {', '.join(self._names)}")
+            out.append((k, check_value(self._kinds[k], v, name, symbol)))
+        return out
+
+    @staticmethod
+    def _merge(current: Tuple[Any, ...], given: List[Tuple[int, Any]]) -> Tuple[Tuple[Any, ...], int]:
+        """The values after setting ``given`` over ``current``, and the mask of those that differ."""
+        values = list(current)
+        changed = 0
+        for k, v in given:
+            if values[k] != v:
+                changed |= 1 << k
+            values[k] = v
+        return tuple(values), changed
+
     def publish_many(self, items: Items, time_ns: Optional[int] = None) -> int:
-        """Publish a batch with one wake-up; returns how many were changes. Every item is
-        checked first: if one is invalid, or the new symbols do not fit, nothing is written."""
+        """Publish a batch with one wake-up; returns how many were changes. Items are (symbol,
+        value) pairs or a mapping of symbol to value, where a value is a number (a feed of one
+        field) or a mapping of field names to values (any feed). Every item is checked first:
+        if one is invalid, or the new symbols do not fit, nothing is written."""
         w = self._writer()
         pairs = items.items() if isinstance(items, Mapping) else items
-        plan: List[Tuple[str, float]] = []
+        plan: List[Tuple[str, List[Tuple[int, Any]]]] = []
         new: Dict[str, bytes] = {}
         for pair in pairs:
             try:
-                symbol, price = pair
+                symbol, value = pair
             except (TypeError, ValueError):
                 raise InvalidInput(
-                    f"publish_many takes (symbol, price) pairs or a mapping: got item {pair!r}"
+                    f"publish_many takes (symbol, value) pairs or a mapping: got item {pair!r}"
                 ) from None
-            p = check_price(price, symbol)
+            if isinstance(value, Mapping):
+                given = self._given(symbol, _NOTHING, value)
+            else:
+                given = self._given(symbol, value, {})
             try:
                 known = symbol in self._index or symbol in new
             except TypeError:  # unhashable
                 known = False
             if not known:
                 new[symbol] = check_symbol(symbol)
-            plan.append((symbol, p))
+            plan.append((symbol, given))
         if self._count + len(new) > self._capacity:
             raise FeedFull(self._full_message(len(new)))
         t = _time_ns() if time_ns is None else _check_time(time_ns)
         try:
-            for symbol, raw in new.items():
-                w.write_symbol(len(self._last), raw)
-                self._index[symbol] = len(self._last)
-                self._last.append(math.nan)  # unequal to every price: the first publish is a change
-            # Which items are changes: compared with the price before, within the batch too.
             last = self._last
+            first = len(last)
+            for symbol, raw in new.items():
+                w.write_symbol(len(last), raw)
+                self._index[symbol] = len(last)
+                last.append(self._zero)
+            # Which items are changes: compared with the values before, within the batch too.
             index_of = self._index
-            changes: List[Tuple[int, float]] = []
-            for symbol, p in plan:
+            changes: List[Tuple[int, Tuple[Any, ...], int]] = []
+            fresh = set(range(first, len(last)))
+            for symbol, given in plan:
                 index = index_of[symbol]
-                if last[index] != p:
-                    last[index] = p
-                    changes.append((index, p))
+                values, changed = self._merge(last[index], given)
+                if index in fresh:  # a first value changes every field
+                    fresh.discard(index)
+                    changed = self._all
+                if changed:
+                    last[index] = values
+                    changes.append((index, values, changed))
             count = self._count + len(new)
             words = w.commit_many(changes, t, self._head + 1, count if new else -1)
             self._count = count

@@ -25,15 +25,25 @@ import time
 import warnings
 from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union, overload
 
-from .._errors import BadSegment, FeedNotFound, FeedReset, InvalidInput, PricefeedError, SymbolNotFound, Timeout
+from .._errors import (
+    BadSegment,
+    FeedNotFound,
+    FeedReset,
+    InvalidField,
+    InvalidInput,
+    PricefeedError,
+    SymbolNotFound,
+    Timeout,
+)
 from .._protocol import Implementation, implementation
 from .._protocol import follow as F
+from .._protocol import layout as L
 from .._protocol.liveness import closed_cleanly
-from .._protocol.reader import FeedReader, symbols_of
+from .._protocol.reader import FeedReader, Reading, symbols_of
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner, user_name
-from .._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol
+from .._values import Fields, Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol, quote_type
 from .._wait import select
 from .listen import Listener
 from .watch import RECREATED, Watch
@@ -78,6 +88,8 @@ class FeedStatus(NamedTuple):
     #: did not (it died, or was a writer that does not say). None while a publisher holds it,
     #: or if none ever did.
     publisher_clean: Optional[bool] = None
+    #: The feed's schema: (name, type) per field, type 1 for f64 and 2 for i64.
+    fields: Fields = L.DEFAULT_FIELDS
 
 
 def _owner_name(uid: Optional[int]) -> Optional[str]:
@@ -139,6 +151,7 @@ class Subscriber:
         self._seg: Segment = seg
         self.geometry = geometry
         self._impl: Implementation = implementation()
+        self._quote = quote_type(geometry.fields)
         self._r = self._impl.Reader(seg.view, geometry, seg.address)
         self._index: Dict[str, int] = {}
         self._names: List[str] = []
@@ -206,17 +219,22 @@ class Subscriber:
         return list(self._names)
 
     # -- reads -----------------------------------------------------------------------------------
-    def _read_slot(self, index: int) -> tuple[float, int, int]:
+    @property
+    def fields(self) -> Fields:
+        """The feed's schema: (name, type) per field, type 1 for f64 and 2 for i64."""
+        return self.geometry.fields
+
+    def _read_slot(self, index: int) -> Reading:
         got = self._reader().read_slot(index)
         return got if got is not None else self._read_stuck_slot(index)
 
     @overload
-    def _read_stuck_slot(self, index: int) -> Tuple[float, int, int]: ...
+    def _read_stuck_slot(self, index: int) -> Reading: ...
 
     @overload
-    def _read_stuck_slot(self, index: int, give_up: bool) -> Optional[Tuple[float, int, int]]: ...
+    def _read_stuck_slot(self, index: int, give_up: bool) -> Optional[Reading]: ...
 
-    def _read_stuck_slot(self, index: int, give_up: bool = False) -> Optional[Tuple[float, int, int]]:
+    def _read_stuck_slot(self, index: int, give_up: bool = False) -> Optional[Reading]:
         """A slot whose lock stayed odd (or kept moving) through SPIN_TRIES copies. Either the
         publisher is writing it (a Python publisher may be descheduled mid-write: sleep and
         retry, never spin), or the publisher died mid-write and nobody will finish: then the
@@ -241,8 +259,8 @@ class Subscriber:
                             "publisher that is gone, and the ring no longer holds its last value; the next "
                             "publisher to take the feed over repairs it"
                         )
-                    seq, price, time_ns = rec
-                    return price, time_ns, seq
+                    seq, values, time_ns, changed = rec
+                    return values, time_ns, seq, changed
                 check_at = time.monotonic() + STUCK_CHECK_SECONDS
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
@@ -265,7 +283,7 @@ class Subscriber:
         got = r.read_slot(index) if r is not None else None
         if got is None:
             got = self._read_stuck_slot(index)  # also raises if closed
-        return Quote(symbol, *got)
+        return self._quote._build(symbol, *got)
 
     def __getitem__(self, symbol: str) -> Quote:
         quote = self.get(symbol)
@@ -280,10 +298,11 @@ class Subscriber:
         names = self._names
         values = self._reader().read_slots(len(names))
         out = {}
+        build = self._quote._build
         for index, got in enumerate(values):
             if got is None:  # raced a write: read it again, patiently
                 got = self._read_slot(index)
-            out[names[index]] = Quote(names[index], *got)
+            out[names[index]] = build(names[index], *got)
         return out
 
     @property
@@ -312,7 +331,7 @@ class Subscriber:
             holder or r.publisher_pid() or None, holder is not None,
             last, r.closed(), g.incarnation, g.created_ns, g.size, epoch,
             _owner_name(self._seg.uid), self._seg.mode,
-            None if holder is not None or epoch == 0 else closed_cleanly(epoch, state),
+            None if holder is not None or epoch == 0 else closed_cleanly(epoch, state), g.fields,
         )  # fmt: skip
 
     # -- following changes -----------------------------------------------------------------------
@@ -324,6 +343,7 @@ class Subscriber:
         snapshot: bool = False,
         reattach: bool = True,
         spin: float = 0.0,
+        on: Optional[Iterable[str]] = None,
     ) -> Iterator[Event]:
         """Yield each change from now on, exactly once and in feed order, as a Quote, with
         events among them: Gap, PublisherGone, PublisherRestarted, Reset (see each class).
@@ -337,6 +357,10 @@ class Subscriber:
         Reset event); False raises FeedReset instead. ``spin``: seconds to keep polling the
         head before sleeping in the kernel (say 50e-6): a change that comes within it is seen
         without a wake-up, at the cost of that much CPU each time the feed goes quiet.
+        ``on``: only changes that changed one of these fields (names of the feed's schema),
+        still exactly once and in order; the others are passed over like changes of symbols not
+        asked for. After a Gap the catch-up gives every chosen symbol that changed in the range,
+        whichever fields it changed: the lost changes may have changed one of them.
 
         After a Gap come the latest values of the symbols changed meanwhile. The iteration ends
         when the publisher ends the feed and every change has been yielded.
@@ -358,14 +382,33 @@ class Subscriber:
         self._refresh()
         start = 0 if self._from_start else self._reader().head()
         self._from_start = False
-        return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin)
+        return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin, on)
+
+    def field_mask(self, names: Iterable[str]) -> int:
+        """The mask (bit i for field i) of these field names; InvalidField naming one the
+        feed's schema lacks, or for no name at all."""
+        if isinstance(names, str):
+            names = [names]
+        position = {name: k for k, (name, _) in enumerate(self.geometry.fields)}
+        mask = 0
+        for name in names:
+            k = position.get(name) if isinstance(name, str) else None
+            if k is None:
+                raise InvalidField(f"feed {self.name!r} has no field {name!r}; its fields are {', '.join(position)}")
+            mask |= 1 << k
+        if not mask:
+            raise InvalidField(f"on= names no field; feed {self.name!r} has {', '.join(position)}")
+        return mask
 
     def _follow(
         self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
-        reattach: bool, cursor: int, spin: float = 0.0,
+        reattach: bool, cursor: int, spin: float = 0.0, on: Optional[Iterable[str]] = None,
     ) -> Iterator[Event]:  # fmt: skip
         while True:
-            outcome = yield from self._changes(wanted, timeout, conflate, snapshot, cursor, spin)
+            # The mask is worked out for each feed followed: a re-created feed may have
+            # another schema (InvalidField if it lacks one of the fields).
+            mask = self.field_mask(on) if on is not None else 0
+            outcome = yield from self._changes(wanted, timeout, conflate, snapshot, cursor, spin, mask)
             if outcome is not RECREATED:
                 return
             old = self.geometry.incarnation
@@ -381,33 +424,40 @@ class Subscriber:
 
     def _changes(
         self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool, cursor: int,
-        spin: float,
+        spin: float, on: int = 0,
     ) -> Generator[Event, None, object]:  # fmt: skip
         """Follow the feed with the protocol's follow loop (``follow.Follow``, of the
         implementation this subscriber opened the feed with): each change comes back as a
         Quote, everything else as a code that is handled here, once for both implementations.
         With ``conflate``, quotes wait in ``pending`` (the newest per symbol, oldest first)
-        while more are at hand, and one is yielded whenever the loop finds nothing new."""
+        while more are at hand, and one is yielded whenever the loop finds nothing new; a
+        quote that replaces a pending one names the fields either changed."""
         r = self._reader()
         pending: Dict[str, Quote] = {}
+
+        def hold(q: Quote) -> None:
+            old = pending.pop(q.symbol, None)
+            pending[q.symbol] = q if old is None else q._with_changed(q.changed_mask | old.changed_mask)
+
         if snapshot:
             for q in self._catch_up(wanted, 0, cursor):
                 if conflate:
                     pending[q.symbol] = q
                 else:
                     yield q
+        qt = self._quote
         follow = self._impl.Follow(
-            r, self._names, 0, None, Quote, None, cursor, self._watch.seen.epoch, WATCH_SLICE, spin,
+            r, self._names, 0, None, qt, None, cursor, self._watch.seen.epoch, WATCH_SLICE, spin,
             -1.0 if timeout is None else time.monotonic() + timeout, self._listener.wait, self._waiter.futex_words,
+            on,
         )  # fmt: skip
         self._retarget(follow, wanted)
         while True:
             follow.block = not pending
             item = next(follow)
-            if type(item) is Quote:
+            if type(item) is qt:
                 if conflate:
-                    pending.pop(item.symbol, None)
-                    pending[item.symbol] = item
+                    hold(item)
                     continue
                 yield item
             elif item == F.IDLE:  # only while quotes are pending: give the oldest
@@ -437,8 +487,7 @@ class Subscriber:
                 missed = F.missed(cursor, head, values)
                 if conflate:
                     for q in values:
-                        pending.pop(q.symbol, None)
-                        pending[q.symbol] = q
+                        hold(q)
                     continue
                 if missed:
                     yield Gap(missed, cursor + 1, head)
@@ -497,9 +546,12 @@ class Subscriber:
         names = self._names
         slots = [i for i in range(len(names)) if wanted is None or names[i] in wanted]
         values = [(i, self._read_caught_up(i)) for i in slots]
-        return [Quote(names[c.slot], c.price, c.time_ns, c.seq) for c in F.latest_since(values, after, upto)]
+        build = self._quote._build
+        return [
+            build(names[c.slot], c.values, c.time_ns, c.seq, c.changed) for c in F.latest_since(values, after, upto)
+        ]
 
-    def _read_caught_up(self, index: int) -> Optional[Tuple[float, int, int]]:
+    def _read_caught_up(self, index: int) -> Optional[Reading]:
         """A slot for the catch-up: as get() reads it (patiently while a publisher writes it;
         a dead writer's slot from the ring), but None instead of an error when a dead writer
         left it mid-write and the ring no longer holds its last value: the catch-up then leaves
