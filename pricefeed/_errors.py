@@ -42,6 +42,7 @@ __all__ = [
     "InvalidName",
     "InvalidSymbol",
     "InvalidPrice",
+    "InvalidField",
     "InvalidGeometry",
     "FeedFull",
     "BadSegment",

@@ -301,5 +301,183 @@ def soak_follow(feed: str) -> None:
     print(json.dumps({"delivered": delivered, "missed": missed, "bad": bad, "last": last, "rss_kib": rss}), flush=True)
 
 
+# -- records: several fields that change together ----------------------------------------------
+#: The widest schema, both types in turn: a slot of three cache lines, a record of three.
+WIDE = ",".join(f"f{k}:{'f64' if k % 2 == 0 else 'i64'}" for k in range(16))
+#: A top of book.
+BOOK = "bid:f64,ask:f64,bid_size:i64,ask_size:i64"
+
+
+def _encoded(k: int, fields: tuple) -> dict:
+    """Every field of the schema holding k (as a float or as an int, by its type)."""
+    return {name: (float(k) if kind == 1 else k) for name, kind in fields}
+
+
+def _torn(q: Quote) -> bool:
+    """A quote whose fields do not all hold the same number (its time_ns too): a mix of two
+    changes."""
+    values = list(q.fields.values())
+    return any(v != values[0] for v in values) or values[0] != q.time_ns
+
+
+def wide_publish(feed: str, count: str) -> None:
+    """Publish `count` changes to two symbols, change k writing k into every field (and the
+    time), singly and in batches of records; then end the feed."""
+    with Publisher.open(feed) as pub:
+        fields = pub.fields
+        print("ready", flush=True)
+        k = 0
+        n = int(count)
+        while k < n:
+            if k % 64 < 48:
+                k += 1
+                pub.publish("A" if k & 1 else "B", time_ns=k, **_encoded(k, fields))
+            else:  # a batch of 8 records: each record whole, with the batch's one time stamp
+                k += 8
+                pub.publish_many([("A" if j & 1 else "B", _encoded(k, fields)) for j in range(8)], time_ns=k)
+        pub.end()
+    print(json.dumps({"published": pub.head}), flush=True)
+
+
+def wide_read(feed: str, reads: str) -> None:
+    """get() both symbols at least `reads` times and until the feed ends: every quote's
+    fields agree (the seqlock path), and never go backwards."""
+    torn = backwards = distinct = 0
+    last = {"A": 0, "B": 0}
+    with Subscriber(feed) as sub:
+        print("ready", flush=True)
+        get = sub.get
+        n = int(reads)
+        i = 0
+        while i < n or not sub.ended:
+            for sym in ("A", "B"):
+                q = get(sym)
+                i += 1
+                if q is None:
+                    continue
+                torn += _torn(q)
+                if q.time_ns < last[sym]:
+                    backwards += 1
+                elif q.time_ns > last[sym]:
+                    distinct += 1
+                    last[sym] = q.time_ns
+    print(json.dumps({"reads": i, "torn": torn, "backwards": backwards, "distinct": distinct}), flush=True)
+
+
+def wide_follow(feed: str, pause_every: str) -> None:
+    """Follow until the end (pausing 20 ms every `pause_every` items, 0: never, to be lapped
+    on purpose): every quote from the ring, and every quote of a catch-up (read from the slot
+    table after a lap), has its fields agree; sequences only grow."""
+    torn = quotes = gaps = disorder = 0
+    last = 0
+    every = int(pause_every)
+    with Subscriber(feed) as sub:
+        it = sub.updates(timeout=120)
+        print("ready", flush=True)
+        for n, ev in enumerate(it, 1):
+            if isinstance(ev, Gap):
+                gaps += 1
+            elif isinstance(ev, Quote):
+                quotes += 1
+                torn += _torn(ev)
+                disorder += ev.seq <= last
+                last = ev.seq
+            if every and n % every == 0:
+                time.sleep(0.02)
+    print(json.dumps({"quotes": quotes, "gaps": gaps, "torn": torn, "disorder": disorder}), flush=True)
+
+
+def wide_records(feed: str, reads: str) -> None:
+    """Read ring records at the head of a feed whose tiny ring is rewritten as fast as the
+    publisher can: a record is reported lapped (None) or holds every field of one change."""
+    torn = got = lapped = 0
+    with feed_reader(feed) as r:
+        print("ready", flush=True)
+        n = int(reads)
+        i = 0
+        while i < n or not r.closed():
+            i += 1
+            head = r.head()
+            for seq in (head, head - 3):  # the newest, and the next to be overwritten in a ring of 4
+                if seq < 1:
+                    continue
+                rec = r.read_record(seq)
+                if rec is None:
+                    lapped += 1
+                    continue
+                _, values, time_ns, _ = rec
+                if any(v != values[0] for v in values) or values[0] != time_ns:
+                    torn += 1
+                else:
+                    got += 1
+    print(json.dumps({"reads": i, "torn": torn, "got": got, "lapped": lapped}), flush=True)
+
+
+def fields_publish(feed: str, changes: str, seed: str, log_path: str) -> None:
+    """Publish random subsets of a top of book's fields until `changes` changes happened
+    (most of them not touching bid; repeats, which are no change, mixed in), singly and in
+    batches; log each change as [seq, symbol, changed mask, values]; end the feed."""
+    rng = random.Random(int(seed))
+    symbols = [f"S{i}" for i in range(20)]
+    current: dict = {}
+    log = []
+    with Publisher.open(feed) as pub:
+        names = [name for name, _ in pub.fields]
+        print("ready", flush=True)
+        target = int(changes)
+
+        def record() -> dict:
+            # bid in one record out of eight; the others change ask and the sizes.
+            chosen = [n for n in names[1:] if rng.random() < 0.5] or [rng.choice(names[1:])]
+            if rng.random() < 0.125:
+                chosen.append("bid")
+            return {n: (float(rng.randint(1, 4)) if n in ("bid", "ask") else rng.randint(1, 4)) for n in chosen}
+
+        def apply(sym: str, rec: dict) -> None:
+            before = current.get(sym)
+            values = dict(before) if before else {n: (0.0 if n in ("bid", "ask") else 0) for n in names}
+            values.update(rec)
+            mask = sum(1 << k for k, n in enumerate(names) if before is None or before[n] != values[n])
+            if mask:
+                current[sym] = values
+                log.append([len(log) + 1, sym, mask, [values[n] for n in names]])
+
+        while pub.head < target:
+            if rng.random() < 0.2:
+                batch = [(rng.choice(symbols), record()) for _ in range(min(rng.randint(2, 20), target - pub.head))]
+                for sym, rec in batch:
+                    apply(sym, rec)
+                pub.publish_many(batch)
+            else:
+                sym, rec = rng.choice(symbols), record()
+                apply(sym, rec)
+                pub.publish(sym, **rec)
+            assert pub.head == len(log), (pub.head, len(log))
+        pub.end()
+    with open(log_path, "w") as f:
+        json.dump({"log": log, "final": current}, f)
+    print(json.dumps({"changes": len(log)}), flush=True)
+
+
+def fields_follow(feed: str, out_path: str, on: str, conflate: str = "0", pause_every: str = "0") -> None:
+    """Follow with updates(on=...) until the end; write ["c", seq, symbol, changed, values]
+    and ["g", missed, first, last] rows to out_path."""
+    rows = []
+    every = int(pause_every)
+    with Subscriber(feed) as sub:
+        it = sub.updates(timeout=120, on=on.split(",") if on else None, conflate=conflate == "1")
+        print("ready", flush=True)
+        for n, ev in enumerate(it, 1):
+            if isinstance(ev, Gap):
+                rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
+            elif isinstance(ev, Quote):
+                rows.append(["c", ev.seq, ev.symbol, ev.changed_mask, list(ev.fields.values())])
+            if every and n % every == 0:
+                time.sleep(0.02)
+    with open(out_path, "w") as f:
+        json.dump(rows, f)
+    print(json.dumps({"rows": len(rows)}), flush=True)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

@@ -99,6 +99,25 @@ def peek(feed: str, offset: int, fmt: str) -> tuple:
         return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))
 
 
+def slot_at(feed: str, index: int, field: int = 0) -> int:
+    """The offset in the feed's segment of ``field`` (an L.SLOT_* offset) of slot ``index``,
+    from the sizes its header gives."""
+    from pricefeed._protocol import layout as L
+
+    (slots,) = peek(feed, L.OFF_SLOTS_OFFSET, "Q")
+    (size,) = peek(feed, L.OFF_SLOT_SIZE, "I")
+    return slots + index * size + field
+
+
+def record_at(feed: str, seq: int, field: int = 0) -> int:
+    """The offset of ``field`` (an L.REC_* offset) of the ring record that holds change ``seq``."""
+    from pricefeed._protocol import layout as L
+
+    (ring,) = peek(feed, L.OFF_RING_OFFSET, "Q")
+    size, ring_size = peek(feed, L.OFF_RECORD_SIZE, "I")[0], peek(feed, L.OFF_RING_SIZE, "I")[0]
+    return ring + (seq % ring_size) * size + field
+
+
 @pytest.fixture
 def feed() -> Iterator[str]:
     """A feed name no other test uses; whatever segment ends up under it is removed after."""

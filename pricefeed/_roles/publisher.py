@@ -52,6 +52,8 @@ FieldSpec = Union[str, Sequence[Any], None]
 
 #: No positional value was given to publish().
 _NOTHING: Any = object()
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
 
 
 def _check_mode(mode: int, allow_world_writable: bool) -> int:
@@ -105,6 +107,8 @@ class Publisher:
         self._kinds = tuple(kind for _, kind in geometry.fields)
         self._names = tuple(name for name, _ in geometry.fields)
         self._position = {name: k for k, name in enumerate(self._names)}
+        #: name -> position for a f64 field, ~position for an i64 one (the fast path's test).
+        self._spec = {name: k if kind == L.TYPE_F64 else ~k for k, (name, kind) in enumerate(geometry.fields)}
         self._all = (1 << len(self._kinds)) - 1
         self._zero = tuple(0.0 if kind == L.TYPE_F64 else 0 for kind in self._kinds)
         self.pid = os.getpid()
@@ -314,7 +318,10 @@ class Publisher:
                 return False
             values, changed = update, 1
         else:
-            values, changed = self._merge(self._last[index], self._given(symbol, value, fields))
+            merged = self._merge_fast(self._last[index], fields) if value is _NOTHING else None
+            if merged is None:  # something to convert, or to refuse: the full checks
+                merged = self._merge(self._last[index], self._given(symbol, value, fields))
+            values, changed = merged
             if not changed:
                 return False
         # Past this point only an asynchronous exception (Ctrl-C) can interrupt, and then the
@@ -343,6 +350,29 @@ class Publisher:
             raise
         return True
 
+    def _merge_fast(self, current: Tuple[Any, ...], fields: Mapping[str, Any]) -> Optional[Tuple[Tuple[Any, ...], int]]:
+        """_merge(current, _given(...)) for the common case, in one pass: named fields of the
+        schema, each value of its field's own type as it comes (a finite float, an int in
+        range). None for anything else, which the full checks convert or refuse."""
+        spec = self._spec
+        merged = list(current)
+        changed = 0
+        for name, v in fields.items():
+            k = spec.get(name)
+            if k is None:
+                return None
+            if k >= 0:  # f64
+                if type(v) is not float or v - v:
+                    return None
+            else:
+                k = ~k
+                if type(v) is not int or not _I64_MIN <= v <= _I64_MAX:
+                    return None
+            if current[k] != v:
+                changed |= 1 << k
+                merged[k] = v
+        return tuple(merged), changed
+
     def _given(self, symbol: object, value: Any, fields: Mapping[str, Any]) -> List[Tuple[int, Any]]:
         """(field position, checked value) of what a publish gives; InvalidField naming an
         unknown field, a value given twice or none at all."""
@@ -369,13 +399,14 @@ class Publisher:
 
     @staticmethod
     def _merge(current: Tuple[Any, ...], given: List[Tuple[int, Any]]) -> Tuple[Tuple[Any, ...], int]:
-        """The values after setting ``given`` over ``current``, and the mask of those that differ."""
+        """The values after setting ``given`` over ``current``, and the mask of those that
+        differ (a value equal to the current one, as -0.0 to 0.0, leaves it as it was)."""
         values = list(current)
         changed = 0
         for k, v in given:
             if values[k] != v:
                 changed |= 1 << k
-            values[k] = v
+                values[k] = v
         return tuple(values), changed
 
     def publish_many(self, items: Items, time_ns: Optional[int] = None) -> int:

@@ -377,6 +377,9 @@ class Subscriber:
             raise InvalidInput(f"timeout must be a number of seconds >= 0 or None: timeout={timeout!r}")
         if not 0 <= spin <= MAX_SPIN:
             raise InvalidInput(f"spin must be from 0 to {MAX_SPIN} seconds: spin={spin!r}")
+        if on is not None:
+            on = [on] if isinstance(on, str) else list(on)
+            self.field_mask(on)  # a bad name is refused at the call, not at the first next()
         # The start is taken now, not at the first next(): changes published between this call
         # and the first next() are delivered.
         self._refresh()
@@ -434,6 +437,9 @@ class Subscriber:
         quote that replaces a pending one names the fields either changed."""
         r = self._reader()
         pending: Dict[str, Quote] = {}
+        #: After a lap with ``on``: symbol -> seq of its change still ahead in the ring, which
+        #: is given whatever it changed (see the LAPPED branch).
+        owed: Dict[str, int] = {}
 
         def hold(q: Quote) -> None:
             old = pending.pop(q.symbol, None)
@@ -456,6 +462,14 @@ class Subscriber:
             follow.block = not pending
             item = next(follow)
             if type(item) is qt:
+                if owed:
+                    if owed.pop(item.symbol, None) is None and not item.changed_mask & on:
+                        item = None
+                    if not owed or follow.cursor >= max(owed.values()):
+                        owed.clear()
+                        follow.on = on
+                    if item is None:
+                        continue
                 if conflate:
                     hold(item)
                     continue
@@ -481,7 +495,12 @@ class Subscriber:
             elif item == F.LAPPED:  # jump to the head (see the module docstring)
                 cursor = follow.cursor
                 head = r.head()
-                values = self._catch_up(wanted, cursor, head)
+                values = self._catch_up(wanted, cursor, head, owed if on else None)
+                if owed:
+                    # Left for the ring, these symbols may have changed an ``on`` field in the
+                    # changes jumped over: their next change is given whichever fields it
+                    # changed, so the loop lets every change through until it is past them.
+                    follow.on = 0
                 follow.cursor = head
                 self._retarget(follow, wanted)
                 missed = F.missed(cursor, head, values)
@@ -537,15 +556,20 @@ class Subscriber:
             return interest, None
         return interest, self._listener.words_for(interest)
 
-    def _catch_up(self, wanted: Optional[Set[str]], after: int, upto: int) -> List[Quote]:
+    def _catch_up(
+        self, wanted: Optional[Set[str]], after: int, upto: int, later: Optional[Dict[str, int]] = None
+    ) -> List[Quote]:
         """The current value of every wanted slot whose change falls in (after, upto]. The slot
         count is loaded again first, after ``upto`` was (the caller's head): a symbol added in
         the skipped range is in the table by then, since a new slot is counted before the head
-        covers its first change."""
+        covers its first change. ``later`` gets symbol -> seq of the wanted slots left out
+        because they changed again after ``upto`` (their change is still ahead in the ring)."""
         self._refresh()
         names = self._names
         slots = [i for i in range(len(names)) if wanted is None or names[i] in wanted]
         values = [(i, self._read_caught_up(i)) for i in slots]
+        if later is not None:
+            later.update((names[i], got[2]) for i, got in values if got is not None and got[2] > upto)
         build = self._quote._build
         return [
             build(names[c.slot], c.values, c.time_ns, c.seq, c.changed) for c in F.latest_since(values, after, upto)

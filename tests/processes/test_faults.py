@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import Proc, blocked_in_futex, cli, kill_hard, posix_only, wait_until, worker
+from conftest import Proc, blocked_in_futex, cli, kill_hard, posix_only, slot_at, wait_until, worker
 
 from pricefeed import Publisher, Subscriber, remove
 from pricefeed._segment import segment_path
@@ -241,10 +241,12 @@ def test_a_reader_sleeps_on_a_stuck_writer_and_recovers_when_it_dies(feed: str, 
     procs.append(holder)
     assert holder.readline() == "ready"
     with open(segment_path(feed), "r+b") as f:  # as if it stopped inside a write of A
-        f.seek(L.slot_offset(0) + L.SLOT_LOCK)
+        f.seek(slot_at(feed, 0))
         (lock,) = struct.unpack("<Q", f.read(8))
-        f.seek(L.slot_offset(0) + L.SLOT_LOCK)
-        f.write(struct.pack("<Qd", lock + 1, 3.0))
+        f.seek(slot_at(feed, 0))
+        f.write(struct.pack("<Q", lock + 1))
+        f.seek(slot_at(feed, 0, L.SLOT_VALUES))
+        f.write(struct.pack("<d", 3.0))
     got: list = []
     with Subscriber(feed) as sub:
         t = threading.Thread(target=lambda: got.append(sub["A"]), daemon=True)

@@ -16,7 +16,7 @@ import sys
 from typing import Any, List, Optional
 
 import pytest
-from conftest import Proc, access_modes_of, blocked_in_futex, cli, kill_hard, peek, poke, wait_until, worker
+from conftest import Proc, access_modes_of, blocked_in_futex, cli, kill_hard, peek, poke, slot_at, wait_until, worker
 from test_protocol_reader import CBuilds, env_of, run_c
 
 from pricefeed import FeedBusy, Publisher, PublisherGone, PublisherRestarted, Quote, Subscriber, Timeout
@@ -266,8 +266,8 @@ def test_a_close_that_leaves_a_slot_half_written_is_not_clean(feed: str, impl: I
         pub = Publisher.open(feed)
         pub.publish("A", 1.0)
         assert next(it).price == 1.0
-        (lock,) = peek(feed, L.slot_offset(0) + L.SLOT_LOCK, "Q")
-        poke(feed, L.slot_offset(0) + L.SLOT_LOCK, "Q", lock + 1)
+        (lock,) = peek(feed, slot_at(feed, 0), "Q")
+        poke(feed, slot_at(feed, 0), "Q", lock + 1)
         pub.close()
         gone = next(it)
         assert isinstance(gone, PublisherGone) and gone.clean is False

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import ROOT, Proc, blocked_in_futex, peek, poke, wait_until, worker
+from conftest import ROOT, Proc, blocked_in_futex, peek, poke, record_at, slot_at, wait_until, worker
 
 from pricefeed import BadSegment, Gap, Publisher, PublisherRestarted, Quote, Subscriber
 from pricefeed._protocol import Implementation
@@ -99,8 +99,9 @@ def run_c(program: str, *args: str, timeout: float = 30) -> Tuple[int, List[dict
 def left_mid_write(feed: str, slot: int, price: float) -> None:
     """Slot ``slot`` as a publisher that died inside its write leaves it: lock odd, the new
     price stored, time and seq not yet."""
-    (lock,) = peek(feed, L.slot_offset(slot) + L.SLOT_LOCK, "Q")
-    poke(feed, L.slot_offset(slot) + L.SLOT_LOCK, "Qd", lock | 1, price)
+    (lock,) = peek(feed, slot_at(feed, slot), "Q")
+    poke(feed, slot_at(feed, slot), "Q", lock | 1)
+    poke(feed, slot_at(feed, slot, L.SLOT_VALUES), "d", price)
 
 
 def make_segment(feed: str, data: bytes) -> None:
@@ -113,7 +114,7 @@ def make_segment(feed: str, data: bytes) -> None:
 
 
 def feed_image(capacity: int = 4, ring_size: int = 8) -> bytes:
-    image = bytearray(L.segment_size(capacity, ring_size))
+    image = bytearray(L.segment_size(capacity, ring_size, 1))
     initialise(memoryview(image), capacity, ring_size, 77, 1)
     return bytes(image)
 
@@ -382,13 +383,14 @@ def test_catch_up_waits_for_a_live_writer(feed: str, impl: Implementation, procs
         holder = Proc(worker("hold_publisher", feed), stdin=subprocess.PIPE)
         procs.append(holder)
         assert holder.readline() == "ready"
-        (lock,) = peek(feed, L.slot_offset(0) + L.SLOT_LOCK, "Q")
-        poke(feed, L.slot_offset(0) + L.SLOT_LOCK, "Q", lock + 1)  # the holder "writes" A
+        (lock,) = peek(feed, slot_at(feed, 0), "Q")
+        poke(feed, slot_at(feed, 0), "Q", lock + 1)  # the holder "writes" A
         t, box = in_thread(lambda: [next(it), next(it)])
         t.join(timeout=0.5)
         assert t.is_alive() and not box, f"the catch-up did not wait for the live writer: {box}"
         # The write ends with a change above the head (its record and head store would follow).
-        poke(feed, L.slot_offset(0) + L.SLOT_LOCK, "QdQQ", lock + 2, 3.0, 1, head + 1)
+        poke(feed, slot_at(feed, 0, L.SLOT_VALUES), "d", 3.0)
+        poke(feed, slot_at(feed, 0), "QQQ", lock + 2, head + 1, 1)
         t.join(timeout=30)
         gap, b = box[0]  # (no PublisherRestarted: the holder took over after a clean close)
     assert gap == Gap(head - 2 - 1, 3, head) and (b.symbol, b.price, b.seq) == ("B", 39.0, head)
@@ -478,8 +480,7 @@ def test_a_dead_writers_slot_is_looked_for_in_the_whole_ring_and_no_further(
     if back == 3:
         # A complete record above the head naming A (a dead publisher's unannounced change):
         # never read, since nothing above the head was announced.
-        ring = L.ring_offset(pub.geometry.capacity)
-        poke(feed, ring + ((head + 1) % 8) * L.RECORD_SIZE, "QIIdQ", head + 1, 0, 0, 6.0, 7)
+        poke(feed, record_at(feed, head + 1), "QIIQd", head + 1, 0, 1, 7, 6.0)
     code, got = run_c(pfcat("pfcat"), "get", feed, "A")
     with Subscriber(feed) as sub:
         if back != 8:

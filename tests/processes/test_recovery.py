@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import linux_only, mappings_of, open_fds, peek, poke, posix_only
+from conftest import linux_only, mappings_of, open_fds, peek, poke, posix_only, slot_at
 
 from pricefeed import BadSegment, Publisher, PublisherRestarted, Subscriber
 from pricefeed._protocol import layout as L
@@ -28,22 +28,20 @@ def path(feed: str) -> str:
     return segment_path(feed)
 
 
-def slot_at(index: int, field: int) -> int:
-    return L.slot_offset(index) + field
 
 
 def test_odd_lock_with_the_published_price_is_put_back_silently(feed: str) -> None:
     with Publisher.create(feed, ring_size=16) as pub:
         pub.publish_many({"A": 1.0, "B": 2.0})
     # Died right after making A's lock odd: nothing else written.
-    (lock,) = peek(feed, slot_at(0, L.SLOT_LOCK), "Q")
-    poke(feed, slot_at(0, L.SLOT_LOCK), "Q", lock + 1)
+    (lock,) = peek(feed, slot_at(feed, 0, L.SLOT_LOCK), "Q")
+    poke(feed, slot_at(feed, 0, L.SLOT_LOCK), "Q", lock + 1)
     with Subscriber(feed) as sub:
         it = sub.updates(timeout=0.2)
         with Publisher.open(feed) as pub:
             assert pub.head == 2
             assert pub.publish("A", 1.0) is False, "A is still 1.0"
-        assert peek(feed, slot_at(0, L.SLOT_LOCK), "Q")[0] % 2 == 0
+        assert peek(feed, slot_at(feed, 0, L.SLOT_LOCK), "Q")[0] % 2 == 0
         assert sub["A"].price == 1.0 and sub["A"].seq == 1
         assert isinstance(next(it), PublisherRestarted)
         with pytest.raises(TimeoutError):
@@ -54,9 +52,9 @@ def test_odd_lock_with_a_new_price_is_published_as_a_change(feed: str) -> None:
     with Publisher.create(feed, ring_size=16) as pub:
         pub.publish_many({"A": 1.0, "B": 2.0})
     # Died inside A's write: lock odd, the new price stored, time and seq not yet.
-    (lock,) = peek(feed, slot_at(0, L.SLOT_LOCK), "Q")
-    poke(feed, slot_at(0, L.SLOT_LOCK), "Q", lock + 1)
-    poke(feed, slot_at(0, L.SLOT_PRICE), "d", 1.5)
+    (lock,) = peek(feed, slot_at(feed, 0, L.SLOT_LOCK), "Q")
+    poke(feed, slot_at(feed, 0, L.SLOT_LOCK), "Q", lock + 1)
+    poke(feed, slot_at(feed, 0, L.SLOT_VALUES), "d", 1.5)
     with Subscriber(feed) as sub:
         it = sub.updates(timeout=5)
         with Publisher.open(feed) as pub:
@@ -72,7 +70,7 @@ def test_a_change_written_but_never_announced_does_not_reuse_its_number(feed: st
     with Publisher.create(feed, ring_size=16) as pub:
         pub.publish_many({"A": 1.0, "B": 2.0})
     # Died after writing A=5.0 as change 3 (slot complete, lock even) but before moving the head.
-    poke(feed, slot_at(0, L.SLOT_PRICE), "dQQ", 5.0, 123, 3)
+    poke(feed, slot_at(feed, 0, L.SLOT_SEQ), "QQI4xd", 3, 123, 1, 5.0)
     with Subscriber(feed) as sub:
         it = sub.updates(timeout=5)
         with Publisher.open(feed) as pub:
@@ -88,12 +86,12 @@ def test_a_half_added_symbol_leaves_no_trace(feed: str) -> None:
     with Publisher.create(feed, ring_size=16) as pub:
         pub.publish("A", 1.0)
     # Died while adding a second symbol: its slot named and odd, slot_count not yet moved.
-    poke(feed, slot_at(1, L.SLOT_LOCK), "QdQQ", 1, 9.0, 9, 2)
-    poke(feed, slot_at(1, L.SLOT_SYMBOL), "8s", b"GHOST\0\0\0")
+    poke(feed, slot_at(feed, 1, L.SLOT_LOCK), "QQQI4xd", 1, 2, 9, 1, 9.0)
+    poke(feed, L.symbol_offset(1), "8s", b"GHOST\0\0\0")
     with Publisher.open(feed) as pub:
         assert pub.symbols == ["A"] and pub.head == 1
         pub.publish("C", 3.0)
-    assert peek(feed, slot_at(1, L.SLOT_LOCK), "Q")[0] % 2 == 0
+    assert peek(feed, slot_at(feed, 1, L.SLOT_LOCK), "Q")[0] % 2 == 0
     with Subscriber(feed) as sub:
         assert sub.symbols() == ["A", "C"] and sub["C"].price == 3.0 and sub["C"].seq == 2
 
@@ -159,7 +157,7 @@ def test_an_interruption_anywhere_in_a_publish_leaves_publisher_and_feed_in_step
             assert pub.head == sub.head, k
             assert sorted(pub.symbols) == sorted(sub.symbols()), k
             for i in range(len(pub.symbols)):
-                assert peek(feed, slot_at(i, L.SLOT_LOCK), "Q")[0] % 2 == 0, f"slot {i} left odd (line {k})"
+                assert peek(feed, slot_at(feed, i, L.SLOT_LOCK), "Q")[0] % 2 == 0, f"slot {i} left odd (line {k})"
             for sym, q in sub.snapshot().items():
                 assert q.seq <= pub.head
                 assert pub.publish(sym, q.price) is False, f"publisher and feed disagree on {sym} (line {k})"
@@ -173,7 +171,7 @@ def test_an_interruption_anywhere_in_a_publish_leaves_publisher_and_feed_in_step
 def test_duplicate_symbols_in_the_table_are_reported(feed: str) -> None:
     with Publisher.create(feed) as pub:
         pub.publish_many({"A": 1.0, "B": 2.0})
-    poke(feed, slot_at(1, L.SLOT_SYMBOL), "2s", b"A\0")
+    poke(feed, L.symbol_offset(1), "2s", b"A\0")
     with pytest.raises(BadSegment, match=r"symbol 'A' is in slots 0 and 1"):
         Subscriber(feed).symbols()
     with pytest.raises(BadSegment):
@@ -184,8 +182,8 @@ def test_a_ring_record_naming_an_uncounted_slot_is_reported(feed: str) -> None:
     with Publisher.create(feed, ring_size=16) as pub, Subscriber(feed) as sub:
         it = sub.updates(timeout=5)
         pub.publish("A", 1.0)
-        ring = L.ring_offset(pub.geometry.capacity)
-        poke(feed, ring + 1 * L.RECORD_SIZE + L.REC_SLOT, "I", 5)
+        ring = pub.geometry.ring_offset
+        poke(feed, ring + 1 * pub.geometry.record_size + L.REC_SLOT, "I", 5)
         with pytest.raises(BadSegment, match="change 1 names slot 5, but only 1 slots hold a symbol"):
             next(it)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import types
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from hypothesis import settings
@@ -20,7 +20,14 @@ from pricefeed._protocol.reader import symbols_of
 
 SYMBOLS = st.sampled_from(["A", "B", "C", "D", "E", "F", "G", "H"])
 PRICES = st.floats(allow_nan=False, allow_infinity=False, width=64)
+INTS = st.integers(-(2**63), 2**63 - 1)
 TIMES = st.integers(0, 2**64 - 1)
+#: Schemas: mostly a few fields of either type, sometimes the largest.
+KINDS = st.one_of(
+    st.lists(st.sampled_from([L.TYPE_F64, L.TYPE_I64]), min_size=1, max_size=5),
+    st.just([L.TYPE_I64, L.TYPE_F64] * (L.MAX_FIELDS // 2)),
+)
+MASKS = st.integers(0, 2**L.MAX_FIELDS - 1)
 
 
 def _address(buf: bytearray) -> int:
@@ -31,12 +38,16 @@ def _address(buf: bytearray) -> int:
 class FeedModel(RuleBasedStateMachine):
     impl = protocol.PYTHON  # the subclass below runs the same model against the C implementation
 
-    @initialize(capacity=st.integers(1, 6), ring_log2=st.integers(1, 4))
-    def make(self, capacity: int, ring_log2: int) -> None:
+    @initialize(capacity=st.integers(1, 6), ring_log2=st.integers(1, 4), kinds=KINDS)
+    def make(self, capacity: int, ring_log2: int, kinds: List[int]) -> None:
         ring = 1 << ring_log2
-        self.buf = bytearray(L.segment_size(capacity, ring))
-        initialise(memoryview(self.buf), capacity, ring, 99, 0)
+        fields = tuple((f"f{k}", kind) for k, kind in enumerate(kinds))
+        self.buf = bytearray(L.segment_size(capacity, ring, len(fields)))
+        initialise(memoryview(self.buf), capacity, ring, 99, 0, fields)
         g = read_geometry(memoryview(self.buf))
+        assert g.fields == fields
+        self.record = st.tuples(*(PRICES if kind == L.TYPE_F64 else INTS for kind in kinds))
+        self.mask = (1 << len(kinds)) - 1
         address = _address(self.buf)
         self.w = self.impl.Writer(memoryview(self.buf), g, address)
         self.r = self.impl.Reader(memoryview(self.buf), g, address)
@@ -45,13 +56,16 @@ class FeedModel(RuleBasedStateMachine):
         assert in_c == (self.impl.name == "c") == isinstance(self.w.commit, types.BuiltinMethodType)
         self.capacity, self.ring = capacity, ring
         self.slots: Dict[str, int] = {}  # model: symbol -> slot
-        self.values: Dict[int, Tuple[float, int, int]] = {}  # model: slot -> (price, time, seq)
-        self.changes: List[Tuple[int, float, int]] = []  # model: changes[seq-1] = (slot, price, time)
+        self.values: Dict[int, Tuple[Tuple[Any, ...], int, int, int]] = {}  # slot -> (values, time, seq, changed)
+        self.changes: List[Tuple[int, Tuple[Any, ...], int, int]] = []  # [seq-1] = (slot, values, time, changed)
         self.publisher = L.PublisherState(0, 0, 0)  # model: the last publisher_state written
         self.epoch = 0
 
-    @rule(symbol=SYMBOLS, price=PRICES, time_ns=TIMES)
-    def publish(self, symbol: str, price: float, time_ns: int) -> None:
+    @precondition(lambda self: hasattr(self, "w"))
+    @rule(symbol=SYMBOLS, data=st.data(), time_ns=TIMES, changed=MASKS)
+    def publish(self, symbol: str, data: st.DataObject, time_ns: int, changed: int) -> None:
+        price = data.draw(self.record)
+        changed &= self.mask
         index = self.slots.get(symbol)
         if index is None:
             if len(self.slots) == self.capacity:
@@ -60,14 +74,14 @@ class FeedModel(RuleBasedStateMachine):
             self.w.write_symbol(index, symbol.encode())
         seq = len(self.changes) + 1
         if symbol not in self.slots:
-            self.w.write_change(index, price, time_ns, seq)
+            self.w.write_change(index, price, changed, time_ns, seq)
             self.slots[symbol] = index
             self.w.set_slot_count(len(self.slots))
             self.w.set_head(seq)
         else:
-            self.w.commit(index, price, time_ns, seq)
-        self.values[index] = (price, time_ns, seq)
-        self.changes.append((index, price, time_ns))
+            self.w.commit(index, price, changed, time_ns, seq)
+        self.values[index] = (price, time_ns, seq, changed)
+        self.changes.append((index, price, time_ns, changed))
 
     @precondition(lambda self: hasattr(self, "w"))
     @rule()
@@ -108,9 +122,9 @@ class FeedModel(RuleBasedStateMachine):
             return
         head = len(self.changes)
         for after in {0, head // 2, max(0, head - 1), head}:
-            want = sorted((v[2], i, v[0], v[1]) for i, v in self.values.items() if after < v[2] <= head)
+            want = sorted((v[2], i, v[0], v[1], v[3]) for i, v in self.values.items() if after < v[2] <= head)
             got = latest_since([(i, self.r.read_slot(i)) for i in self.values], after, head)
-            assert [(c.seq, c.slot, c.price, c.time_ns) for c in got] == want
+            assert [tuple(c) for c in got] == want
 
     @precondition(lambda self: hasattr(self, "w"))
     @rule(intact=st.booleans(), pid=st.integers(0, 2**32 - 1))
@@ -136,15 +150,17 @@ class FeedModel(RuleBasedStateMachine):
             return
         assert self.r.publisher_view() == (self.epoch, self.publisher)
 
-    @rule(batch=st.lists(st.tuples(SYMBOLS, PRICES), max_size=12), time_ns=TIMES)
-    def publish_batch(self, batch: List[Tuple[str, float]], time_ns: int) -> None:
+    @precondition(lambda self: hasattr(self, "w"))
+    @rule(symbols=st.lists(SYMBOLS, max_size=12), data=st.data(), time_ns=TIMES, changed=MASKS)
+    def publish_batch(self, symbols: List[str], data: st.DataObject, time_ns: int, changed: int) -> None:
         """commit_many() of known symbols, as publish_many() does."""
-        known = [(self.slots[s], p) for s, p in batch if s in self.slots]
+        changed &= self.mask
+        known = [(self.slots[s], data.draw(self.record), changed) for s in symbols if s in self.slots]
         first = len(self.changes) + 1
         self.w.commit_many(known, time_ns, first, -1)
-        for k, (index, price) in enumerate(known):
-            self.values[index] = (price, time_ns, first + k)
-            self.changes.append((index, price, time_ns))
+        for k, (index, values, _) in enumerate(known):
+            self.values[index] = (values, time_ns, first + k, changed)
+            self.changes.append((index, values, time_ns, changed))
 
     @invariant()
     def slot_table_in_one_call(self) -> None:
@@ -175,9 +191,9 @@ def test_writer_leaves_a_mid_write_slot_odd(impl: protocol.Implementation) -> No
     g = read_geometry(memoryview(buf))
     w, r = impl.Writer(memoryview(buf), g, _address(buf)), impl.Reader(memoryview(buf), g, _address(buf))
     w.write_symbol(0, b"X")
-    w.write_change(0, 1.0, 1, 1)
-    lock_at = L.slot_offset(0) + L.SLOT_LOCK
+    w.write_change(0, (1.0,), 1, 1, 1)
+    lock_at = L.slot_offset(0, 2) + L.SLOT_LOCK
     buf[lock_at : lock_at + 8] = (3).to_bytes(8, "little")  # as a writer stopped halfway
     assert r.read_slot(0) is None
     buf[lock_at : lock_at + 8] = (4).to_bytes(8, "little")
-    assert r.read_slot(0) == (1.0, 1, 1)
+    assert r.read_slot(0) == ((1.0,), 1, 1, 1)

@@ -14,6 +14,7 @@ from pricefeed import _protocol as protocol
 from pricefeed._protocol import follow as F
 from pricefeed._protocol import layout as L
 from pricefeed._protocol.header import initialise, read_geometry
+from pricefeed._values import quote_type
 
 CAPACITY, RING = 4, 8
 
@@ -21,10 +22,11 @@ CAPACITY, RING = 4, 8
 class Bench:
     """A feed in a bytearray, its writer, and a follow loop over it."""
 
-    def __init__(self, impl: protocol.Implementation) -> None:
-        self.buf = bytearray(L.segment_size(CAPACITY, RING))
-        initialise(memoryview(self.buf), CAPACITY, RING, 5, 0)
+    def __init__(self, impl: protocol.Implementation, fields: Tuple[Tuple[str, int], ...] = L.DEFAULT_FIELDS) -> None:
+        self.buf = bytearray(L.segment_size(CAPACITY, RING, len(fields)))
+        initialise(memoryview(self.buf), CAPACITY, RING, 5, 0, fields)
         g = read_geometry(memoryview(self.buf))
+        self.quote = quote_type(fields)
         address = ctypes.addressof((ctypes.c_char * len(self.buf)).from_buffer(self.buf))
         self.w = impl.Writer(memoryview(self.buf), g, address)
         self.r = impl.Reader(memoryview(self.buf), g, address)
@@ -33,27 +35,27 @@ class Bench:
         self.head = 0
         self.waits: List[Tuple[int, float, Optional[Tuple[int, ...]]]] = []
 
-    def publish(self, symbol: str, price: float) -> None:
+    def publish(self, symbol: str, *values: Any, changed: int = 1) -> None:
         if symbol not in self.names:
             index = len(self.names)
             self.w.write_symbol(index, symbol.encode())
-            self.w.write_change(index, price, 7, self.head + 1)
+            self.w.write_change(index, values, changed, 7, self.head + 1)
             self.w.set_slot_count(index + 1)
             self.w.set_head(self.head + 1)
             self.names.append(symbol)
         else:
-            self.w.commit(self.names.index(symbol), price, 7, self.head + 1)
+            self.w.commit(self.names.index(symbol), values, changed, 7, self.head + 1)
         self.head += 1
 
     def wait(self, cursor: int, seconds: float, words: Optional[Tuple[int, ...]]) -> int:
         self.waits.append((cursor, seconds, words))
         return 0
 
-    def follow(self, cursor: int = 0, known: Optional[int] = None, deadline: float = -1.0) -> Any:
+    def follow(self, cursor: int = 0, known: Optional[int] = None, deadline: float = -1.0, on: int = 0) -> Any:
         names = list(self.names)
         f = self.impl.Follow(
-            self.r, names, len(names) if known is None else known, None, Quote, None, cursor,
-            self.r.publisher_epoch(), 0.05, 0.0, deadline, self.wait, False,
+            self.r, names, len(names) if known is None else known, None, self.quote, None, cursor,
+            self.r.publisher_epoch(), 0.05, 0.0, deadline, self.wait, False, on,
         )  # fmt: skip
         f.block = False
         return f
@@ -114,7 +116,7 @@ def test_a_lapped_reader_is_told_and_not_given_a_wrong_change(bench: Bench) -> N
 def test_a_lost_change_is_void_and_passed(bench: Bench) -> None:
     bench.publish("A", 1.0)
     bench.publish("A", 2.0)
-    at = L.ring_offset(CAPACITY) + (2 % RING) * L.RECORD_SIZE + L.REC_SLOT
+    at = L.ring_offset(CAPACITY) + (2 % RING) * L.record_size(1) + L.REC_SLOT
     bench.buf[at : at + 4] = L.SLOT_VOID.to_bytes(4, "little")
     f = bench.follow()
     assert next(f) == Quote("A", 1.0, 7, 1)
@@ -165,6 +167,27 @@ def test_step_is_a_pure_function_of_state_and_memory() -> None:
     b.publish("A", 1.0)
     state = F.FollowState(cursor=0, known=1, epoch=0)
     got, after = F.step(b.r, state)
-    assert got == F.Change(1, 0, 1.0, 7) and after == F.FollowState(1, 1, 0, 1)
+    assert got == F.Change(1, 0, (1.0,), 7, 1) and after == F.FollowState(1, 1, 0, 1)
     assert F.step(b.r, after) == (F.IDLE, after)
     assert F.step(b.r, state) == (got, after), "the same state and memory give the same answer"
+
+
+def test_on_passes_over_changes_of_other_fields_and_quotes_say_what_changed(impl: protocol.Implementation) -> None:
+    """A mask of fields: only changes that changed one of them come out, each with its record
+    whole and its changed mask; the others are passed over like unwanted symbols."""
+    b = Bench(impl, (("bid", L.TYPE_F64), ("ask", L.TYPE_F64), ("size", L.TYPE_I64)))
+    b.publish("A", 1.0, 2.0, 3, changed=0b111)
+    b.publish("A", 1.0, 2.5, 3, changed=0b010)
+    b.publish("B", 9.0, 9.5, -(2**63), changed=0b111)
+    b.publish("A", 1.5, 2.5, 4, changed=0b101)
+    f = b.follow(on=0b001)
+    got = [next(f), next(f), next(f)]
+    assert [(q.symbol, q.seq, q.bid, q.ask, q.size, q.changed) for q in got] == [
+        ("A", 1, 1.0, 2.0, 3, ("bid", "ask", "size")),
+        ("B", 3, 9.0, 9.5, -(2**63), ("bid", "ask", "size")),
+        ("A", 4, 1.5, 2.5, 4, ("bid", "size")),
+    ]
+    assert all(type(q) is b.quote for q in got) and got[2] == b.quote("A", 1.5, 2.5, 4, 7, 4, changed=0b101)
+    assert next(f) == F.IDLE
+    f = b.follow(on=0b010)
+    assert [next(f).seq, next(f).seq, next(f).seq, next(f)] == [1, 2, 3, F.IDLE]

@@ -11,7 +11,7 @@ from pricefeed._protocol import layout as L
 from pricefeed._protocol.header import Initialising, initialise, read_geometry
 
 
-@pytest.mark.parametrize("block", [L.HEADER, L.SLOT, L.RECORD], ids=lambda b: b.title)
+@pytest.mark.parametrize("block", [L.HEADER, L.SCHEMA_ENTRY, L.SLOT, L.RECORD], ids=lambda b: b.title)
 def test_fields_are_contiguous_and_naturally_aligned(block: L._Block) -> None:
     offset = 0
     for f in block.fields:
@@ -31,11 +31,20 @@ def test_hot_words_sit_on_cache_lines_of_their_own() -> None:
 
 
 def test_sizes_and_offsets() -> None:
-    assert (L.HEADER_SIZE, L.WAKE_SIZE, L.SLOT_SIZE, L.RECORD_SIZE) == (256, 512, 64, 32)
-    assert L.ring_offset(10) == 768 + 10 * 64
-    assert L.segment_size(10, 16) == 768 + 10 * 64 + 16 * 32
+    assert (L.HEADER_SIZE, L.SCHEMA_OFFSET, L.WAKE_OFFSET, L.SYMBOLS_OFFSET) == (256, 256, 768, 1280)
+    # A slot of up to four fields is one cache line; a record of one field is half a line.
+    assert [L.slot_size(n) for n in (1, 4, 5, 12, 16)] == [64, 64, 128, 128, 192]
+    assert [L.record_size(n) for n in (1, 2, 5, 6, 16)] == [32, 64, 64, 128, 192]
+    assert L.slots_offset(10) == 1280 + 320 + 0 and L.slots_offset(3) == 1280 + 128  # the symbols, to a line
+    assert L.ring_offset(10) == 1600 + 10 * 64 and L.ring_offset(10, 16) == 1600 + 10 * 192
+    assert L.segment_size(10, 16) == 1600 + 10 * 64 + 16 * 32
+    assert L.segment_size(10, 16, 4) == 1600 + 10 * 64 + 16 * 64
     assert [L.wake_word_of(i) for i in (0, 1, 127, 128, 300)] == [0, 1, 127, 0, 44]
     assert L.MAGIC.to_bytes(8, "little") == b"PRCFEED\0"
+    for n in range(1, L.MAX_FIELDS + 1):
+        for capacity in (1, 2, 3, 1000):
+            assert L.slots_offset(capacity) % L.CACHE_LINE == 0 and L.ring_offset(capacity, n) % L.CACHE_LINE == 0
+        assert L.slot_size(n) % L.CACHE_LINE == 0 and L.CACHE_LINE % L.record_size(n) in (0, L.CACHE_LINE)
 
 
 @pytest.mark.parametrize(
@@ -53,15 +62,91 @@ def test_geometry_rules_name_the_rule_and_the_value(capacity: int, ring: int, me
         L.check_geometry(capacity, ring)
 
 
-def _fresh(capacity: int = 4, ring: int = 8) -> bytearray:
-    buf = bytearray(L.segment_size(capacity, ring))
-    initialise(memoryview(buf), capacity, ring, 12345, 1)
+QUOTE = (("bid", L.TYPE_F64), ("ask", L.TYPE_F64), ("bid_size", L.TYPE_I64), ("ask_size", L.TYPE_I64))
+
+
+def _fresh(capacity: int = 4, ring: int = 8, fields: tuple = L.DEFAULT_FIELDS) -> bytearray:
+    buf = bytearray(L.segment_size(capacity, ring, len(fields)))
+    initialise(memoryview(buf), capacity, ring, 12345, 1, fields)
     return buf
 
 
-def test_read_geometry_accepts_what_initialise_wrote() -> None:
-    g = read_geometry(memoryview(_fresh(4, 8)))
-    assert (g.capacity, g.ring_size, g.incarnation, g.size) == (4, 8, 12345, L.segment_size(4, 8))
+@pytest.mark.parametrize("fields", [L.DEFAULT_FIELDS, QUOTE, tuple((f"F{k}_x", 1 + k % 2) for k in range(16))])
+def test_read_geometry_accepts_what_initialise_wrote(fields: tuple) -> None:
+    g = read_geometry(memoryview(_fresh(4, 8, fields)))
+    assert (g.capacity, g.ring_size, g.incarnation, g.size) == (4, 8, 12345, L.segment_size(4, 8, len(fields)))
+    assert g.fields == fields
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ((), "a schema has 1 to 16 fields: got 0"),
+        (tuple((f"f{k}", 1) for k in range(17)), "a schema has 1 to 16 fields: got 17"),
+        ((("1bid", 1),), "an ASCII letter, then letters, digits or _: got '1bid'"),
+        ((("bid-size", 1),), "got 'bid-size'"),
+        ((("b" * 24, 1),), "1 to 23 characters"),
+        ((("_x", 1),), "got '_x'"),
+        ((("bïd", 1),), "got 'bïd'"),
+        ((("seq", 1),), "field name 'seq' is taken by every quote"),
+        ((("bid", 1), ("BID", 2)), "fields 'bid' and 'BID' have the same name"),
+        ((("bid", 3),), "field 'bid' has type 3; expected f64 or i64"),
+    ],
+)
+def test_schema_rules_name_the_rule_and_the_value(fields: tuple, message: str) -> None:
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        L.check_fields(fields)
+
+
+@pytest.mark.parametrize(
+    ("poke", "message"),
+    [
+        ((L.OFF_FIELD_COUNT, (0).to_bytes(4, "little")), "field_count is 0, expected 1 to 16"),
+        ((L.OFF_FIELD_COUNT, (17).to_bytes(4, "little")), "field_count is 17, expected 1 to 16"),
+        ((L.OFF_FIELD_COUNT, (5).to_bytes(4, "little")), "damaged schema: entry 4 has name b'"),
+        ((L.OFF_FIELD_COUNT, (2).to_bytes(4, "little")), "damaged schema: entry 2 is not zero"),
+        ((L.schema_entry_offset(1) + L.FIELD_TYPE, (0).to_bytes(4, "little")), "field 'ask' has type 0"),
+        ((L.schema_entry_offset(1) + L.FIELD_RESERVED, b"\1"), "entry 1 has bytes after its name's NUL"),
+        ((L.schema_entry_offset(0), b"1"), "entry 0 has name b'1id"),
+        ((L.schema_entry_offset(0) + 5, b"x"), "entry 0 has bytes after its name's NUL"),
+        ((L.schema_entry_offset(1), b"bid"), "fields 'bid' and 'bid' have the same name"),
+        ((L.schema_entry_offset(5), b"x"), "entry 5 is not zero, but the schema has 4 field(s)"),
+        ((L.OFF_SLOT_SIZE, (128).to_bytes(4, "little")), "slot_size is 128, expected 64 for capacity 4 and 4 field(s)"),
+        ((L.OFF_RECORD_SIZE, (32).to_bytes(4, "little")), "record_size is 32, expected 64"),
+        ((L.OFF_SYMBOLS_OFFSET, (1281).to_bytes(8, "little")), "symbols_offset is 1281, expected 1280"),
+    ],
+)
+def test_a_damaged_schema_is_refused_naming_what_is_wrong(poke: tuple, message: str) -> None:
+    import re
+
+    buf = _fresh(4, 8, QUOTE)
+    at, data = poke
+    buf[at : at + len(data)] = data
+    with pytest.raises(BadSegment, match=re.escape(message)):
+        read_geometry(memoryview(buf))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    offset=st.integers(L.OFF_FIELD_COUNT, L.SYMBOLS_OFFSET - 1).filter(
+        lambda o: not L.WAKE_OFFSET <= o < L.SYMBOLS_OFFSET
+    ),
+    data=st.binary(min_size=1, max_size=24),
+)
+def test_a_fuzzed_schema_gives_a_valid_schema_or_a_clear_error(offset: int, data: bytes) -> None:
+    """Bytes anywhere in the schema table (or the header's schema words): either what is read
+    is a schema that obeys every rule and fits the segment, or the error names the damage."""
+    buf = _fresh(4, 8, QUOTE)
+    buf[offset : offset + len(data)] = data
+    try:
+        g = read_geometry(memoryview(buf))
+    except BadSegment as exc:
+        assert str(exc).startswith(("damaged header:", "damaged schema:", "segment is truncated")), str(exc)
+    else:
+        assert L.check_fields(g.fields) == g.fields
+        assert L.segment_size(4, 8, len(g.fields)) <= len(buf)
 
 
 def test_foreign_bytes_are_not_a_feed() -> None:
@@ -81,10 +166,11 @@ def test_version_zero_means_initialising() -> None:
         read_geometry(memoryview(buf))
 
 
-def test_other_version_names_both() -> None:
+@pytest.mark.parametrize("version", [2, 4])
+def test_other_version_names_both(version: int) -> None:
     buf = _fresh()
-    buf[L.OFF_VERSION : L.OFF_VERSION + 4] = (3).to_bytes(4, "little")
-    with pytest.raises(LayoutVersionMismatch, match="layout version 3; this pricefeed reads version 2"):
+    buf[L.OFF_VERSION : L.OFF_VERSION + 4] = version.to_bytes(4, "little")
+    with pytest.raises(LayoutVersionMismatch, match=f"layout version {version}; this pricefeed reads version 3"):
         read_geometry(memoryview(buf))
 
 
@@ -92,6 +178,8 @@ def test_truncated_segment() -> None:
     buf = _fresh(4, 8)
     with pytest.raises(BadSegment, match=r"truncated: 1000 bytes, expected at least 1280"):
         read_geometry(memoryview(buf[:1000]))
+    with pytest.raises(BadSegment, match=r"truncated: 1800 bytes, expected at least 1920 for capacity 4, ring"):
+        read_geometry(memoryview(buf[:1800]))
 
 
 @settings(max_examples=2000, deadline=None)
@@ -109,6 +197,7 @@ def test_damaged_headers_give_a_geometry_or_a_clear_error(offset: int, data: byt
     except BadSegment as exc:
         # Every refusal says what is wrong with the header, not just that something is.
         prefixes = ("segment is ", "segment has layout version", "not a pricefeed segment", "damaged header:")
+        prefixes += ("damaged schema:",)
         assert str(exc).startswith(prefixes), str(exc)
     else:
         assert L.segment_size(g.capacity, g.ring_size) <= len(buf)
