@@ -83,8 +83,6 @@ class Shape:
         self.slot = struct.Struct("<QQI4x" + codes)
         #: slot, changed, time_ns, then the values: a record's fields after its seq.
         self.record = struct.Struct("<IIQ" + codes)
-        #: The values alone, for a writer.
-        self.values = struct.Struct("<" + codes)
         #: Positions of the f64 fields among the values: a reader checks they are finite.
         self.floats = tuple(k for k, (_, kind) in enumerate(geometry.fields) if kind == L.TYPE_F64)
         self.all_changed = (1 << n) - 1
@@ -115,6 +113,7 @@ class FeedReader:
         self._q = buf.cast("Q")
         self._i = buf.cast("I")
         self._d = buf.cast("d")
+        self._s = buf.cast("q")
         self._capacity = geometry.capacity
         self._mask = geometry.ring_size - 1
         self.shape = shape = Shape(geometry)
@@ -142,7 +141,7 @@ class FeedReader:
         return False
 
     def release(self) -> None:
-        for view in (self._q, self._i, self._d, self._buf):
+        for view in (self._q, self._i, self._d, self._s, self._buf):
             view.release()
 
     # -- words anyone may read --------------------------------------------------------------

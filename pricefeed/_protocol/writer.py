@@ -49,6 +49,7 @@ class FeedWriter(FeedReader):
         """``wake``: let commit() and commit_many() make the wake-up system calls themselves,
         where the implementation can (this one cannot: ``wakes`` stays False)."""
         super().__init__(buf, geometry, address)
+        self._value_views = [self._d if kind == L.TYPE_F64 else self._s for _, kind in geometry.fields]
 
     def write_symbol(self, index: int, symbol: bytes) -> None:
         """Name a slot that ``slot_count`` does not yet cover (Rule 4)."""
@@ -103,7 +104,7 @@ class FeedWriter(FeedReader):
         self._i[2 * r + _R_SLOT] = index
         self._i[2 * r + _R_CHANGED] = changed
         q[r + _R_TIME] = time_ns
-        self.shape.values.pack_into(self._buf, (r + _R_VALUES) * 8, *values)
+        self._store_values(r + _R_VALUES, values)
         if FENCES:
             fence_release()  # pairs with the first acquire in read_record()
         q[r + _R_SEQ] = seq
@@ -118,10 +119,18 @@ class FeedWriter(FeedReader):
         q[b + _S_SEQ] = seq
         q[b + _S_TIME] = time_ns
         self._i[2 * b + _S_CHANGED] = changed
-        self.shape.values.pack_into(self._buf, (b + _S_VALUES) * 8, *values)
+        self._store_values(b + _S_VALUES, values)
         if FENCES:
             fence_release()  # pairs with the first acquire in read_slot()
         q[b + _S_LOCK] = lock + 2
+
+    def _store_values(self, word: int, values: Tuple[Any, ...]) -> None:
+        """Each value with one aligned 8-byte store (never struct.pack_into, which zeroes its
+        target first): a publisher that dies half-way leaves every field old or new, whole,
+        which the takeover's repair relies on."""
+        for view, value in zip(self._value_views, values):
+            view[word] = value
+            word += 1
 
     # -- repair after a publisher died mid-change (the caller holds the publisher lock) ------
     def slot_raw(self, index: int) -> Tuple[int, Tuple[Any, ...], int, int, int]:
