@@ -240,6 +240,10 @@ def render(doc: Result) -> str:
         ("fanout", lambda: _fanout(r["fanout"])),
         ("targeted", lambda: _targeted(r["targeted"])),
         ("reads", lambda: _rates("6. Reads (1,000 symbols), beside the floors", r["reads"])),
+        (
+            "fields",
+            lambda: _rates("8. Records: publish every field, get, by schema size", r["fields"], "x 1 field"),
+        ),
     ]
     for key, draw in sections:
         if key in r:
@@ -341,6 +345,17 @@ def _read_targets(r: Result) -> List[Target]:
     ]
 
 
+def _field_targets(r: Result) -> List[Target]:
+    out = []
+    for op in ("publish", "get"):
+        ratio = lookup(r, "fields", "series", f"{op}, 4 fields", "cost_ratio")
+        one = lookup(r, "fields", "series", f"{op}, 1 field", "ns_per_op", "p50")
+        four = lookup(r, "fields", "series", f"{op}, 4 fields", "ns_per_op", "p50")
+        measured = f"{times(ratio)} ({us(four)} vs {us(one)} µs)" if ratio else ""
+        out.append(target(f"{op} of a 4-field record <= 1.3x a 1-field one", ratio, 1.3, measured))
+    return out
+
+
 def _targeted_target(r: Result) -> List[Target]:
     t = r.get("targeted") or {}
     value = t.get("wakeups_per_concerning_change")
@@ -356,6 +371,7 @@ TARGETS: Sequence[Check] = (
     _rate_targets,
     _fanout_target,
     _read_targets,
+    _field_targets,
     _targeted_target,
 )
 

@@ -80,6 +80,12 @@ SUITES: Mapping[str, Sequence[Tuple[str, Suite]]] = {
     "fanout": [("fanout", lambda p, b, n: wake.fan_out(p, b, p.fan_sizes, n))],
     "targeted": [("targeted", lambda p, b, n: wake.targeted_wakeups(p, n))],
     "reads": [("reads", lambda p, b, n: throughput.reads(p.read_calls, p.snapshot_calls, p.read_rounds, n))],
+    "fields": [
+        (
+            "fields",
+            lambda p, b, n: throughput.field_costs(p.publish_calls // 2, p.read_calls, p.throughput_rounds, n),
+        )
+    ],
     "scale": [
         ("publish_vs_symbols", _scale("symbols")[0]),
         ("latency_vs_symbols", _scale("symbols")[1]),

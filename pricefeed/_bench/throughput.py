@@ -19,7 +19,7 @@ from .. import Gap, Publisher, Quote, Subscriber
 from . import procs, resources, stats
 from .links import RING, SYS_FUTEX, check_futex, rss_kib, syscall
 
-__all__ = ["publish_rates", "reads", "publish_vs"]
+__all__ = ["publish_rates", "reads", "publish_vs", "field_costs"]
 
 Result = Dict[str, Any]
 Round = Callable[[], Tuple[int, int]]  # runs one round: (operations, elapsed ns)
@@ -39,7 +39,12 @@ class Feed:
     a process that takes every change through ``updates()`` and counts changes and gaps."""
 
     def __init__(
-        self, symbols: int, follower: bool = False, ring_size: Optional[int] = None, keep_name: bool = False
+        self,
+        symbols: int,
+        follower: bool = False,
+        ring_size: Optional[int] = None,
+        keep_name: bool = False,
+        fields: Optional[str] = None,
     ) -> None:
         self.name = resources.feed_name("tp")
         self.symbols = _symbols(symbols)
@@ -47,11 +52,12 @@ class Feed:
         geometry: Dict[str, Any] = {"capacity": symbols + 1}
         if ring_size is not None:
             geometry["ring_size"] = ring_size
-        self.pub = Publisher.create(self.name, **geometry)
+        self.pub = Publisher.create(self.name, fields=fields, **geometry)
+        first: Any = 0.5 if fields is None else {name: 0 for name, _ in self.pub.fields}
         self.child: Optional[procs.Child] = None
         try:
             for start in range(0, symbols, 10_000):
-                self.pub.publish_many([(s, 0.5) for s in self.symbols[start : start + 10_000]])
+                self.pub.publish_many([(s, first) for s in self.symbols[start : start + 10_000]])
             self.rss_growth_kib = rss_kib() - before
             if follower:
                 self.child = procs.fork(f"follower of {self.name}", _follow(self.name))
@@ -436,3 +442,91 @@ def _publish_all(publish: Callable[[str, float], bool], pairs: List[Tuple[str, f
     for symbol, price in pairs:
         publish(symbol, price)
     return len(pairs)
+
+
+# -- records of several fields -----------------------------------------------------------------
+#: The schemas compared: the default, a top of book, the widest.
+SCHEMAS = {
+    "1 field": None,
+    "4 fields": "bid:f64,ask:f64,bid_size:i64,ask_size:i64",
+    "16 fields": ",".join(f"f{k}:{'f64' if k % 2 == 0 else 'i64'}" for k in range(16)),
+}
+
+
+def _records(feed: Feed, n: int, start: int) -> List[Tuple[str, Dict[str, Any]]]:
+    """n (symbol, record) pairs cycling over the symbols, every field new in each."""
+    syms, k = feed.symbols, len(feed.symbols)
+    kinds = feed.pub.fields
+    return [
+        (syms[j % k], {name: (float(start + j) if kind == 1 else start + j) for name, kind in kinds}) for j in range(n)
+    ]
+
+
+def _field_publish_maker(fields: Optional[str], calls: int) -> Maker:
+    def make() -> Tuple[Round, Closer]:
+        feed = Feed(1000, fields=fields)
+        publish = feed.pub.publish
+        counter = [1]
+
+        def run() -> Tuple[int, int]:
+            start = counter[0]
+            counter[0] += calls
+            if fields is None:  # the one-field call as it is written: a positional price
+                pairs = [(s, float(v)) for s, v in feed.prices(calls)]
+
+                def loop() -> int:
+                    for symbol, price in pairs:
+                        publish(symbol, price)
+                    return len(pairs)
+
+            else:
+                records = _records(feed, calls, start)
+
+                def loop() -> int:
+                    for symbol, record in records:
+                        publish(symbol, **record)
+                    return len(records)
+
+            return _timed(loop)
+
+        return run, _closer(feed)
+
+    return make
+
+
+def _field_get_maker(fields: Optional[str], calls: int) -> Maker:
+    def make() -> Tuple[Round, Closer]:
+        feed = Feed(1000, keep_name=True, fields=fields)
+        sub = Subscriber(feed.name)
+        feed.pub.unlink()
+        picks = [feed.symbols[(k * 7919) % 1000] for k in range(calls)]
+        get = sub.get
+
+        def close() -> Optional[Result]:
+            sub.close()
+            feed.close()
+            return None
+
+        return (lambda: _timed(lambda: _each(get, picks))), close
+
+    return make
+
+
+def field_costs(calls: int, reads: int, rounds: int, notes: List[str]) -> Result:
+    """Cost of a publish that sets every field, and of a get(), for feeds of 1, 4 and 16
+    fields, each as a ratio to the one-field feed measured in the same rounds."""
+    makers: List[Tuple[str, Maker]] = []
+    for label, fields in SCHEMAS.items():
+        makers.append((f"publish, {label}", _field_publish_maker(fields, calls)))
+        makers.append((f"get, {label}", _field_get_maker(fields, reads)))
+    results = interleave(makers, rounds, notes)
+    for op in ("publish", "get"):
+        base = f"{op}, 1 field"
+        for label in SCHEMAS:
+            name = f"{op}, {label}"
+            if name in results and base in results:
+                results[name]["baseline"] = base
+                results[name]["cost_ratio"] = stats.ratio(
+                    results[name]["ns_per_op"]["p50"], results[base]["ns_per_op"]["p50"]
+                )
+    return {"schemas": {k: v or "price:f64" for k, v in SCHEMAS.items()}, "series": results}
