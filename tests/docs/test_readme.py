@@ -58,7 +58,7 @@ def wait_for(p: Proc, timeout: float) -> bool:
 
 def test_the_readme_has_the_examples_this_test_runs() -> None:
     code = blocks("python")
-    assert len(code) == 3
+    assert len(code) == 4
     assert "Subscriber(" in code[0] and "wait=True" in code[0]
     assert "Publisher" in code[1] and "end()" in code[1]
     assert "pricefeed get" in blocks("sh")[1]
@@ -76,12 +76,16 @@ def test_every_python_example_runs_as_written_in_order(feed: str, procs: List[Pr
     for i, (code, _, err) in enumerate(results):
         assert code == 0, f"python block {i + 1} exited {code}: {err}"
         assert "Traceback" not in err, err
-    subscriber, _, reader = (out for _, out, _ in results)
+    subscriber, _, reader, book = (out for _, out, _ in results)
     if settled[0] and started[0].p.returncode == 0 and LINUX:
         # It was waiting for the feed before the publisher started: it saw every change.
         assert subscriber.splitlines() == ["act on AAPL 187.25", "act on MSFT 415.1", "the feed has ended"]
     assert reader.splitlines()[0].startswith("Quote(symbol='AAPL', price=187.25, time_ns=")
     assert reader.splitlines()[1:] == ["None", "['AAPL', 'ES', 'MSFT']"]
+    assert book.splitlines() == [
+        "1 5201.25 5201.5 12 ('bid', 'ask', 'bid_size', 'ask_size')",
+        "3 5201.5 5201.75 3 ('bid', 'bid_size')",
+    ]
 
 
 @posix_only
