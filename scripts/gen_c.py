@@ -58,7 +58,8 @@ def c_number(value: int) -> str:
 
 
 #: Groups of the generated file, in order: (comment, names). Names of layout.py that no group
-#: lists are emitted at the end, so a constant added there is never left out here.
+#: lists are emitted at the end, so a constant added there is never left out here. The groups
+#: of a block's fields are filled from ``field_notes()`` (see BLOCKS).
 GROUPS: List[Tuple[str, List[str]]] = [
     (
         "The format and its limits.",
@@ -92,28 +93,74 @@ GROUPS: List[Tuple[str, List[str]]] = [
             "PUBLISHER_CLOSED",
         ],
     ),
-    ("The blocks of a segment: header, wake table, slot table, change ring.", []),  # filled below
-    ("Header fields: byte offsets from the start of the segment.", []),
-    ("A slot: one cache line, its own seqlock. Byte offsets inside the slot.", []),
-    ("A ring record: half a cache line; its seq word doubles as its lock.", []),
+    (
+        "The schema: 1 to PF_MAX_FIELDS fields, each a f64 or an i64 (PF_TYPE_*), fixed when the feed\n"
+        "   is created. Every value is PF_VALUE_SIZE bytes; bit i of a changed mask is field i.",
+        ["MAX_FIELDS", "FIELD_NAME_FIELD", "FIELD_NAME_MAX", "TYPE_F64", "TYPE_I64", "VALUE_SIZE"],
+    ),
+    (
+        "The fixed blocks of a segment: header, schema table, wake table, symbol table. The slot table\n"
+        "   and the change ring follow, where pf_slots_offset() and pf_ring_offset() say.",
+        [
+            "HEADER_SIZE",
+            "SCHEMA_OFFSET",
+            "SCHEMA_ENTRY_SIZE",
+            "SCHEMA_SIZE",
+            "WAKE_OFFSET",
+            "WAKE_SIZE",
+            "SYMBOLS_OFFSET",
+        ],
+    ),
+    ("Header fields: byte offsets from the start of the segment.", []),  # filled from BLOCKS
+    ("A schema entry (PF_SCHEMA_ENTRY_SIZE bytes; entry i at pf_schema_entry_offset(i)).", []),
+    (
+        "A slot: its own seqlock, pf_slot_size(fields) bytes (whole cache lines). Byte offsets inside\n"
+        "   the slot; value i is at PF_SLOT_VALUES + PF_VALUE_SIZE * i.",
+        [],
+    ),
+    (
+        "A ring record: pf_record_size(fields) bytes; its seq word doubles as its lock. Byte offsets\n"
+        "   inside the record; value i is at PF_REC_VALUES + PF_VALUE_SIZE * i.",
+        [],
+    ),
 ]
 
-BLOCK_NAMES = ["HEADER_SIZE", "WAKE_OFFSET", "WAKE_SIZE", "SLOTS_OFFSET", "SLOT_SIZE", "RECORD_SIZE"]
+#: (index in GROUPS, prefix of the constants, name of the layout block, constants that end the
+#: group): the groups whose names are the offsets of a block's fields.
+BLOCKS: List[Tuple[int, str, str, List[str]]] = [
+    (4, "OFF_", "HEADER", []),
+    (5, "FIELD_", "SCHEMA_ENTRY", []),
+    (6, "SLOT_", "SLOT", ["SLOT_VALUES"]),
+    (7, "REC_", "RECORD", ["REC_VALUES"]),
+]
+
+#: Comments for the constants that are not a field of a block.
+NOTES: Dict[str, str] = {
+    "MAGIC": 'the bytes "PRCFEED\\0", read little-endian',
+    "TYPE_F64": "a schema entry's type: IEEE 754 binary64, finite",
+    "TYPE_I64": "a schema entry's type: two's complement, 64 bits",
+    "SLOT_VALUES": "value[i] (f64 or i64, as schema entry i says) at this + 8 * i",
+    "REC_VALUES": "value[i] (f64 or i64, as schema entry i says) at this + 8 * i",
+}
 
 FIELD_COMMENT = re.compile(r"\s+")
 
 
 def field_notes(layout: ModuleType) -> Dict[str, str]:
-    """name -> "field (type): meaning", for every offset constant that names a field."""
+    """name -> "field (type): meaning", for every offset constant that names a field: its value
+    is the field's offset, and what follows the prefix begins the field's name (SLOT_TIME for
+    time_ns), so a constant that merely equals an offset (FIELD_NAME_FIELD) is not taken."""
     notes: Dict[str, str] = {}
-    for prefix, block in (("OFF_", layout.HEADER), ("SLOT_", layout.SLOT), ("REC_", layout.RECORD)):
+    for _, prefix, block_name, _ in BLOCKS:
+        block = getattr(layout, block_name)
         for name, value in vars(layout).items():
-            if not name.startswith(prefix) or name in BLOCK_NAMES or name == "SLOT_VOID":
+            if not name.startswith(prefix) or type(value) is not int:
                 continue
-            matches = [f for f in block.fields if f.offset == value and not f.name.startswith("_")]
+            rest = name[len(prefix) :]
+            matches = [f for f in block.fields if f.offset == value and f.name.lstrip("_").upper().startswith(rest)]
             if len(matches) == 1:
                 f = matches[0]
-                meaning = FIELD_COMMENT.sub(" ", f.meaning).replace("*/", "* /")
+                meaning = FIELD_COMMENT.sub(" ", f.meaning or "Zero.").replace("*/", "* /")
                 notes[name] = f"{f.name} ({f.ctype}): {meaning}"
     return notes
 
@@ -123,18 +170,15 @@ def layout_header() -> str:
     consts = layout.constants()
     notes = field_notes(layout)
     groups = [(c, list(n)) for c, n in GROUPS]
-    groups[2][1].extend(n for n in BLOCK_NAMES if n not in ("SLOT_SIZE", "RECORD_SIZE"))
-    for index, prefix in ((3, "OFF_"), (4, "SLOT_"), (5, "REC_")):
+    for index, prefix, _, tail in BLOCKS:
         names = sorted((n for n in notes if n.startswith(prefix)), key=lambda n: consts[n])
-        groups[index][1].extend(names)
-    groups[4][1].append("SLOT_SIZE")
-    groups[5][1].append("RECORD_SIZE")
+        groups[index][1].extend(names + tail)
     done: Set[str] = set()
     lines: List[str] = []
     for comment, names in groups:
         lines.append(f"\n/* {comment} */")
         for name in names:
-            lines.append(define(name, consts[name], notes.get(name)))
+            lines.append(define(name, consts[name], notes.get(name, NOTES.get(name))))
             done.add(name)
     rest = sorted(set(consts) - done)
     if rest:
@@ -145,8 +189,6 @@ def layout_header() -> str:
 
 def define(name: str, value: int, note: Optional[str]) -> str:
     text = f"#define PF_{name} {c_number(value)}"
-    if name == "MAGIC":
-        note = 'the bytes "PRCFEED\\0", read little-endian'
     return f"{text} /* {note} */" if note else text
 
 
@@ -179,23 +221,59 @@ PF_STATIC_ASSERT(PF_OFF_HEAD_SEQ == 1u * PF_CACHE_LINE, "head_seq opens line 1")
 PF_STATIC_ASSERT(PF_OFF_FUTEX == 2u * PF_CACHE_LINE, "futex opens line 2");
 PF_STATIC_ASSERT(PF_OFF_CLOSED == 3u * PF_CACHE_LINE, "closed opens line 3");
 PF_STATIC_ASSERT(PF_OFF_PUBLISHER_STATE % 8u == 0, "publisher_state is naturally aligned");
-PF_STATIC_ASSERT(PF_WAKE_OFFSET == PF_HEADER_SIZE, "the wake table follows the header");
-PF_STATIC_ASSERT(PF_SLOTS_OFFSET == PF_WAKE_OFFSET + PF_WAKE_SIZE, "the slot table follows the wake table");
-PF_STATIC_ASSERT(PF_WAKE_SIZE % PF_CACHE_LINE == 0, "the slot table starts on a cache line");
+PF_STATIC_ASSERT(PF_OFF_SCHEMA_OFFSET % 8u == 0 && PF_OFF_SYMBOLS_OFFSET % 8u == 0, "the offsets are aligned u64s");
+PF_STATIC_ASSERT(PF_SCHEMA_OFFSET == PF_HEADER_SIZE, "the schema table follows the header");
+PF_STATIC_ASSERT(PF_SCHEMA_SIZE == PF_MAX_FIELDS * PF_SCHEMA_ENTRY_SIZE, "the schema table has an entry per field");
+PF_STATIC_ASSERT(PF_WAKE_OFFSET == PF_SCHEMA_OFFSET + PF_SCHEMA_SIZE, "the wake table follows the schema table");
+PF_STATIC_ASSERT(PF_SYMBOLS_OFFSET == PF_WAKE_OFFSET + PF_WAKE_SIZE, "the symbol table follows the wake table");
+PF_STATIC_ASSERT(PF_SCHEMA_SIZE % PF_CACHE_LINE == 0 && PF_WAKE_SIZE % PF_CACHE_LINE == 0,
+                 "the wake and symbol tables start on a cache line");
 PF_STATIC_ASSERT((PF_WAKE_WORDS & (PF_WAKE_WORDS - 1u)) == 0, "the wake table has a power of two words");
-PF_STATIC_ASSERT(PF_SLOT_SIZE == PF_CACHE_LINE, "a slot is one cache line");
-PF_STATIC_ASSERT(PF_CACHE_LINE % PF_RECORD_SIZE == 0, "records never straddle a line");
+PF_STATIC_ASSERT(PF_FIELD_TYPE % 4u == 0, "a schema entry's type is an aligned u32");
+PF_STATIC_ASSERT(PF_FIELD_NAME_MAX + 1u == PF_FIELD_NAME_FIELD, "a field name always ends in a NUL");
+PF_STATIC_ASSERT(PF_MAX_FIELDS <= 32u, "a changed mask (u32) has a bit per field");
+PF_STATIC_ASSERT(PF_VALUE_SIZE == 8u, "every value is one 8-byte word");
+PF_STATIC_ASSERT(PF_SLOT_LOCK == 0 && PF_REC_SEQ == 0, "the lock opens its slot, seq its record");
+PF_STATIC_ASSERT(PF_SLOT_VALUES % 8u == 0 && PF_REC_VALUES % 8u == 0, "the values are aligned 8-byte words");
+PF_STATIC_ASSERT(PF_SLOT_CHANGED % 4u == 0 && PF_REC_SLOT % 4u == 0 && PF_REC_CHANGED % 4u == 0,
+                 "the u32 words of a slot and a record are aligned");
+PF_STATIC_ASSERT(PF_SLOT_VALUES + 4u * PF_VALUE_SIZE <= PF_CACHE_LINE, "a slot of up to four fields is one cache line");
+PF_STATIC_ASSERT(PF_REC_VALUES + PF_VALUE_SIZE <= PF_CACHE_LINE / 2u, "a record of one field is half a cache line");
+PF_STATIC_ASSERT(PF_CACHE_LINE % PF_SYMBOL_FIELD == 0, "symbols never straddle a line");
 PF_STATIC_ASSERT(PF_SYMBOL_MAX + 1u == PF_SYMBOL_FIELD, "a symbol always ends in a NUL");
-PF_STATIC_ASSERT(sizeof(double) == 8, "prices are IEEE 754 binary64");
+PF_STATIC_ASSERT(sizeof(double) == 8, "f64 fields are IEEE 754 binary64");
 
-static inline uint64_t pf_ring_offset(uint32_t capacity) {
-    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)capacity * PF_SLOT_SIZE;
+/* The geometry of a feed of `fields` fields (1 to PF_MAX_FIELDS), as layout.py computes it. */
+static inline uint64_t pf__to_line(uint64_t size) {
+    return (size + PF_CACHE_LINE - 1u) / PF_CACHE_LINE * PF_CACHE_LINE;
 }
-static inline uint64_t pf_segment_size(uint32_t capacity, uint32_t ring_size) {
-    return pf_ring_offset(capacity) + (uint64_t)ring_size * PF_RECORD_SIZE;
+/* Bytes per slot: whole cache lines. */
+static inline uint64_t pf_slot_size(uint32_t fields) {
+    return pf__to_line((uint64_t)PF_SLOT_VALUES + (uint64_t)PF_VALUE_SIZE * fields);
 }
-static inline uint64_t pf_slot_offset(uint32_t index) {
-    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)index * PF_SLOT_SIZE;
+/* Bytes per ring record: half a cache line while that holds it, else whole lines. */
+static inline uint64_t pf_record_size(uint32_t fields) {
+    uint64_t size = (uint64_t)PF_REC_VALUES + (uint64_t)PF_VALUE_SIZE * fields;
+    return size <= PF_CACHE_LINE / 2u ? (uint64_t)(PF_CACHE_LINE / 2u) : pf__to_line(size);
+}
+/* Where the slot table starts: after the symbol table, on a cache line. */
+static inline uint64_t pf_slots_offset(uint32_t capacity) {
+    return (uint64_t)PF_SYMBOLS_OFFSET + pf__to_line((uint64_t)capacity * PF_SYMBOL_FIELD);
+}
+static inline uint64_t pf_ring_offset(uint32_t capacity, uint32_t fields) {
+    return pf_slots_offset(capacity) + (uint64_t)capacity * pf_slot_size(fields);
+}
+static inline uint64_t pf_segment_size(uint32_t capacity, uint32_t ring_size, uint32_t fields) {
+    return pf_ring_offset(capacity, fields) + (uint64_t)ring_size * pf_record_size(fields);
+}
+static inline uint64_t pf_slot_offset(uint32_t index, uint32_t capacity, uint32_t fields) {
+    return pf_slots_offset(capacity) + (uint64_t)index * pf_slot_size(fields);
+}
+static inline uint64_t pf_symbol_offset(uint32_t index) {
+    return (uint64_t)PF_SYMBOLS_OFFSET + (uint64_t)index * PF_SYMBOL_FIELD;
+}
+static inline uint64_t pf_schema_entry_offset(uint32_t field) {
+    return (uint64_t)PF_SCHEMA_OFFSET + (uint64_t)field * PF_SCHEMA_ENTRY_SIZE;
 }
 static inline uint32_t pf_wake_word_of(uint32_t slot) { return slot & (PF_WAKE_WORDS - 1u); }
 static inline uint64_t pf_wake_offset(uint32_t word) { return (uint64_t)PF_WAKE_OFFSET + 4u * (uint64_t)word; }

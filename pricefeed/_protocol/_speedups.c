@@ -57,11 +57,13 @@ static PyObject *os_error(int e) {
 
 static int Feed_init(Feed *self, PyObject *args, PyObject *kw) {
     unsigned long long address, capacity, ring_size;
+    const char *types;
+    Py_ssize_t ntypes;
     PyObject *bad;
     int spin_tries, wake;
-    static char *kwlist[] = {"address", "capacity", "ring_size", "spin_tries", "bad_segment", "wake", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKiOp", kwlist, &address, &capacity, &ring_size, &spin_tries, &bad,
-                                     &wake))
+    static char *kwlist[] = {"address", "capacity", "ring_size", "types", "spin_tries", "bad_segment", "wake", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKy#iOp", kwlist, &address, &capacity, &ring_size, &types, &ntypes,
+                                     &spin_tries, &bad, &wake))
         return -1;
     if (capacity < PF_MIN_CAPACITY || capacity > PF_MAX_CAPACITY) {
         PyErr_Format(PyExc_ValueError, "capacity must be a whole number from %u to %u: capacity=%llu",
@@ -73,11 +75,25 @@ static int Feed_init(Feed *self, PyObject *args, PyObject *kw) {
                      PF_MAX_RING, ring_size);
         return -1;
     }
+    if (ntypes < 1 || ntypes > (Py_ssize_t)PF_MAX_FIELDS) {
+        PyErr_Format(PyExc_ValueError, "a schema has 1 to %u fields: got %zd types", PF_MAX_FIELDS, ntypes);
+        return -1;
+    }
+    uint32_t f64_mask = 0;
+    for (Py_ssize_t k = 0; k < ntypes; k++) {
+        unsigned char t = (unsigned char)types[k];
+        if (t != PF_TYPE_F64 && t != PF_TYPE_I64) {
+            PyErr_Format(PyExc_ValueError, "field %zd has type %u; expected %u (f64) or %u (i64)", k, (unsigned)t,
+                         PF_TYPE_F64, PF_TYPE_I64);
+            return -1;
+        }
+        if (t == PF_TYPE_F64) f64_mask |= UINT32_C(1) << k;
+    }
     if (address == 0) {
         PyErr_SetString(PyExc_ValueError, "address must be the address of a mapped feed: address=0");
         return -1;
     }
-    self->view = pf_core_view((void *)(uintptr_t)address, capacity, ring_size);
+    self->view = pf_core_view((void *)(uintptr_t)address, capacity, ring_size, (uint32_t)ntypes, f64_mask);
     self->spin_tries = spin_tries;
     self->wake = wake;
     Py_INCREF(bad);
@@ -96,21 +112,103 @@ static PyObject *Feed_close(Feed *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* Value k of a schema as Python has it: a float (f64) or an int (i64). */
+static inline PyObject *value_object(const pf_view *v, uint32_t k, uint64_t bits) {
+    if ((v->f64_mask >> k) & 1u) return PyFloat_FromDouble(pf_core_f64(bits));
+    return PyLong_FromLongLong((long long)pf_core_i64(bits));
+}
+
+/* The values tuple of a slot or a record: one item per field. */
+static PyObject *values_tuple(const pf_view *v, const uint64_t *values) {
+    uint32_t n = v->fields;
+    PyObject *t = PyTuple_New((Py_ssize_t)n);
+    if (t == NULL) return NULL;
+    for (uint32_t k = 0; k < n; k++) {
+        PyObject *x = value_object(v, k, values[k]);
+        if (x == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, (Py_ssize_t)k, x);
+    }
+    return t;
+}
+
+/* A tuple of `n` items made of new references, stolen (each may be NULL after a failure: then
+   the rest are released and NULL is returned). */
+static PyObject *steal_tuple(Py_ssize_t n, PyObject **items) {
+    PyObject *t = NULL;
+    int ok = 1;
+    for (Py_ssize_t k = 0; k < n; k++) ok = ok && items[k] != NULL;
+    if (ok) t = PyTuple_New(n);
+    if (t == NULL) {
+        for (Py_ssize_t k = 0; k < n; k++) Py_XDECREF(items[k]);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) PyTuple_SET_ITEM(t, k, items[k]);
+    return t;
+}
+
+/* Python's Reading: (values, time_ns, seq, changed). */
+static PyObject *reading(const pf_view *v, const uint64_t *values, uint64_t time_ns, uint64_t seq, uint32_t changed) {
+    PyObject *items[4];
+    items[0] = values_tuple(v, values);
+    items[1] = PyLong_FromUnsignedLongLong(time_ns);
+    items[2] = PyLong_FromUnsignedLongLong(seq);
+    items[3] = PyLong_FromUnsignedLong(changed);
+    return steal_tuple(4, items);
+}
+
+/* `values` (a tuple of the schema's values, checked by the caller) as raw words: PyFloat_AsDouble
+   for a f64, PyLong_AsLongLong for an i64. -1 with an exception, before anything is written. */
+static int convert_values(const pf_view *v, PyObject *values, uint64_t *out) {
+    if (!PyTuple_Check(values) || PyTuple_GET_SIZE(values) != (Py_ssize_t)v->fields) {
+        PyErr_Format(PyExc_TypeError, "values must be a tuple of %u values (one per field of the schema)", v->fields);
+        return -1;
+    }
+    for (uint32_t k = 0; k < v->fields; k++) {
+        PyObject *x = PyTuple_GET_ITEM(values, (Py_ssize_t)k);
+        if ((v->f64_mask >> k) & 1u) {
+            double d = PyFloat_CheckExact(x) ? PyFloat_AS_DOUBLE(x) : PyFloat_AsDouble(x);
+            if (d == -1.0 && PyErr_Occurred()) return -1;
+            out[k] = pf_core_f64_bits(d);
+        } else {
+            long long n = PyLong_AsLongLong(x);
+            if (n == -1 && PyErr_Occurred()) return -1;
+            out[k] = (uint64_t)n;
+        }
+    }
+    return 0;
+}
+
+/* A changed mask: a u32. */
+static int convert_changed(PyObject *x, uint32_t *out) {
+    unsigned long c = PyLong_AsUnsignedLong(x);
+    if (c == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    if (c > UINT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "changed must be a mask of 32 bits: changed=%lu", c);
+        return -1;
+    }
+    *out = (uint32_t)c;
+    return 0;
+}
+
 static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* commit(index, price, time_ns, seq): one change, whole (write, head, announce), and with
-       `wake` its wake-up. */
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "commit(index, price, time_ns, seq)");
+    /* commit(index, values, changed, time_ns, seq): one change, whole (write, head, announce),
+       and with `wake` its wake-up. */
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "commit(index, values, changed, time_ns, seq)");
         return NULL;
     }
     /* Convert first: a conversion may run Python code (which could close the feed). */
+    uint64_t values[PF_MAX_FIELDS];
+    uint32_t changed;
     uint64_t index = PyLong_AsUnsignedLongLong(args[0]);
     if (PyErr_Occurred()) return NULL;
-    double price = PyFloat_AsDouble(args[1]);
+    if (convert_values(&self->view, args[1], values) < 0 || convert_changed(args[2], &changed) < 0) return NULL;
+    uint64_t time_ns = PyLong_AsUnsignedLongLong(args[3]);
     if (PyErr_Occurred()) return NULL;
-    uint64_t time_ns = PyLong_AsUnsignedLongLong(args[2]);
-    if (PyErr_Occurred()) return NULL;
-    uint64_t seq = PyLong_AsUnsignedLongLong(args[3]);
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[4]);
     if (PyErr_Occurred() || closed(self)) return NULL;
     if (index >= self->view.capacity) {
         PyErr_Format(PyExc_IndexError, "slot %llu is outside the table of %llu", (unsigned long long)index,
@@ -118,7 +216,7 @@ static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     const pf_view *v = &self->view;
-    pf_core_write_change(v, index, price, time_ns, seq);
+    pf_core_write_change(v, index, values, changed, time_ns, seq);
     pf_core_store_head(v, seq);
     pf_core_announce_slot(v, index);
     if (self->wake) {
@@ -128,12 +226,17 @@ static PyObject *Feed_commit(Feed *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* commit_many() keeps a batch's converted changes here when they fit, else on the heap: per
+   change, its slot, its changed mask, then its values. */
+#define BATCH_WORDS 1024
+
 static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* commit_many(changes, time_ns, first_seq, slot_count or -1): a batch, whole, then one
-       head store, one announce and (with `wake`) the wake-ups. `changes` is a list of
-       (slot, price) tuples. Returns the set of wake-table words concerned. */
-    if (nargs != 4 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "commit_many(list of (slot, price), time_ns, first_seq, slot_count)");
+    /* commit_many(changes, time_ns, first_seq, slot_count=-1): a batch, whole, then one head
+       store, one announce and (with `wake`) the wake-ups. `changes` is a list of
+       (slot, values, changed) tuples. Returns the set of wake-table words concerned. */
+    if ((nargs != 3 && nargs != 4) || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "commit_many(list of (slot, values, changed), time_ns, first_seq, slot_count=-1)");
         return NULL;
     }
     PyObject *changes = args[0];
@@ -141,102 +244,129 @@ static PyObject *Feed_commit_many(Feed *self, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred()) return NULL;
     uint64_t seq = PyLong_AsUnsignedLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
-    long long slot_count = PyLong_AsLongLong(args[3]);
-    if (PyErr_Occurred()) return NULL;
+    long long slot_count = -1;
+    if (nargs == 4) {
+        slot_count = PyLong_AsLongLong(args[3]);
+        if (slot_count == -1 && PyErr_Occurred()) return NULL;
+    }
     if (slot_count > (long long)self->view.capacity) {
         PyErr_Format(PyExc_ValueError, "slot_count must not exceed the capacity %llu: slot_count=%lld",
                      (unsigned long long)self->view.capacity, slot_count);
         return NULL;
     }
-    uint8_t words[PF_WAKE_WORDS];
-    memset(words, 0, sizeof words);
+    /* Convert everything before writing anything (a conversion may run Python code, and a
+       change refused halfway must leave the feed as it was). */
+    const uint64_t stride = 2u + self->view.fields;
     Py_ssize_t n = PyList_GET_SIZE(changes);
-    /* Check everything before writing anything. */
+    uint64_t local[BATCH_WORDS];
+    uint64_t *batch = local;
+    if ((uint64_t)n * stride > BATCH_WORDS) {
+        batch = (uint64_t *)PyMem_Malloc((size_t)n * (size_t)stride * sizeof(uint64_t));
+        if (batch == NULL) return PyErr_NoMemory();
+    }
+    PyObject *out = NULL;
     for (Py_ssize_t k = 0; k < n; k++) {
+        if (k >= PyList_GET_SIZE(changes)) { /* a conversion's Python code shortened it */
+            PyErr_SetString(PyExc_RuntimeError, "changes was modified during commit_many()");
+            goto done;
+        }
         PyObject *item = PyList_GET_ITEM(changes, k);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_SetString(PyExc_TypeError, "changes must be (slot, price) tuples");
-            return NULL;
+        uint64_t *at = batch + (uint64_t)k * stride;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "changes must be (slot, values, changed) tuples");
+            goto done;
         }
         uint64_t index = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
-        if (PyErr_Occurred()) return NULL;
+        if (PyErr_Occurred()) goto done;
         if (index >= self->view.capacity) {
-            PyErr_SetString(PyExc_IndexError, "slot outside the table");
-            return NULL;
+            PyErr_Format(PyExc_IndexError, "slot %llu is outside the table of %llu", (unsigned long long)index,
+                         (unsigned long long)self->view.capacity);
+            goto done;
         }
-        if (!PyFloat_Check(PyTuple_GET_ITEM(item, 1))) {
-            PyErr_SetString(PyExc_TypeError, "prices must be floats");
-            return NULL;
+        uint32_t changed;
+        if (convert_values(&self->view, PyTuple_GET_ITEM(item, 1), at + 2) < 0 ||
+            convert_changed(PyTuple_GET_ITEM(item, 2), &changed) < 0)
+            goto done;
+        at[0] = index;
+        at[1] = changed;
+    }
+    if (closed(self)) goto done; /* the conversions are done: no Python code runs below */
+    {
+        const pf_view *v = &self->view;
+        uint8_t words[PF_WAKE_WORDS];
+        memset(words, 0, sizeof words);
+        seq -= 1;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const uint64_t *at = batch + (uint64_t)k * stride;
+            seq += 1;
+            pf_core_write_change(v, at[0], at + 2, (uint32_t)at[1], time_ns, seq);
+            words[at[0] & (PF_WAKE_WORDS - 1u)] = 1;
+        }
+        if (slot_count >= 0) pf_core_store_slot_count(v, (uint32_t)slot_count);
+        if (n > 0) {
+            pf_core_store_head(v, seq);
+            pf_core_announce(v, words);
+            if (self->wake) {
+                int e = pf_core_wake_words(v, words);
+                if (e) {
+                    os_error(e);
+                    goto done;
+                }
+            }
+        }
+        /* The words concerned, as the pure FeedWriter.commit_many returns them (for a caller
+           that wakes them itself). */
+        out = PySet_New(NULL);
+        if (out == NULL || n == 0) goto done;
+        for (unsigned w = 0; w < PF_WAKE_WORDS; w++) {
+            if (!words[w]) continue;
+            PyObject *x = PyLong_FromUnsignedLong(w);
+            if (x == NULL || PySet_Add(out, x) < 0) {
+                Py_XDECREF(x);
+                Py_CLEAR(out);
+                goto done;
+            }
+            Py_DECREF(x);
         }
     }
-    if (closed(self)) return NULL; /* the checks above are done: no Python code runs below */
-    const pf_view *v = &self->view;
-    seq -= 1;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *item = PyList_GET_ITEM(changes, k);
-        uint64_t index = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 0));
-        double price = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
-        seq += 1;
-        pf_core_write_change(v, index, price, time_ns, seq);
-        words[index & (PF_WAKE_WORDS - 1u)] = 1;
-    }
-    if (slot_count >= 0) pf_core_store_slot_count(v, (uint32_t)slot_count);
-    if (n == 0) return PySet_New(NULL);
-    pf_core_store_head(v, seq);
-    pf_core_announce(v, words);
-    if (self->wake) {
-        int e = pf_core_wake_words(v, words);
-        if (e) return os_error(e);
-    }
-    /* The words concerned, as the pure FeedWriter.commit_many returns them (for a caller that
-       wakes them itself). */
-    PyObject *out = PySet_New(NULL);
-    if (out == NULL) return NULL;
-    for (unsigned w = 0; w < PF_WAKE_WORDS; w++) {
-        if (!words[w]) continue;
-        PyObject *x = PyLong_FromUnsignedLong(w);
-        if (x == NULL || PySet_Add(out, x) < 0) {
-            Py_XDECREF(x);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(x);
-    }
+done:
+    if (batch != local) PyMem_Free(batch);
     return out;
 }
 
-static PyObject *damaged_slot(Feed *f, uint64_t index, double price) {
-    PyObject *p = PyFloat_FromDouble(price);
-    if (p != NULL) {
-        PyErr_Format(f->bad_segment, "damaged slot %llu: its price is %R", (unsigned long long)index, p);
-        Py_DECREF(p);
+static PyObject *damaged_slot(Feed *f, uint64_t index, const uint64_t *values) {
+    PyObject *t = values_tuple(&f->view, values);
+    if (t != NULL) {
+        PyErr_Format(f->bad_segment, "damaged slot %llu: a float field is %R, not finite", (unsigned long long)index,
+                     t);
+        Py_DECREF(t);
     }
     return NULL;
 }
 
-static PyObject *damaged_record(Feed *f, uint64_t seq, uint32_t slot, double price) {
-    PyObject *p = PyFloat_FromDouble(price);
-    if (p != NULL) {
-        PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), price %R",
-                     (unsigned long long)seq, slot, (unsigned long long)f->view.capacity, p);
-        Py_DECREF(p);
+static PyObject *damaged_record(Feed *f, uint64_t seq, uint32_t slot, const uint64_t *values) {
+    PyObject *t = values_tuple(&f->view, values);
+    if (t != NULL) {
+        PyErr_Format(f->bad_segment, "damaged ring record for change %llu: slot %u (table of %llu), values %R",
+                     (unsigned long long)seq, slot, (unsigned long long)f->view.capacity, t);
+        Py_DECREF(t);
     }
     return NULL;
 }
 
 static PyObject *Feed_read_slot(Feed *self, PyObject *arg) {
-    /* (price, time_ns, seq), or None when every try met a write in progress. */
+    /* (values, time_ns, seq, changed), or None when every try met a write in progress. */
     uint64_t index = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred() || closed(self)) return NULL;
     if (index >= self->view.capacity) {
         PyErr_SetString(PyExc_IndexError, "slot outside the table");
         return NULL;
     }
-    double price;
-    uint64_t time_ns, seq;
-    if (!pf_core_read_slot(&self->view, index, &price, &time_ns, &seq, self->spin_tries)) Py_RETURN_NONE;
-    if (!isfinite(price)) return damaged_slot(self, index, price);
-    return Py_BuildValue("(dKK)", price, (unsigned long long)time_ns, (unsigned long long)seq);
+    uint64_t values[PF_MAX_FIELDS], time_ns, seq;
+    uint32_t changed;
+    if (!pf_core_read_slot(&self->view, index, values, &time_ns, &seq, &changed, self->spin_tries)) Py_RETURN_NONE;
+    if (!pf_core_finite(&self->view, values)) return damaged_slot(self, index, values);
+    return reading(&self->view, values, time_ns, seq, changed);
 }
 
 static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
@@ -249,20 +379,20 @@ static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
     PyObject *out = PyList_New((Py_ssize_t)count);
     if (out == NULL) return NULL;
     for (uint64_t i = 0; i < count; i++) {
-        double price;
-        uint64_t time_ns, seq;
+        uint64_t values[PF_MAX_FIELDS], time_ns, seq;
+        uint32_t changed;
         PyObject *x;
         if (self->view.base == NULL) { /* an allocation above may have run Python code that closed it */
             Py_DECREF(out);
             return closed(self), NULL;
         }
-        if (!pf_core_read_slot(&self->view, i, &price, &time_ns, &seq, 1)) {
+        if (!pf_core_read_slot(&self->view, i, values, &time_ns, &seq, &changed, 1)) {
             x = Py_NewRefCompat(Py_None);
-        } else if (!isfinite(price)) {
+        } else if (!pf_core_finite(&self->view, values)) {
             Py_DECREF(out);
-            return damaged_slot(self, i, price);
+            return damaged_slot(self, i, values);
         } else {
-            x = Py_BuildValue("(dKK)", price, (unsigned long long)time_ns, (unsigned long long)seq);
+            x = reading(&self->view, values, time_ns, seq, changed);
             if (x == NULL) {
                 Py_DECREF(out);
                 return NULL;
@@ -274,16 +404,21 @@ static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
 }
 
 static PyObject *Feed_read_record(Feed *self, PyObject *arg) {
-    /* (slot, price, time_ns) of change `seq`, or None when lapped; BadSegment when damaged. */
+    /* (slot, values, time_ns, changed) of change `seq`, or None when lapped; BadSegment when
+       damaged. */
     uint64_t seq = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred() || closed(self)) return NULL;
-    uint32_t slot;
-    double price;
-    uint64_t time_ns;
-    int got = pf_core_read_record(&self->view, seq, &slot, &price, &time_ns);
-    if (got == PF_READ_DAMAGED) return damaged_record(self, seq, slot, price);
+    uint32_t slot, changed;
+    uint64_t time_ns, values[PF_MAX_FIELDS];
+    int got = pf_core_read_record(&self->view, seq, &slot, &changed, &time_ns, values);
+    if (got == PF_READ_DAMAGED) return damaged_record(self, seq, slot, values);
     if (got == PF_READ_LAPPED) Py_RETURN_NONE;
-    return Py_BuildValue("(IdK)", slot, price, (unsigned long long)time_ns);
+    PyObject *items[4];
+    items[0] = PyLong_FromUnsignedLong(slot);
+    items[1] = values_tuple(&self->view, values);
+    items[2] = PyLong_FromUnsignedLongLong(time_ns);
+    items[3] = PyLong_FromUnsignedLong(changed);
+    return steal_tuple(4, items);
 }
 
 static double clamp_spin(double seconds) {
@@ -404,9 +539,9 @@ static PyMethodDef Feed_methods[] = {
     {"wait_head", (PyCFunction)(void (*)(void))Feed_wait_head, METH_FASTCALL, "Sleep until the head moves."},
     {"commit", (PyCFunction)(void (*)(void))Feed_commit, METH_FASTCALL, "One change, whole, and its wake-up."},
     {"commit_many", (PyCFunction)(void (*)(void))Feed_commit_many, METH_FASTCALL, "A batch, whole, and its wake-ups."},
-    {"read_slot", (PyCFunction)Feed_read_slot, METH_O, "(price, time_ns, seq) or None."},
+    {"read_slot", (PyCFunction)Feed_read_slot, METH_O, "(values, time_ns, seq, changed) or None."},
     {"read_slots", (PyCFunction)Feed_read_slots, METH_O, "read_slot() of slots [0, n), one try each."},
-    {"read_record", (PyCFunction)Feed_read_record, METH_O, "(slot, price, time_ns) or None when lapped."},
+    {"read_record", (PyCFunction)Feed_read_record, METH_O, "(slot, values, time_ns, changed) or None when lapped."},
     {"spin", (PyCFunction)(void (*)(void))Feed_spin, METH_FASTCALL, "Poll the head; True once it moves."},
     {"close", (PyCFunction)Feed_close, METH_NOARGS, "Forget the mapping (before it is unmapped)."},
     {NULL, NULL, 0, NULL},
@@ -416,7 +551,7 @@ static PyTypeObject FeedType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pricefeed._protocol._speedups.Feed",
     .tp_basicsize = sizeof(Feed),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Feed(address, capacity, ring_size, spin_tries, bad_segment, wake)",
+    .tp_doc = "Feed(address, capacity, ring_size, types, spin_tries, bad_segment, wake)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Feed_init,
     .tp_dealloc = (destructor)Feed_dealloc,
@@ -426,11 +561,14 @@ static PyTypeObject FeedType = {
 
 /* ---------------------------------------------------------------------------------------------
  * Follow: pricefeed/_protocol/follow.py's Follow loop over the core's follow step
- * (clients/c/core/pf_follow.h). Each next() returns the next wanted change as a Quote, or one
- * of the step's codes (module constants F_TIMEOUT ... F_BEHIND; follow.py documents them) for
- * the caller to deal with. The caller owns `names` (a list it appends to), `known` (how many of
- * them `interest` and `words` were made for), `interest` (None, or a bytearray with a non-zero
- * byte per wanted slot), and may set cursor, deadline, known, interest, words and block.
+ * (clients/c/core/pf_follow.h). Each next() returns the next wanted change as an instance of
+ * `quote` (the feed's Quote class: a tuple subclass whose items are symbol, the values,
+ * time_ns, seq and the changed mask), or one of the step's codes (module constants F_TIMEOUT
+ * ... F_BEHIND; follow.py documents them) for the caller to deal with. The caller owns `names`
+ * (a list it appends to), `known` (how many of them `interest` and `words` were made for),
+ * `interest` (None, or a bytearray with a non-zero byte per wanted slot), `on` (a mask of
+ * fields of which a wanted change changed one; 0: any), and may set cursor, deadline, known,
+ * interest, words, on and block.
  *
  * When nothing is new (and `block` is true): the deadline, a bounded spin, then one sleep of at
  * most `slice` seconds: on the wake words themselves when `futex` is true (the caller's wait
@@ -442,10 +580,11 @@ typedef struct {
     Feed *feed;
     PyObject *names;    /* list of str */
     PyObject *interest; /* None or bytearray */
-    PyObject *quote;    /* the Quote class */
+    PyObject *quote;    /* the Quote class: a subclass of tuple */
     PyObject *words;    /* None or tuple of wake-table indices */
     PyObject *wait;     /* None or wait(cursor, seconds, words) */
     pf_step st;
+    uint32_t on;                  /* a mask of fields; 0: every change is wanted */
     double slice, spin, deadline; /* deadline: CLOCK_MONOTONIC seconds; < 0 none */
     int futex, block;
 } Follow;
@@ -456,22 +595,43 @@ static int passed(double deadline) { return deadline >= 0 && mono_now() >= deadl
 
 static PyObject *code(int c) { return PyLong_FromLong(c); }
 
-static PyObject *make_quote(Follow *self, const pf_change *c) {
+/* The Quote of a change, made as tuple.__new__(quote, items) makes it but with no tuple in
+   between: allocated as an instance of `quote` (a tuple subclass, as structseq types are) and
+   filled in place: (symbol, *values, time_ns, seq, changed). */
+static PyObject *make_quote(Follow *self, const pf_view *v, const pf_change *c) {
     if ((Py_ssize_t)c->slot >= PyList_GET_SIZE(self->names)) {
         PyErr_SetString(PyExc_RuntimeError, "Follow.known is beyond its names");
         return NULL;
     }
-    PyObject *args[4];
-    args[0] = PyList_GET_ITEM(self->names, c->slot);
-    args[1] = PyFloat_FromDouble(c->price);
-    args[2] = PyLong_FromUnsignedLongLong(c->time_ns);
-    args[3] = PyLong_FromUnsignedLongLong(c->seq);
-    PyObject *q = NULL;
-    if (args[1] && args[2] && args[3]) q = PyObject_Vectorcall(self->quote, args, 4, NULL);
-    Py_XDECREF(args[1]);
-    Py_XDECREF(args[2]);
-    Py_XDECREF(args[3]);
+    PyTypeObject *type = (PyTypeObject *)self->quote;
+    uint32_t n = v->fields;
+    PyObject *q = type->tp_alloc(type, (Py_ssize_t)n + 4);
+    if (q == NULL) return NULL;
+#if PY_VERSION_HEX >= 0x030E0000
+    ((PyTupleObject *)q)->ob_hash = -1; /* tuples cache their hash from 3.14; tp_alloc zeroed it */
+#endif
+    /* Until every item is set the tuple holds NULLs, which its traverse and dealloc skip. */
+    PyTuple_SET_ITEM(q, 0, Py_NewRefCompat(PyList_GET_ITEM(self->names, c->slot)));
+    for (uint32_t k = 0; k < n; k++) {
+        PyObject *x = value_object(v, k, c->values[k]);
+        if (x == NULL) goto fail;
+        PyTuple_SET_ITEM(q, (Py_ssize_t)k + 1, x);
+    }
+    PyObject *tail[3];
+    tail[0] = PyLong_FromUnsignedLongLong(c->time_ns);
+    tail[1] = PyLong_FromUnsignedLongLong(c->seq);
+    tail[2] = PyLong_FromUnsignedLong(c->changed);
+    for (int k = 0; k < 3; k++) {
+        if (tail[k] == NULL) {
+            for (int j = 0; j < 3; j++) Py_XDECREF(tail[j]);
+            goto fail;
+        }
+    }
+    for (int k = 0; k < 3; k++) PyTuple_SET_ITEM(q, (Py_ssize_t)n + 1 + k, tail[k]);
     return q;
+fail:
+    Py_DECREF(q);
+    return NULL;
 }
 
 /* The caller's wait(cursor, seconds, words): its result, or -1 with an exception. */
@@ -503,9 +663,9 @@ static PyObject *Follow_next(Follow *self) {
             interest_len = (uint64_t)PyByteArray_GET_SIZE(self->interest);
         }
         pf_change c;
-        int got = pf_core_follow_step(&v, &self->st, interest, interest_len, &c);
-        if (got == PF_F_CHANGE) return make_quote(self, &c);
-        if (got == PF_F_DAMAGED) return damaged_record(f, c.seq, c.slot, c.price);
+        int got = pf_core_follow_step(&v, &self->st, interest, interest_len, self->on, &c);
+        if (got == PF_F_CHANGE) return make_quote(self, &v, &c);
+        if (got == PF_F_DAMAGED) return damaged_record(f, c.seq, c.slot, c.values);
         if (got == PF_F_SKIPPED) { /* a feed kept just ahead of us must not hold these off */
             if (passed(self->deadline)) return code(PF_F_TIMEOUT);
             if (PyErr_CheckSignals() < 0) return NULL;
@@ -532,14 +692,33 @@ static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
     PyObject *feed, *names, *interest, *quote, *words, *wait = Py_None;
     unsigned long long cursor, known;
     unsigned int epoch;
+    unsigned long on = 0;
     double slice, spin, deadline;
     int futex = 1;
-    static char *kwlist[] = {"feed",   "names", "known", "interest", "quote", "words", "cursor",
-                             "epoch",  "slice", "spin",  "deadline", "wait",  "futex", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!KOOOKIddd|Op", kwlist, &FeedType, &feed, &PyList_Type, &names,
+    static char *kwlist[] = {"feed",  "names",    "known", "interest", "quote", "words", "cursor", "epoch",
+                             "slice", "spin",     "deadline", "wait", "futex", "on",    NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!KOOOKIddd|Opk", kwlist, &FeedType, &feed, &PyList_Type, &names,
                                      &known, &interest, &quote, &words, &cursor, &epoch, &slice, &spin, &deadline,
-                                     &wait, &futex))
+                                     &wait, &futex, &on))
         return -1;
+    if (!PyType_Check(quote) || !PyType_IsSubtype((PyTypeObject *)quote, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "quote must be the feed's Quote class (a subclass of tuple)");
+        return -1;
+    }
+    /* A Quote class of another schema would make quotes of the wrong length. */
+    PyObject *qnames = PyObject_GetAttrString(quote, "_names");
+    if (qnames == NULL) {
+        PyErr_Clear();
+    } else {
+        Py_ssize_t qn = PyObject_Length(qnames);
+        Py_DECREF(qnames);
+        if (qn < 0) return -1;
+        if (qn != (Py_ssize_t)((Feed *)feed)->view.fields) {
+            PyErr_Format(PyExc_ValueError, "quote is the Quote class of a schema of %zd field(s); the feed has %u", qn,
+                         ((Feed *)feed)->view.fields);
+            return -1;
+        }
+    }
     if (known > (unsigned long long)PyList_GET_SIZE(names)) {
         PyErr_SetString(PyExc_ValueError, "known is beyond names");
         return -1;
@@ -572,6 +751,7 @@ static int Follow_init(Follow *self, PyObject *args, PyObject *kw) {
     self->st.known = known;
     self->st.epoch = epoch;
     self->st.head = 0;
+    self->on = (uint32_t)on;
     self->slice = slice;
     self->spin = spin;
     self->deadline = deadline;
@@ -675,6 +855,21 @@ static int Follow_set_interest(Follow *self, PyObject *x, void *c) {
     Py_XSETREF(self->interest, x);
     return 0;
 }
+static PyObject *Follow_get_on(Follow *self, void *c) {
+    (void)c;
+    return PyLong_FromUnsignedLong(self->on);
+}
+static int Follow_set_on(Follow *self, PyObject *x, void *c) {
+    (void)c;
+    if (x == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "on cannot be deleted");
+        return -1;
+    }
+    unsigned long m = PyLong_AsUnsignedLongMask(x);
+    if (m == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    self->on = (uint32_t)m;
+    return 0;
+}
 static PyObject *Follow_get_block(Follow *self, void *c) {
     (void)c;
     return PyBool_FromLong(self->block);
@@ -699,6 +894,8 @@ static PyGetSetDef Follow_getset[] = {
     {"deadline", (getter)Follow_get_deadline, (setter)Follow_set_deadline, "CLOCK_MONOTONIC s; < 0 none", NULL},
     {"words", (getter)Follow_get_words, (setter)Follow_set_words, "wake-table words to sleep on, or None", NULL},
     {"interest", (getter)Follow_get_interest, (setter)Follow_set_interest, "None or a bytearray of wanted slots", NULL},
+    {"on", (getter)Follow_get_on, (setter)Follow_set_on, "a mask of fields a wanted change changed one of; 0: any",
+     NULL},
     {"block", (getter)Follow_get_block, (setter)Follow_set_block, "False: next() returns F_IDLE instead of waiting",
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -709,7 +906,7 @@ static PyTypeObject FollowType = {
     .tp_basicsize = sizeof(Follow),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Follow(feed, names, known, interest, quote, words, cursor, epoch, slice, spin, deadline, wait=None, "
-              "futex=True)",
+              "futex=True, on=0)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Follow_init,
     .tp_dealloc = (destructor)Follow_dealloc,

@@ -47,7 +47,8 @@ AVAILABLE: bool = _speedups is not None
 def _bind(self: reader.FeedReader, buf: memoryview, geometry: Geometry, address: Optional[int], wake: bool) -> Any:
     if address is None:
         raise ValueError("the C implementation reads a feed at its address: address=None")
-    fast = _speedups.Feed(address, geometry.capacity, geometry.ring_size, reader.SPIN_TRIES, BadSegment, wake)
+    types = bytes(kind for _, kind in geometry.fields)  # one byte per field: L.TYPE_F64 or L.TYPE_I64
+    fast = _speedups.Feed(address, geometry.capacity, geometry.ring_size, types, reader.SPIN_TRIES, BadSegment, wake)
     self.spin = fast.spin  # type: ignore[method-assign]
     self.read_slot = fast.read_slot  # type: ignore[method-assign]
     self.read_slots = fast.read_slots  # type: ignore[method-assign]
@@ -102,13 +103,17 @@ class FeedWriter(writer.FeedWriter):
 def Follow(
     reader: reader.FeedReader, names: List[str], known: int, interest: Optional[bytearray], quote: Any,
     words: Optional[Tuple[int, ...]], cursor: int, epoch: int, slice: float, spin: float, deadline: float,
-    wait: follow.Wait, futex: bool = False,
+    wait: follow.Wait, futex: bool = False, on: int = 0,
 ) -> Any:  # fmt: skip
     """``follow.Follow`` in C, over a reader of this implementation. With ``futex``, it sleeps
-    on the wake words itself (they are kernel futex words here), else through ``wait``."""
+    on the wake words itself (they are kernel futex words here), else through ``wait``. It
+    makes each quote as an instance of ``quote`` (the feed's Quote class) directly, as
+    ``quote._build`` would."""
     fast = getattr(reader, "_fast", None)
     if fast is None:
         raise TypeError("the C Follow needs a reader of the C implementation")
+    if not hasattr(quote, "_build"):  # as follow.Follow, which uses it: a schema's Quote class, not the base
+        raise AttributeError(f"type object {getattr(quote, '__name__', quote)!r} has no attribute '_build'")
     return _speedups.Follow(
-        fast, names, known, interest, quote, words, cursor, epoch, slice, spin, deadline, wait, futex
+        fast, names, known, interest, quote, words, cursor, epoch, slice, spin, deadline, wait, futex, on
     )

@@ -5,8 +5,8 @@
  *
  *   pf_layout.h    every offset and constant (generated from pricefeed/_protocol/layout.py)
  *   pf_ordering.h  the atomic loads and stores, the fences, the 8-byte guards
- *   pf_view.h      a mapped segment and its geometry
- *   pf_write.h     the single writer: slot seqlock, ring record, slot_count, head, announce
+ *   pf_view.h      a mapped segment and its geometry (schema included); values as raw words
+ *   pf_write.h     the single writer: symbol, slot seqlock, ring record, slot_count, head, announce
  *   pf_read.h      the readers: head, slot seqlock copy, ring record (got / lapped / damaged)
  *   pf_wait.h      spin, futex wait (one word, or futex_waitv on several), FUTEX_WAKE(_OP)
  *   pf_follow.h    one step of following the feed, with the accelerator's Follow codes

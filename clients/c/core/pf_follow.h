@@ -3,11 +3,11 @@
  *
  * A follower keeps a cursor (the last change it dealt with) and reads change cursor + 1 from
  * the ring while head_seq is ahead of it. pf_core_follow_step() does what needs no policy:
- * it loads the head, notices a new publisher, reads the next record, skips the records of
- * unwanted slots, and hands back either a change or a code saying what the caller must decide
- * (catch up after a lap, learn new symbols, report a lost change, wait, stop). The codes are
- * the ones the Python accelerator's Follow hands to Python, and pf_next() builds on the same
- * step, so the two followers cannot differ.
+ * it loads the head, notices a new publisher, reads the next record, skips unwanted changes
+ * (of other slots, or of other fields), and hands back either a change or a code saying what
+ * the caller must decide (catch up after a lap, learn new symbols, report a lost change, wait,
+ * stop). The codes are the ones the Python accelerator's Follow hands to Python, and pf_next()
+ * builds on the same step, so the two followers cannot differ.
  *
  * Rules of this file:
  *
@@ -20,6 +20,8 @@
  *         a record of a slot the caller does not know yet, or damage.
  * Rule 4. At most PF_SKIP_CHECK unwanted records are skipped per step, so that a busy feed
  *         cannot keep a filtered follower from its deadline or its signals.
+ * Rule 5. A change is wanted when its slot is (`interest`) and, with a field mask `on` other
+ *         than 0, it changed one of those fields (`changed & on`); else it is skipped, whole.
  *
  * Part of the protocol core (clients/c/core/): no Python, no I/O.
  */
@@ -57,14 +59,16 @@ typedef struct pf_step {
 typedef struct pf_change {
     uint64_t seq;
     uint32_t slot;
-    double price;
+    uint32_t changed; /* bit i: field i changed */
     uint64_t time_ns;
+    uint64_t values[PF_MAX_FIELDS]; /* raw words, the view's fields of them (pf_view.h) */
 } pf_change;
 
 /* One step (see the codes above). `interest` (NULL: every slot is wanted) has a non-zero byte
-   for each wanted slot below `interest_len`; slots at or beyond it are not wanted. */
+   for each wanted slot below `interest_len`; slots at or beyond it are not wanted. `on` (0: any
+   change) is a mask of fields: a change that changed none of them is not wanted (Rule 5). */
 static inline int pf_core_follow_step(const pf_view *v, pf_step *st, const uint8_t *interest, uint64_t interest_len,
-                                      pf_change *out) {
+                                      uint32_t on, pf_change *out) {
     for (unsigned skipped = 0;;) {
         uint64_t h = pf_core_head(v); /* its acquire pairs with the release store of the head */
         st->head = h;
@@ -82,7 +86,7 @@ static inline int pf_core_follow_step(const pf_view *v, pf_step *st, const uint8
         uint64_t seq = st->cursor + 1u;
         out->seq = seq;
         if (h - st->cursor > v->mask + 1u) return PF_F_LAPPED;
-        int got = pf_core_read_record(v, seq, &out->slot, &out->price, &out->time_ns);
+        int got = pf_core_read_record(v, seq, &out->slot, &out->changed, &out->time_ns, out->values);
         if (got == PF_READ_LAPPED) return PF_F_LAPPED;
         if (got == PF_READ_DAMAGED) return PF_F_DAMAGED;
         if (out->slot == PF_SLOT_VOID) {
@@ -91,7 +95,9 @@ static inline int pf_core_follow_step(const pf_view *v, pf_step *st, const uint8
         }
         if ((uint64_t)out->slot >= st->known) return PF_F_NEWSLOT;
         st->cursor = seq;
-        if (interest == NULL || ((uint64_t)out->slot < interest_len && interest[out->slot])) return PF_F_CHANGE;
+        if ((interest == NULL || ((uint64_t)out->slot < interest_len && interest[out->slot])) &&
+            (on == 0 || (out->changed & on) != 0))
+            return PF_F_CHANGE;
         if (++skipped == PF_SKIP_CHECK) return PF_F_SKIPPED;
     }
 }

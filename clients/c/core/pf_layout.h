@@ -17,7 +17,7 @@
 #endif
 
 /* The format and its limits. */
-#define PF_LAYOUT_VERSION 2u
+#define PF_LAYOUT_VERSION 3u
 #define PF_MAGIC UINT64_C(0x0044454546435250) /* the bytes "PRCFEED\0", read little-endian */
 #define PF_CACHE_LINE 64u
 #define PF_SYMBOL_FIELD 32u
@@ -42,21 +42,34 @@
 #define PF_PUBLISHER_HOLDS 1u
 #define PF_PUBLISHER_CLOSED 2u
 
-/* The blocks of a segment: header, wake table, slot table, change ring. */
+/* The schema: 1 to PF_MAX_FIELDS fields, each a f64 or an i64 (PF_TYPE_*), fixed when the feed
+   is created. Every value is PF_VALUE_SIZE bytes; bit i of a changed mask is field i. */
+#define PF_MAX_FIELDS 16u
+#define PF_FIELD_NAME_FIELD 24u
+#define PF_FIELD_NAME_MAX 23u
+#define PF_TYPE_F64 1u /* a schema entry's type: IEEE 754 binary64, finite */
+#define PF_TYPE_I64 2u /* a schema entry's type: two's complement, 64 bits */
+#define PF_VALUE_SIZE 8u
+
+/* The fixed blocks of a segment: header, schema table, wake table, symbol table. The slot table
+   and the change ring follow, where pf_slots_offset() and pf_ring_offset() say. */
 #define PF_HEADER_SIZE 256u
-#define PF_WAKE_OFFSET 256u
+#define PF_SCHEMA_OFFSET 256u
+#define PF_SCHEMA_ENTRY_SIZE 32u
+#define PF_SCHEMA_SIZE 512u
+#define PF_WAKE_OFFSET 768u
 #define PF_WAKE_SIZE 512u
-#define PF_SLOTS_OFFSET 768u
+#define PF_SYMBOLS_OFFSET 1280u
 
 /* Header fields: byte offsets from the start of the segment. */
 #define PF_OFF_MAGIC 0u /* magic (u64): The bytes "PRCFEED\0": identifies a pricefeed segment. */
-#define PF_OFF_VERSION 8u /* version (u32): Layout version (2). 0 while the creator is initialising; written last. */
+#define PF_OFF_VERSION 8u /* version (u32): Layout version (3). 0 while the creator is initialising; written last. */
 #define PF_OFF_HEADER_SIZE 12u /* header_size (u32): Size of this header in bytes (256). */
 #define PF_OFF_INCARNATION 16u /* incarnation (u64): Random non-zero id chosen when the segment is created. */
 #define PF_OFF_CAPACITY 24u /* capacity (u32): Number of slots in the slot table. */
 #define PF_OFF_RING_SIZE 28u /* ring_size (u32): Number of records in the change ring: a power of two. */
-#define PF_OFF_SLOT_SIZE 32u /* slot_size (u32): Size of one slot in bytes (64). */
-#define PF_OFF_RECORD_SIZE 36u /* record_size (u32): Size of one ring record in bytes (32). */
+#define PF_OFF_SLOT_SIZE 32u /* slot_size (u32): Size of one slot in bytes: 32 + 8 x field_count, rounded up to 64. */
+#define PF_OFF_RECORD_SIZE 36u /* record_size (u32): Size of one ring record in bytes: 24 + 8 x field_count; 32 for one field, else rounded up to 64. */
 #define PF_OFF_CREATED_NS 40u /* created_ns (u64): Creation time, nanoseconds since the Unix epoch. */
 #define PF_OFF_SLOTS_OFFSET 48u /* slots_offset (u64): Offset of the slot table from the start of the segment. */
 #define PF_OFF_RING_OFFSET 56u /* ring_offset (u64): Offset of the change ring from the start of the segment. */
@@ -68,48 +81,93 @@
 #define PF_OFF_PUBLISHER_EPOCH 204u /* publisher_epoch (u32): Number of times a publisher has taken the feed. */
 #define PF_OFF_WAKE_WORDS 208u /* wake_words (u32): Number of words in the wake table (128). */
 #define PF_OFF_PUBLISHER_STATE 216u /* publisher_state (u64): How the newest publisher stands: its epoch, whether it holds the feed or closed it cleanly, and a count of clean handovers (section 10). 0 from older writers. */
+#define PF_OFF_FIELD_COUNT 224u /* field_count (u32): Number of fields in the schema: 1 to 16. */
+#define PF_OFF_SCHEMA_OFFSET 232u /* schema_offset (u64): Offset of the schema table from the start of the segment (256). */
+#define PF_OFF_SYMBOLS_OFFSET 240u /* symbols_offset (u64): Offset of the symbol table from the start of the segment (1280). */
 
-/* A slot: one cache line, its own seqlock. Byte offsets inside the slot. */
+/* A schema entry (PF_SCHEMA_ENTRY_SIZE bytes; entry i at pf_schema_entry_offset(i)). */
+#define PF_FIELD_NAME 0u /* name (char[24]): The field's name, NUL-padded: a letter, then letters, digits or _ (1 to 23 bytes). */
+#define PF_FIELD_TYPE 24u /* type (u32): 1: f64 (IEEE 754 binary64, finite); 2: i64 (two's complement). */
+#define PF_FIELD_RESERVED 28u /* _reserved (u8[4]): Zero. */
+
+/* A slot: its own seqlock, pf_slot_size(fields) bytes (whole cache lines). Byte offsets inside
+   the slot; value i is at PF_SLOT_VALUES + PF_VALUE_SIZE * i. */
 #define PF_SLOT_LOCK 0u /* lock (u64): Seqlock: odd while the publisher writes the slot, even otherwise. */
-#define PF_SLOT_PRICE 8u /* price (f64): The symbol's current price (IEEE 754 binary64, finite). */
-#define PF_SLOT_TIME 16u /* time_ns (u64): Publish time of the current price, ns since the Unix epoch. */
-#define PF_SLOT_SEQ 24u /* seq (u64): Sequence of the change that set the current price. */
-#define PF_SLOT_SYMBOL 32u /* symbol (char[32]): The symbol, NUL-padded; written once, before slot_count grows. */
-#define PF_SLOT_SIZE 64u
+#define PF_SLOT_SEQ 8u /* seq (u64): Sequence of the change that set the current values. */
+#define PF_SLOT_TIME 16u /* time_ns (u64): Publish time of that change, ns since the Unix epoch. */
+#define PF_SLOT_CHANGED 24u /* changed (u32): Which fields that change changed: bit i for field i. */
+#define PF_SLOT_RESERVED 28u /* _reserved (u8[4]): Zero. */
+#define PF_SLOT_VALUES 32u /* value[i] (f64 or i64, as schema entry i says) at this + 8 * i */
 
-/* A ring record: half a cache line; its seq word doubles as its lock. */
+/* A ring record: pf_record_size(fields) bytes; its seq word doubles as its lock. Byte offsets
+   inside the record; value i is at PF_REC_VALUES + PF_VALUE_SIZE * i. */
 #define PF_REC_SEQ 0u /* seq (u64): Sequence of the change held; 0 while the record is being written. */
 #define PF_REC_SLOT 8u /* slot (u32): Index of the symbol's slot, or 0xFFFFFFFF for a change that was lost. */
-#define PF_REC_FLAGS 12u /* flags (u32): Reserved, 0. */
-#define PF_REC_PRICE 16u /* price (f64): The new price. */
-#define PF_REC_TIME 24u /* time_ns (u64): Publish time of the change, ns since the Unix epoch. */
-#define PF_RECORD_SIZE 32u
+#define PF_REC_CHANGED 12u /* changed (u32): Which fields the change changed: bit i for field i (0 for a lost change). */
+#define PF_REC_TIME 16u /* time_ns (u64): Publish time of the change, ns since the Unix epoch. */
+#define PF_REC_VALUES 24u /* value[i] (f64 or i64, as schema entry i says) at this + 8 * i */
 
 /* layout.py's digest() of the constants above: a build compares it with the Python side's. */
-#define PF_LAYOUT_DIGEST "dbd934b04f0b0ad3"
+#define PF_LAYOUT_DIGEST "de8411ebc0ea4ee4"
 
 PF_STATIC_ASSERT(PF_HEADER_SIZE == 4u * PF_CACHE_LINE, "the header is four cache lines");
 PF_STATIC_ASSERT(PF_OFF_HEAD_SEQ == 1u * PF_CACHE_LINE, "head_seq opens line 1");
 PF_STATIC_ASSERT(PF_OFF_FUTEX == 2u * PF_CACHE_LINE, "futex opens line 2");
 PF_STATIC_ASSERT(PF_OFF_CLOSED == 3u * PF_CACHE_LINE, "closed opens line 3");
 PF_STATIC_ASSERT(PF_OFF_PUBLISHER_STATE % 8u == 0, "publisher_state is naturally aligned");
-PF_STATIC_ASSERT(PF_WAKE_OFFSET == PF_HEADER_SIZE, "the wake table follows the header");
-PF_STATIC_ASSERT(PF_SLOTS_OFFSET == PF_WAKE_OFFSET + PF_WAKE_SIZE, "the slot table follows the wake table");
-PF_STATIC_ASSERT(PF_WAKE_SIZE % PF_CACHE_LINE == 0, "the slot table starts on a cache line");
+PF_STATIC_ASSERT(PF_OFF_SCHEMA_OFFSET % 8u == 0 && PF_OFF_SYMBOLS_OFFSET % 8u == 0, "the offsets are aligned u64s");
+PF_STATIC_ASSERT(PF_SCHEMA_OFFSET == PF_HEADER_SIZE, "the schema table follows the header");
+PF_STATIC_ASSERT(PF_SCHEMA_SIZE == PF_MAX_FIELDS * PF_SCHEMA_ENTRY_SIZE, "the schema table has an entry per field");
+PF_STATIC_ASSERT(PF_WAKE_OFFSET == PF_SCHEMA_OFFSET + PF_SCHEMA_SIZE, "the wake table follows the schema table");
+PF_STATIC_ASSERT(PF_SYMBOLS_OFFSET == PF_WAKE_OFFSET + PF_WAKE_SIZE, "the symbol table follows the wake table");
+PF_STATIC_ASSERT(PF_SCHEMA_SIZE % PF_CACHE_LINE == 0 && PF_WAKE_SIZE % PF_CACHE_LINE == 0,
+                 "the wake and symbol tables start on a cache line");
 PF_STATIC_ASSERT((PF_WAKE_WORDS & (PF_WAKE_WORDS - 1u)) == 0, "the wake table has a power of two words");
-PF_STATIC_ASSERT(PF_SLOT_SIZE == PF_CACHE_LINE, "a slot is one cache line");
-PF_STATIC_ASSERT(PF_CACHE_LINE % PF_RECORD_SIZE == 0, "records never straddle a line");
+PF_STATIC_ASSERT(PF_FIELD_TYPE % 4u == 0, "a schema entry's type is an aligned u32");
+PF_STATIC_ASSERT(PF_FIELD_NAME_MAX + 1u == PF_FIELD_NAME_FIELD, "a field name always ends in a NUL");
+PF_STATIC_ASSERT(PF_MAX_FIELDS <= 32u, "a changed mask (u32) has a bit per field");
+PF_STATIC_ASSERT(PF_VALUE_SIZE == 8u, "every value is one 8-byte word");
+PF_STATIC_ASSERT(PF_SLOT_LOCK == 0 && PF_REC_SEQ == 0, "the lock opens its slot, seq its record");
+PF_STATIC_ASSERT(PF_SLOT_VALUES % 8u == 0 && PF_REC_VALUES % 8u == 0, "the values are aligned 8-byte words");
+PF_STATIC_ASSERT(PF_SLOT_CHANGED % 4u == 0 && PF_REC_SLOT % 4u == 0 && PF_REC_CHANGED % 4u == 0,
+                 "the u32 words of a slot and a record are aligned");
+PF_STATIC_ASSERT(PF_SLOT_VALUES + 4u * PF_VALUE_SIZE <= PF_CACHE_LINE, "a slot of up to four fields is one cache line");
+PF_STATIC_ASSERT(PF_REC_VALUES + PF_VALUE_SIZE <= PF_CACHE_LINE / 2u, "a record of one field is half a cache line");
+PF_STATIC_ASSERT(PF_CACHE_LINE % PF_SYMBOL_FIELD == 0, "symbols never straddle a line");
 PF_STATIC_ASSERT(PF_SYMBOL_MAX + 1u == PF_SYMBOL_FIELD, "a symbol always ends in a NUL");
-PF_STATIC_ASSERT(sizeof(double) == 8, "prices are IEEE 754 binary64");
+PF_STATIC_ASSERT(sizeof(double) == 8, "f64 fields are IEEE 754 binary64");
 
-static inline uint64_t pf_ring_offset(uint32_t capacity) {
-    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)capacity * PF_SLOT_SIZE;
+/* The geometry of a feed of `fields` fields (1 to PF_MAX_FIELDS), as layout.py computes it. */
+static inline uint64_t pf__to_line(uint64_t size) {
+    return (size + PF_CACHE_LINE - 1u) / PF_CACHE_LINE * PF_CACHE_LINE;
 }
-static inline uint64_t pf_segment_size(uint32_t capacity, uint32_t ring_size) {
-    return pf_ring_offset(capacity) + (uint64_t)ring_size * PF_RECORD_SIZE;
+/* Bytes per slot: whole cache lines. */
+static inline uint64_t pf_slot_size(uint32_t fields) {
+    return pf__to_line((uint64_t)PF_SLOT_VALUES + (uint64_t)PF_VALUE_SIZE * fields);
 }
-static inline uint64_t pf_slot_offset(uint32_t index) {
-    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)index * PF_SLOT_SIZE;
+/* Bytes per ring record: half a cache line while that holds it, else whole lines. */
+static inline uint64_t pf_record_size(uint32_t fields) {
+    uint64_t size = (uint64_t)PF_REC_VALUES + (uint64_t)PF_VALUE_SIZE * fields;
+    return size <= PF_CACHE_LINE / 2u ? (uint64_t)(PF_CACHE_LINE / 2u) : pf__to_line(size);
+}
+/* Where the slot table starts: after the symbol table, on a cache line. */
+static inline uint64_t pf_slots_offset(uint32_t capacity) {
+    return (uint64_t)PF_SYMBOLS_OFFSET + pf__to_line((uint64_t)capacity * PF_SYMBOL_FIELD);
+}
+static inline uint64_t pf_ring_offset(uint32_t capacity, uint32_t fields) {
+    return pf_slots_offset(capacity) + (uint64_t)capacity * pf_slot_size(fields);
+}
+static inline uint64_t pf_segment_size(uint32_t capacity, uint32_t ring_size, uint32_t fields) {
+    return pf_ring_offset(capacity, fields) + (uint64_t)ring_size * pf_record_size(fields);
+}
+static inline uint64_t pf_slot_offset(uint32_t index, uint32_t capacity, uint32_t fields) {
+    return pf_slots_offset(capacity) + (uint64_t)index * pf_slot_size(fields);
+}
+static inline uint64_t pf_symbol_offset(uint32_t index) {
+    return (uint64_t)PF_SYMBOLS_OFFSET + (uint64_t)index * PF_SYMBOL_FIELD;
+}
+static inline uint64_t pf_schema_entry_offset(uint32_t field) {
+    return (uint64_t)PF_SCHEMA_OFFSET + (uint64_t)field * PF_SCHEMA_ENTRY_SIZE;
 }
 static inline uint32_t pf_wake_word_of(uint32_t slot) { return slot & (PF_WAKE_WORDS - 1u); }
 static inline uint64_t pf_wake_offset(uint32_t word) { return (uint64_t)PF_WAKE_OFFSET + 4u * (uint64_t)word; }

@@ -59,7 +59,7 @@
    >= 0 then always holds (pf_wait.h). */
 #define PF__FUTEX_MASK UINT32_C(0x7fffffff)
 
-/* Prices travel as the bits of an IEEE 754 binary64, in one 8-byte access. */
+/* A f64 travels as the bits of an IEEE 754 binary64, in one 8-byte access. */
 static inline double pf__load_double(const uint64_t *p) {
     uint64_t bits = PF__LOAD(p);
     double d;

@@ -22,39 +22,58 @@
 
 #include "pf_view.h"
 
-/* The slot's seqlock write (section 8, step 2). */
-static inline void pf_core_write_slot(const pf_view *v, uint64_t index, double price, uint64_t time_ns,
-                                      uint64_t seq) {
+/* The slot's seqlock write (section 8, step 2): every field of the change at once, under one
+   lock; `values` holds v->fields raw words, `changed` the mask of the fields it changed. */
+static inline void pf_core_write_slot(const pf_view *v, uint64_t index, const uint64_t *values, uint32_t changed,
+                                      uint64_t time_ns, uint64_t seq) {
     unsigned char *slot = pf_core_slot(v, index);
     uint64_t *lockp = (uint64_t *)(void *)(slot + PF_SLOT_LOCK);
+    uint64_t *vals = (uint64_t *)(void *)(slot + PF_SLOT_VALUES);
     uint64_t lock = PF__LOAD(lockp) & PF__LOCK_MASK; /* the mask matters only for a damaged word */
     PF__STORE(lockp, lock + 1u);                      /* odd: a write is in progress */
     PF__RELEASE(); /* pairs with the acquire fence before the second lock load in pf_core_read_slot() */
-    pf__store_double((uint64_t *)(void *)(slot + PF_SLOT_PRICE), price);
-    PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_TIME), time_ns);
     PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_SEQ), seq);
+    PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_TIME), time_ns);
+    PF__STORE((uint32_t *)(void *)(slot + PF_SLOT_CHANGED), changed);
+    for (uint32_t k = 0; k < v->fields; k++) PF__STORE(&vals[k], values[k]);
     PF__STORE_REL(lockp, lock + 2u); /* pairs with the acquire load of lock in pf_core_read_slot() */
 }
 
 /* The ring record of change `seq` (section 8, step 3). */
-static inline void pf_core_write_record(const pf_view *v, uint64_t index, double price, uint64_t time_ns,
-                                        uint64_t seq) {
+static inline void pf_core_write_record(const pf_view *v, uint64_t index, const uint64_t *values, uint32_t changed,
+                                        uint64_t time_ns, uint64_t seq) {
     unsigned char *rec = pf_core_record(v, seq);
     uint64_t *rseq = (uint64_t *)(void *)(rec + PF_REC_SEQ);
+    uint64_t *vals = (uint64_t *)(void *)(rec + PF_REC_VALUES);
     PF__STORE(rseq, (uint64_t)0);
     PF__RELEASE(); /* pairs with the acquire fence before the second seq load in pf_core_read_record() */
     PF__STORE((uint32_t *)(void *)(rec + PF_REC_SLOT), (uint32_t)index);
-    pf__store_double((uint64_t *)(void *)(rec + PF_REC_PRICE), price);
+    PF__STORE((uint32_t *)(void *)(rec + PF_REC_CHANGED), changed);
     PF__STORE((uint64_t *)(void *)(rec + PF_REC_TIME), time_ns);
+    for (uint32_t k = 0; k < v->fields; k++) PF__STORE(&vals[k], values[k]);
     PF__STORE_REL(rseq, seq); /* pairs with the acquire fence after the first seq load in pf_core_read_record() */
 }
 
 /* One change into its slot and its ring record (section 8, steps 2 and 3); the caller moves
    the head (a batch moves it once, after its last change). */
-static inline void pf_core_write_change(const pf_view *v, uint64_t index, double price, uint64_t time_ns,
-                                        uint64_t seq) {
-    pf_core_write_slot(v, index, price, time_ns, seq);
-    pf_core_write_record(v, index, price, time_ns, seq);
+static inline void pf_core_write_change(const pf_view *v, uint64_t index, const uint64_t *values, uint32_t changed,
+                                        uint64_t time_ns, uint64_t seq) {
+    pf_core_write_slot(v, index, values, changed, time_ns, seq);
+    pf_core_write_record(v, index, values, changed, time_ns, seq);
+}
+
+/* Section 8, step 1, for a slot that slot_count does not cover yet: its symbol into the symbol
+   table (NUL-padded; `symbol` is 1 to PF_SYMBOL_MAX bytes, checked by the caller), and the slot
+   reset to zero, odd lock and all (a publisher may have died while adding it). No reader looks
+   at such a slot, and step 4's release store publishes both. */
+static inline void pf_core_write_symbol(const pf_view *v, uint64_t index, const char *symbol) {
+    char *entry = pf_core_symbol(v, index);
+    size_t len = strlen(symbol);
+    if (len > PF_SYMBOL_MAX) len = PF_SYMBOL_MAX;
+    memset(entry, 0, PF_SYMBOL_FIELD);
+    memcpy(entry, symbol, len);
+    uint64_t *words = (uint64_t *)(void *)pf_core_slot(v, index);
+    for (uint64_t k = 0; k < v->slot_size / 8u; k++) PF__STORE(&words[k], (uint64_t)0);
 }
 
 /* Section 8, step 4: the slots below `count` are named and whole before the count covers
