@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Type, Union
 
 from ._errors import InvalidField, InvalidGeometry, InvalidPrice, InvalidSymbol
 from ._protocol import layout as L
@@ -37,6 +37,10 @@ class Quote(tuple):  # type: ignore[type-arg]
     ``Quote(symbol, price, time_ns, seq)`` makes one of the default schema (a ``price``)."""
 
     __slots__ = ()
+    if TYPE_CHECKING:  # a field is an attribute of its schema's class: q.price, q.bid
+
+        def __getattr__(self, name: str) -> Any: ...
+
     #: The schema: (name, type) per field.
     schema: Fields = L.DEFAULT_FIELDS
     _names: Tuple[str, ...] = ("price",)
@@ -109,20 +113,21 @@ def quote_type(fields: Fields) -> Type[Quote]:
     attrs: Dict[str, Any] = {"__slots__": (), "schema": fields, "_names": names, "__doc__": Quote.__doc__}
     for k, name in enumerate(names):
         attrs[name] = property(operator.itemgetter(1 + k), doc=f"Field {name} ({L.TYPE_NAMES[fields[k][1]]}).")
-    cls = type("Quote", (Quote,), attrs)
+    cls: Any = type("Quote", (Quote,), attrs)
     cls.__module__ = Quote.__module__
     new = tuple.__new__
 
     def build(symbol: str, values: Tuple[Any, ...], time_ns: int, seq: int, changed: int) -> Quote:
         return new(cls, (symbol, *values, time_ns, seq, changed))  # type: ignore[no-any-return]
 
-    cls._build = staticmethod(build)  # type: ignore[assignment]
+    cls._build = staticmethod(build)
     _TYPES[fields] = cls
-    return cls
+    return cls  # type: ignore[no-any-return]
 
 
 def _rebuild(fields: Fields, items: Tuple[Any, ...]) -> Quote:
-    return tuple.__new__(quote_type(tuple(map(tuple, fields))), items)  # type: ignore[arg-type, no-any-return]
+    schema: Any = tuple(map(tuple, fields))
+    return tuple.__new__(quote_type(schema), items)
 
 
 _DEFAULT = quote_type(L.DEFAULT_FIELDS)
@@ -140,21 +145,29 @@ def parse_fields(spec: Union[str, Iterable[Any], None]) -> Fields:
         items = list(spec)
     kinds = {v: k for k, v in L.TYPE_NAMES.items()}
     out = []
+    kind: Any
     for item in items:
         if isinstance(item, str):
             name, _, kind = item.partition(":")
             kind = kind.strip() or "f64"
         elif isinstance(item, (tuple, list)) and len(item) == 2:
             name, kind = item
+            kind = L.TYPE_NAMES.get(kind, kind) if isinstance(kind, int) else kind  # (name, 1) as fields gives it
         else:
-            raise InvalidGeometry(f"a field is NAME or NAME:TYPE (f64 or i64): got {item!r}")
+            raise InvalidGeometry(f"a field is NAME or NAME:TYPE (f64 or i64): got {_short(item)}")
         if kind not in kinds:
-            raise InvalidGeometry(f"field {str(name).strip()!r} has type {kind!r}; expected f64 or i64")
+            raise InvalidGeometry(f"field {_short(str(name).strip())} has type {_short(kind)}; expected f64 or i64")
         out.append((str(name).strip(), kinds[kind]))
     try:
         return L.check_fields(out)
     except ValueError as exc:
         raise InvalidGeometry(f"bad schema: {exc}") from None
+
+
+def _short(value: object) -> str:
+    """repr(value), cut to 60 characters: messages quote what was given, never all of it."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def format_fields(fields: Fields) -> str:
@@ -233,7 +246,7 @@ def check_value(kind: int, value: object, field: str, symbol: object = None) -> 
     where = f" for symbol {symbol!r}" if symbol is not None else ""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise InvalidField(f"{field}{where} must be a whole number (i64): {field}={value!r}")
-    number = operator.index(value)  # type: ignore[arg-type]  # numpy integers
+    number = operator.index(value)  # numpy integers
     if not I64_MIN <= number <= I64_MAX:
         raise InvalidField(f"{field}{where} must be from {I64_MIN} to {I64_MAX} (i64): {field}={value!r}")
     return number

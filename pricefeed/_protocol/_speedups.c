@@ -915,9 +915,84 @@ static PyTypeObject FollowType = {
     .tp_getset = Follow_getset,
 };
 
+/* merge(current, fields, spec) -> (values, changed) or None: writer.merge() in one pass (see
+   there): the record after setting `fields` (name -> value) over `current` (a tuple), and the
+   mask of the fields that differ. `spec` maps each name to its position for a f64 field, to
+   ~position for an i64 one. None for anything but a known name with a value of its field's
+   own type (a finite float; an int in the i64 range): the caller then checks in full. */
+static PyObject *merge(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3 || !PyTuple_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "merge(current: tuple, fields: dict, spec: dict)");
+        return NULL;
+    }
+    PyObject *current = args[0], *fields = args[1], *spec = args[2];
+    Py_ssize_t n = PyTuple_GET_SIZE(current);
+    if (n > PF_MAX_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "merge: more values than a schema has fields");
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(current, i);
+        Py_INCREF(item);
+        PyTuple_SET_ITEM(out, i, item);
+    }
+    unsigned long changed = 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(fields, &pos, &key, &value)) {
+        PyObject *where = PyDict_GetItemWithError(spec, key);
+        if (where == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            goto other;
+        }
+        long k = PyLong_AsLong(where);
+        if (k == -1 && PyErr_Occurred()) goto fail;
+        int is_float = k >= 0;
+        if (!is_float) k = ~k;
+        if (k >= n) goto other;
+        PyObject *old = PyTuple_GET_ITEM(current, k);
+        if (is_float) {
+            if (!PyFloat_CheckExact(value)) goto other;
+            double d = PyFloat_AS_DOUBLE(value);
+            if (!isfinite(d)) goto other;
+            if (PyFloat_CheckExact(old) && PyFloat_AS_DOUBLE(old) == d) continue; /* 0.0 == -0.0 */
+        } else {
+            if (!PyLong_CheckExact(value)) goto other;
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (overflow) goto other;
+            if (x == -1 && PyErr_Occurred()) goto fail;
+            if (PyLong_CheckExact(old)) {
+                long long y = PyLong_AsLongLongAndOverflow(old, &overflow);
+                if (!overflow && y == x) continue;
+            }
+        }
+        changed |= 1ul << k;
+        PyObject *prev = PyTuple_GET_ITEM(out, k);
+        Py_INCREF(value);
+        PyTuple_SET_ITEM(out, k, value);
+        Py_DECREF(prev);
+    }
+    return Py_BuildValue("(Nk)", out, changed);
+other:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"merge", (PyCFunction)(void (*)(void))merge, METH_FASTCALL, "writer.merge() in one pass, in C."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "pricefeed._protocol._speedups", "Python bindings over the pricefeed protocol's C core.",
-    -1, NULL, NULL, NULL, NULL, NULL,
+    -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 static int add_type(PyObject *m, const char *name, PyTypeObject *type) {

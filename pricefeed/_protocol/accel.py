@@ -89,6 +89,7 @@ class FeedWriter(writer.FeedWriter):
             raise
         self.commit = fast.commit  # type: ignore[method-assign]
         self.commit_many = fast.commit_many  # type: ignore[method-assign]
+        self.merge = _speedups.merge  # type: ignore[method-assign]
         self.wakes = wake
 
     @property

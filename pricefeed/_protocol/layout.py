@@ -363,8 +363,9 @@ def wake_offset(word: int) -> int:
     return WAKE_OFFSET + 4 * word
 
 
-#: Names a field may not have: the attributes every Quote has besides its fields.
-RESERVED_NAMES = frozenset({"symbol", "seq", "time_ns", "changed", "changed_mask", "fields", "schema"})
+#: Names a field may not have, in any case: the attributes every Quote has besides its fields,
+#: and "event", which tells an event from a quote in JSON output.
+RESERVED_NAMES = frozenset({"symbol", "seq", "time_ns", "changed", "changed_mask", "fields", "schema", "event"})
 
 
 def check_field_name(name: object) -> str:
@@ -376,9 +377,10 @@ def check_field_name(name: object) -> str:
         and name[0].isalpha()
         and all(c.isalnum() or c == "_" for c in name)
     ):
-        if name in RESERVED_NAMES:
+        if name.lower() in RESERVED_NAMES:
             raise ValueError(
-                f"field name {name!r} is taken by every quote; choose another than {', '.join(sorted(RESERVED_NAMES))}"
+                f"field name {name!r} is taken by every quote; choose another than "
+                f"{', '.join(sorted(RESERVED_NAMES))} (in any case)"
             )
         return name
     raise ValueError(

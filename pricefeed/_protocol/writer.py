@@ -9,7 +9,7 @@ This is the reference implementation; ``accel`` binds the hot methods to the C c
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import layout as L
 from .header import Geometry
@@ -40,6 +40,8 @@ from .reader import (  # the word indices are derived once, there
 )
 
 _LOCK_MASK = (1 << 63) - 1  # keeps lock + 2 inside a u64 whatever the word held
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
 
 
 class FeedWriter(FeedReader):
@@ -131,6 +133,34 @@ class FeedWriter(FeedReader):
         for view, value in zip(self._value_views, values):
             view[word] = value
             word += 1
+
+    @staticmethod
+    def merge(
+        current: Tuple[Any, ...], fields: Dict[str, Any], spec: Dict[str, int]
+    ) -> Optional[Tuple[Tuple[Any, ...], int]]:
+        """The record after setting ``fields`` (name -> value) over ``current``, and the mask
+        of the fields that differ (a value equal to the current one, as -0.0 to 0.0, leaves
+        it as it was): the publisher's common case, in one pass. ``spec`` maps each name to
+        its position for a f64 field, to ~position for an i64 one. None for anything but a
+        known name with a value of its field's own type as it comes (a finite float; an int
+        in the i64 range): the caller then converts, or refuses, with the full checks."""
+        merged = list(current)
+        changed = 0
+        for name, v in fields.items():
+            k = spec.get(name)
+            if k is None:
+                return None
+            if k >= 0:  # f64
+                if type(v) is not float or v - v:
+                    return None
+            else:
+                k = ~k
+                if type(v) is not int or not _I64_MIN <= v <= _I64_MAX:
+                    return None
+            if current[k] != v:
+                changed |= 1 << k
+                merged[k] = v
+        return tuple(merged), changed
 
     # -- repair after a publisher died mid-change (the caller holds the publisher lock) ------
     def slot_raw(self, index: int) -> Tuple[int, Tuple[Any, ...], int, int, int]:

@@ -52,8 +52,6 @@ FieldSpec = Union[str, Sequence[Any], None]
 
 #: No positional value was given to publish().
 _NOTHING: Any = object()
-_I64_MIN = -(1 << 63)
-_I64_MAX = (1 << 63) - 1
 
 
 def _check_mode(mode: int, allow_world_writable: bool) -> int:
@@ -280,7 +278,7 @@ class Publisher:
         """The feed's schema: (name, type) per field, type 1 for f64 and 2 for i64."""
         return self.geometry.fields
 
-    def publish(self, symbol: str, value: Any = _NOTHING, time_ns: Optional[int] = None, **fields: Any) -> bool:
+    def publish(self, symbol: str, value: Any = _NOTHING, /, time_ns: Optional[int] = None, **fields: Any) -> bool:
         """Set fields of ``symbol``: ``publish("AAPL", 187.25)`` on a feed of one field,
         ``publish("ES", bid=5201.25, ask=5201.5)`` on any. Fields not given keep their values.
         Returns False, with no event and no wake-up, when no field differs from its current
@@ -318,7 +316,7 @@ class Publisher:
                 return False
             values, changed = update, 1
         else:
-            merged = self._merge_fast(self._last[index], fields) if value is _NOTHING else None
+            merged = w.merge(self._last[index], fields, self._spec) if value is _NOTHING else None
             if merged is None:  # something to convert, or to refuse: the full checks
                 merged = self._merge(self._last[index], self._given(symbol, value, fields))
             values, changed = merged
@@ -350,29 +348,6 @@ class Publisher:
             raise
         return True
 
-    def _merge_fast(self, current: Tuple[Any, ...], fields: Mapping[str, Any]) -> Optional[Tuple[Tuple[Any, ...], int]]:
-        """_merge(current, _given(...)) for the common case, in one pass: named fields of the
-        schema, each value of its field's own type as it comes (a finite float, an int in
-        range). None for anything else, which the full checks convert or refuse."""
-        spec = self._spec
-        merged = list(current)
-        changed = 0
-        for name, v in fields.items():
-            k = spec.get(name)
-            if k is None:
-                return None
-            if k >= 0:  # f64
-                if type(v) is not float or v - v:
-                    return None
-            else:
-                k = ~k
-                if type(v) is not int or not _I64_MIN <= v <= _I64_MAX:
-                    return None
-            if current[k] != v:
-                changed |= 1 << k
-                merged[k] = v
-        return tuple(merged), changed
-
     def _given(self, symbol: object, value: Any, fields: Mapping[str, Any]) -> List[Tuple[int, Any]]:
         """(field position, checked value) of what a publish gives; InvalidField naming an
         unknown field, a value given twice or none at all."""
@@ -393,7 +368,8 @@ class Publisher:
         for name, v in fields.items():
             k = position.get(name)
             if k is None:
-                raise InvalidField(f"feed {self.name!r} has no field {name!r}; its fields are {', '.join(self._names)}")
+                shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+                raise InvalidField(f"feed {self.name!r} has no field {shown}; its fields are {', '.join(self._names)}")
             out.append((k, check_value(self._kinds[k], v, name, symbol)))
         return out
 

@@ -16,7 +16,7 @@ import pytest
 if sys.platform != "win32":
     import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
 from _workers import feed_reader
-from conftest import Proc, linux_only, posix_only, worker
+from conftest import Proc, linux_only, posix_only, unlink_feed, worker
 
 from pricefeed import (
     BadSegment,
@@ -442,7 +442,7 @@ def _poke(feed: str, offset: int, data: bytes) -> None:
 def test_other_layout_version_names_both(feed: str) -> None:
     Publisher.create(feed).close()
     _poke(feed, L.OFF_VERSION, (7).to_bytes(4, "little"))
-    with pytest.raises(LayoutVersionMismatch, match="layout version 7; this pricefeed reads version 2"):
+    with pytest.raises(LayoutVersionMismatch, match="layout version 7; this pricefeed reads version 3"):
         Subscriber(feed)
     with pytest.raises(LayoutVersionMismatch):
         Publisher.open(feed)
@@ -452,7 +452,18 @@ def test_other_layout_version_names_both(feed: str) -> None:
 def test_truncated_segment_is_reported(feed: str) -> None:
     Publisher.create(feed, capacity=8, ring_size=16).close()
     os.truncate(segment_path(feed), 600)
-    with pytest.raises(BadSegment, match="truncated: 600 bytes, expected at least 1792"):
+    with pytest.raises(BadSegment, match="truncated: 600 bytes, expected at least 1280 for a header, a schema"):
+        Subscriber(feed)
+    Publisher.create(feed + "4", capacity=8, ring_size=16, fields="bid,ask,size:i64,n:i64").close()
+    try:
+        os.truncate(segment_path(feed + "4"), 2600)
+        with pytest.raises(
+            BadSegment, match="truncated: 2600 bytes, expected at least 3072 for capacity 8, ring size 16 and 4"
+        ):
+            Subscriber(feed + "4")
+    finally:
+        unlink_feed(feed + "4")
+    with pytest.raises(BadSegment, match="truncated: 600 bytes"):
         Subscriber(feed)
 
 
