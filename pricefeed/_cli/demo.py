@@ -1,5 +1,10 @@
 """``pricefeed demo``: a random-walk publisher in a child process and a subscriber here.
 
+The feed is a top of book: each symbol has a bid, an ask and their sizes (fields
+bid:f64,ask:f64,bid_size:i64,ask_size:i64), the bid always below the ask and the sizes
+positive. A change sets some of them: the prices move (and their sizes with them), or one
+size changes alone; the subscriber marks the fields each change set.
+
 The child creates the feed and is its first and only publisher; the subscriber waits for the
 feed to appear, so it sees every change from the first and no takeover event. Each change is
 printed with its latency, from the publisher's time stamp to the moment the line is printed.
@@ -12,7 +17,7 @@ import random
 import subprocess
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable, Dict, List
 
 from .._errors import FeedNotFound, PricefeedError, Timeout
 from .._roles.admin import remove
@@ -20,12 +25,24 @@ from .._roles.publisher import Publisher
 from .._roles.subscriber import APPEAR_POLL, Subscriber
 from .._values import Quote
 
-SYMBOLS = {"AAPL": 187.0, "MSFT": 415.0, "EURUSD": 1.085, "BTCUSD": 67000.0, "ES": 5200.0}
+#: The demo feed's fields.
+FIELDS = "bid:f64,ask:f64,bid_size:i64,ask_size:i64"
+#: Each symbol's tick (its prices are whole ticks), the decimals a tick has, its first bid and
+#: the usual size of an order.
+BOOKS = {
+    "AAPL": (0.01, 2, 187.0, 100),
+    "MSFT": (0.01, 2, 415.0, 100),
+    "EURUSD": (0.00005, 5, 1.085, 1_000_000),
+    "BTCUSD": (0.5, 1, 67000.0, 2),
+    "ES": (0.25, 2, 5200.0, 20),
+}
 #: How long the subscriber waits for the child to create the feed.
 START_SECONDS = 30.0
-PRICE_WIDTH = 12
+PRICE_WIDTH = 11
+SIZE_WIDTH = 9
 
 FOOTER = (
+    "*: the fields the change set; the others kept their values (one change, one sequence number).",
     "latency: from the publisher's time stamp to this line's print, Python's print included. The",
     f"  first lines waited for the feed to appear (the subscriber looks every {APPEAR_POLL * 1000:g} ms); after",
     "  them, each change wakes a CPU left idle for 50 to 150 ms: a cold wake-up. `pricefeed bench`",
@@ -33,20 +50,58 @@ FOOTER = (
 )
 
 
+class _Book:
+    """One symbol's top of book, in whole ticks: the bid, the spread (1 to 3 ticks: the bid
+    stays below the ask) and the sizes (at least 1)."""
+
+    def __init__(self, symbol: str, rng: random.Random) -> None:
+        self.tick, self.decimals, first, self.lot = BOOKS[symbol]
+        self.rng = rng
+        self.bid = round(first / self.tick)
+        self.spread = 1
+        self.bid_size = self._size()
+        self.ask_size = self._size()
+
+    def _size(self) -> int:
+        return max(1, round(self.rng.expovariate(1 / self.lot)))
+
+    def _price(self, ticks: int) -> float:
+        return round(ticks * self.tick, self.decimals)
+
+    def quote(self) -> Dict[str, Any]:
+        return {
+            "bid": self._price(self.bid),
+            "ask": self._price(self.bid + self.spread),
+            "bid_size": self.bid_size,
+            "ask_size": self.ask_size,
+        }
+
+    def step(self) -> Dict[str, Any]:
+        """Move the book one random step; the fields to publish (some may keep their value)."""
+        if self.rng.random() < 0.5:  # the prices move, and their sizes with them
+            self.bid += self.rng.choice((-2, -1, 1, 2))
+            self.spread = self.rng.choice((1, 1, 1, 2, 3))
+            self.bid_size, self.ask_size = self._size(), self._size()
+            return self.quote()
+        if self.rng.random() < 0.5:  # an order joins or leaves one side
+            self.bid_size = self._size()
+            return {"bid_size": self.bid_size}
+        self.ask_size = self._size()
+        return {"ask_size": self.ask_size}
+
+
 def simulate(feed: str, seconds: float, seed: int) -> None:
-    """The publisher side: create the feed, then a random walk of a few symbols, a change every
-    50 to 150 ms; end the feed when done."""
+    """The publisher side: create the feed, then a random walk of a few symbols' top of book,
+    a change every 50 to 150 ms; end the feed when done."""
     rng = random.Random(seed)
-    prices = dict(SYMBOLS)
-    with Publisher.create(feed, capacity=16, ring_size=256) as pub:
-        pub.publish_many(prices)
+    books = {symbol: _Book(symbol, rng) for symbol in BOOKS}
+    with Publisher.create(feed, capacity=16, ring_size=256, fields=FIELDS) as pub:
+        pub.publish_many({symbol: book.quote() for symbol, book in books.items()})
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
             time.sleep(rng.uniform(0.05, 0.15))
-            symbol = rng.choice(list(prices))
-            step = prices[symbol] * rng.gauss(0, 0.0005)
-            prices[symbol] = round(prices[symbol] + step, 5 if prices[symbol] < 10 else 2)
-            pub.publish(symbol, prices[symbol])  # a step that rounds to nothing is no change
+            symbol = rng.choice(list(books))
+            pub.publish(symbol, **books[symbol].step())  # a step that sets nothing new is no change
         pub.end()
 
 
@@ -86,7 +141,9 @@ def _wait_for(feed: str, child: subprocess.Popen[bytes]) -> Subscriber:
 
 def _follow(sub: Subscriber, seconds: float, out: Callable[[str], None]) -> int:
     """Print each change until the publisher ends the feed; the number of changes printed."""
-    out(f"{'seq':>6}  {'symbol':<8} {'price':>{PRICE_WIDTH}}  {'latency':>10}")
+    names = ("bid", "ask", "bid_size", "ask_size")
+    widths = (PRICE_WIDTH, PRICE_WIDTH, SIZE_WIDTH, SIZE_WIDTH)
+    out(f"{'seq':>6}  {'symbol':<8}" + "".join(f" {n:>{w}} " for n, w in zip(names, widths)) + f" {'latency':>9}")
     changes = 0
     try:
         for event in sub.updates(timeout=seconds + 5):
@@ -94,7 +151,12 @@ def _follow(sub: Subscriber, seconds: float, out: Callable[[str], None]) -> int:
                 out(f"# {event!r}")
                 continue
             latency_us = (time.time_ns() - event.time_ns) / 1000
-            out(f"{event.seq:>6}  {event.symbol:<8} {event.price!r:>{PRICE_WIDTH}}  {latency_us:>7.0f} µs")
+            values = event.fields
+            changed = set(event.changed)
+            cells: List[str] = [
+                f" {values[n]!r:>{w}}{'*' if n in changed else ' '}" for n, w in zip(names, widths) if n in values
+            ]
+            out(f"{event.seq:>6}  {event.symbol:<8}" + "".join(cells) + f" {latency_us:>6.0f} µs")
             changes += 1
     except Timeout:
         out("demo: the publisher stopped without ending the feed")

@@ -5,8 +5,10 @@ One place, ``main()``, maps errors to exits: a PricefeedError exits with its cla
 No traceback reaches the user. ``pricefeed --help`` and docs/cli.md list every code, both made
 by ``exit_codes()`` from the error classes, and a test keeps the doc in step with them.
 
-What the command line reads (prices, SYMBOL=PRICE, stream lines, modes) and how a bad value is
-quoted back are in ``_input``; this module only wires them to the library.
+What the command line reads (prices and other field values, SYMBOL=PRICE, SYMBOL NAME=VALUE,
+stream and JSON lines, --fields, modes) and how a bad value is quoted back are in ``input``;
+this module only wires them to the library and writes what the library gives back (one value
+on a feed of one field, NAME=VALUE... changed=... on a feed of several).
 """
 
 from __future__ import annotations
@@ -21,24 +23,39 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequ
 
 import click
 
-from .._errors import FeedExists, FeedNotFound, InvalidInput, PricefeedError, UnsupportedPlatform
+from .._errors import (
+    FeedExists,
+    FeedNotFound,
+    InvalidField,
+    InvalidGeometry,
+    InvalidInput,
+    PricefeedError,
+    UnsupportedPlatform,
+)
 from .._protocol import implementation
 from .._protocol import layout as L
 from .._roles.admin import feed_names, remove
 from .._roles.publisher import Publisher
 from .._roles.subscriber import Event, FeedStatus, Subscriber
-from .._values import EVENT_NAMES, Quote
+from .._segment import Segment
+from .._segment.attach import attach
+from .._segment.common import check_trust
+from .._values import EVENT_NAMES, Fields, Quote, format_fields
 from .input import (
     MAX_LINE,
+    Item,
+    Schema,
     checked_feed,
     checked_owner,
     decode_line,
-    parse_assignment,
+    parse_arguments,
     parse_capacity,
+    parse_fields_option,
     parse_line,
     parse_mode,
     parse_ring,
     parse_symbol,
+    quote,
     read_lines,
 )
 
@@ -57,7 +74,7 @@ def exit_codes() -> List[Tuple[int, str, str]]:
     rows.append((2, "—", "Usage error: an unknown command or option, a missing argument, an option out of its range."))
     for name in _errors.__all__:
         cls = getattr(_errors, name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
         rows.append((cls.exit_code, f"`{name}`", doc))
     rows.append((EXIT_INTERRUPTED, "—", "Interrupted by Ctrl-C (SIGINT)."))
     rows.sort(key=lambda r: r[0])
@@ -115,13 +132,39 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _value_text(value: Any) -> str:
+    """A field's value as the output writes it: a float as repr does (it reads back as the same
+    float), an integer in decimal."""
+    return repr(value)
+
+
 def _quote_json(q: Quote) -> Dict[str, Any]:
-    return {"symbol": q.symbol, "price": q.price, "seq": q.seq, "time_ns": q.time_ns}
+    """symbol, every field, seq, time_ns and changed (the names of the fields the change set)."""
+    out: Dict[str, Any] = {"symbol": q.symbol}
+    out.update(q.fields)
+    out.update(seq=q.seq, time_ns=q.time_ns, changed=list(q.changed))
+    return out
+
+
+def _field_cells(q: Quote) -> List[str]:
+    """``NAME=VALUE`` for each field, then ``changed=NAME,...``."""
+    cells = [f"{name}={_value_text(value)}" for name, value in q.fields.items()]
+    return [*cells, "changed=" + ",".join(q.changed)]
 
 
 def _quote_text(q: Quote, width: int, seq_width: int = 10) -> str:
-    """``SEQ SYMBOL PRICE``, the price as repr writes it (it reads back as the same float)."""
-    return f"{q.seq:>{seq_width}} {q.symbol:<{width}} {q.price!r}"
+    """``SEQ SYMBOL PRICE`` on a feed of one field, the value alone; on a feed of several,
+    ``SEQ SYMBOL NAME=VALUE... changed=NAME,...``."""
+    if len(q.schema) == 1:
+        return f"{q.seq:>{seq_width}} {q.symbol:<{width}} {_value_text(q[1])}"
+    return f"{q.seq:>{seq_width}} {q.symbol:<{width}} " + " ".join(_field_cells(q))
+
+
+def _values_text(q: Quote) -> str:
+    """What ``get`` prints: the value alone on a feed of one field, else ``NAME=VALUE...``."""
+    if len(q.schema) == 1:
+        return _value_text(q[1])
+    return " ".join(f"{name}={_value_text(value)}" for name, value in q.fields.items())
 
 
 def _table(rows: List[List[str]], right: Sequence[int] = ()) -> List[str]:
@@ -164,6 +207,10 @@ _creation = [
     click.option("--mode", default="0600", show_default=True, callback=_parsed(parse_mode), metavar="OCTAL",
                  help="Permissions of the segment, 0600 to 0777, owner read and write included, applied exactly "
                       "(the umask does not narrow them); one that lets every user write needs --allow-world-writable."),
+    click.option("--fields", callback=_parsed(parse_fields_option), metavar="NAME:TYPE,...",
+                 help=f"The feed's fields, fixed for its life: 1 to {L.MAX_FIELDS} NAME:TYPE separated by commas, TYPE "
+                      "f64 or i64, such as bid:f64,ask:f64,bid_size:i64 (default: one f64 named price). A NAME is "
+                      f"1 to {L.FIELD_NAME_MAX} characters, a letter then letters, digits or _."),
 ]  # fmt: skip
 
 
@@ -213,45 +260,65 @@ def cli() -> None:
 @feed_argument()
 @creation_options
 @click.option("--allow-world-writable", is_flag=True, help="Allow a --mode that lets every user write the feed.")
-def create(feed: str, capacity: int, ring_size: int, mode: int, allow_world_writable: bool) -> None:
+def create(
+    feed: str, capacity: int, ring_size: int, mode: int, fields: Optional[Fields], allow_world_writable: bool
+) -> None:
     """Create FEED, empty, with no publisher."""
     with _hint(FeedExists, f" (pricefeed publish {feed} publishes to it; pricefeed rm {feed} removes it)"):
-        Publisher.create(feed, capacity, ring_size, mode, allow_world_writable=allow_world_writable).close()
+        Publisher.create(
+            feed, capacity, ring_size, mode, allow_world_writable=allow_world_writable, fields=_spec(fields)
+        ).close()
 
 
-PUBLISH_HELP = f"""Publish prices to FEED, creating it if it is missing.
+PUBLISH_HELP = f"""Publish values to FEED, creating it if it is missing.
 
-Either SYMBOL=PRICE pairs (split at the last =), published as one batch, all or nothing; or -
-to read lines from standard input, "SYMBOL PRICE" or "SYMBOL=PRICE" each, published as each
-arrives. Blank lines and lines starting with # are skipped. A bad line, or one longer than
-{MAX_LINE} bytes, is reported with its number and skipped, and the exit code at the end is 7;
-with --strict the first bad line stops the stream.
+Either values on the command line, published as one batch, all or nothing: SYMBOL=PRICE (split
+at the last =) on a feed of one field, or SYMBOL NAME=VALUE... (every NAME=VALUE after SYMBOL,
+up to the next argument without =, is one of its fields; fields not named keep their values).
+Or - to read lines from standard input, published as each arrives: "SYMBOL PRICE" or
+"SYMBOL=PRICE" (a feed of one field), "SYMBOL NAME=VALUE...", or a JSON object such as
+{{"symbol": "ES", "bid": 5201.25, "bid_size": 12}}. Blank lines and lines starting with # are
+skipped. A bad line, or one longer than {MAX_LINE} bytes, is reported with its number and
+skipped, and the exit code at the end is 7; with --strict the first bad line stops the stream.
 
-A PRICE is written in decimal: digits with an optional sign, decimal point and exponent, such
-as 187.25, -0.5 or 1.5e3. Spaces around it, underscores, inf, nan and hex are refused, and so is
-a number a float cannot hold as written: one that overflows, or a nonzero one smaller in
-magnitude than {sys.float_info.min!r}.
+An f64 value (a PRICE) is written in decimal: digits with an optional sign, decimal point and
+exponent, such as 187.25, -0.5 or 1.5e3. Spaces around it, underscores, inf, nan and hex are
+refused, and so is a number a float cannot hold as written: one that overflows, or a nonzero
+one smaller in magnitude than {sys.float_info.min!r}. An i64 value is an optional sign and
+decimal digits, from {-(2**63)} to {2**63 - 1}; in JSON, an integer.
 
-The creation options apply only when the feed is created.
+The creation options apply only when the feed is created; --fields, when given, must also be
+the schema of a feed that exists.
 """
 
 
 @cli.command(help=PUBLISH_HELP)
 @feed_argument()
-@click.argument("values", nargs=-1, required=True, metavar="SYMBOL=PRICE... | -")
+@click.argument("values", nargs=-1, required=True, metavar="SYMBOL=PRICE... | SYMBOL NAME=VALUE... | -")
 @creation_options
 @click.option("--strict", is_flag=True, help="With -, stop at the first bad line.")
 @click.option("--end", "end_feed", is_flag=True, help="End the feed for good when done (subscribers finish).")
 @trust_options(publisher=True)
-def publish(feed: str, values: Tuple[str, ...], capacity: int, ring_size: int, mode: int,
+def publish(feed: str, values: Tuple[str, ...], capacity: int, ring_size: int, mode: int, fields: Optional[Fields],
             strict: bool, end_feed: bool, owner: Optional[str], allow_world_writable: bool) -> None:  # fmt: skip
     stream = values == ("-",)
-    batch: List[Tuple[str, float]] = [] if stream else [parse_assignment(v) for v in values]
+    # The values are read with the feed's schema, before the feed is opened or created: bad
+    # values leave it untouched (and a missing feed not created).
+    schema = _schema_of(feed, owner, allow_world_writable)
+    if schema is not None and fields is not None and schema != fields:
+        raise _other_schema(feed, schema, fields)
+    if schema is None:
+        schema = fields or L.DEFAULT_FIELDS
+    batch: List[Item] = [] if stream else parse_arguments(list(values), Schema(schema, feed))
     with Publisher.open_or_create(
-        feed, capacity, ring_size, mode, owner=owner, allow_world_writable=allow_world_writable
+        feed, capacity, ring_size, mode, owner=owner, allow_world_writable=allow_world_writable, fields=_spec(fields)
     ) as pub:
+        if pub.fields != schema:  # removed and created anew meanwhile, with other fields
+            if fields is not None:
+                raise _other_schema(feed, pub.fields, fields)
+            batch = [] if stream else parse_arguments(list(values), Schema(pub.fields, feed))
         if stream:
-            bad = _publish_stream(pub, sys.stdin.buffer, strict)
+            bad = _publish_stream(pub, sys.stdin.buffer, strict, Schema(pub.fields, feed))
         else:
             pub.publish_many(batch)
             bad = 0
@@ -261,14 +328,50 @@ def publish(feed: str, values: Tuple[str, ...], capacity: int, ring_size: int, m
         raise InvalidInput(f"{_plural(bad, 'bad line')} skipped (see above)")
 
 
-def _publish_stream(pub: Publisher, stream: BinaryIO, strict: bool) -> int:
+def _spec(fields: Optional[Fields]) -> Optional[str]:
+    """A schema as the library's ``fields=`` takes it (its text), or None for the default."""
+    return None if fields is None else format_fields(fields)
+
+
+def _schema_of(feed: str, owner: Optional[str], allow_world_writable: bool) -> Optional[Fields]:
+    """The schema of the feed ``feed``, read without taking the publisher role; None if there
+    is no such feed. A feed the publisher may not use raises what the publisher would meet."""
+    try:
+        seg = Segment.open(feed, writable=False)
+    except FeedNotFound:
+        return None
+    try:
+        check_trust(seg, feed, True, owner, allow_world_writable)  # as a publisher, before reading
+    finally:
+        seg.close()
+    try:
+        seg, geometry = attach(feed, writable=False, owner=owner, allow_world_writable=allow_world_writable)
+    except FeedNotFound:
+        return None
+    seg.close()
+    return geometry.fields
+
+
+def _other_schema(feed: str, schema: Fields, fields: Fields) -> InvalidGeometry:
+    return InvalidGeometry(
+        f"feed {feed!r} has fields {format_fields(schema)}, not {format_fields(fields)}: --fields applies when a "
+        f"feed is created, and a feed's fields are fixed (pricefeed rm {feed} removes it)"
+    )
+
+
+def _publish_stream(pub: Publisher, stream: BinaryIO, strict: bool, schema: Schema) -> int:
     """Publish each good line as it comes; report each bad one. The number of bad lines."""
     bad = 0
     for number, line in enumerate(read_lines(stream), 1):
         try:
-            pair = parse_line(decode_line(line))
-            if pair is not None:
-                pub.publish(*pair)
+            item = parse_line(decode_line(line), schema)
+            if item is None:
+                continue
+            symbol, value = item
+            if isinstance(value, dict):
+                pub.publish_many((item,))  # named fields: publish()'s keywords could clash with a name
+            else:
+                pub.publish(symbol, value)
         except InvalidInput as exc:
             if strict:
                 raise type(exc)(f"line {number}: {exc}") from None
@@ -296,21 +399,27 @@ def _publish_stream(pub: Publisher, stream: BinaryIO, strict: bool) -> int:
 @click.option("--spin-us", type=click.FloatRange(min=0, max=10_000), default=0, show_default=True,
               help="Poll for this many µs before sleeping: catches bursts without a wake-up.")  # fmt: skip
 @click.option("--exit-on-reset", is_flag=True, help="Exit 13 if FEED is removed and created anew.")
+@click.option("--on", "on_fields", multiple=True, metavar="FIELD,...",
+              help="Only changes that changed one of these fields (comma-separated; repeatable).")  # fmt: skip
 @trust_options(publisher=False)
 def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optional[int],
               timeout: Optional[float], conflate: bool, snapshot: bool, command: Optional[str],
-              wait: bool, exit_on_reset: bool, spin_us: float, owner: Optional[str],
+              wait: bool, exit_on_reset: bool, spin_us: float, on_fields: Tuple[str, ...], owner: Optional[str],
               allow_world_writable: bool) -> None:  # fmt: skip
     """Print each change of FEED (or of SYMBOLS only) once, in order, as it happens.
 
-    Text lines are "SEQ SYMBOL PRICE", the price written so that it reads back as the same float;
-    events (gap, publisher gone, publisher restarted, reset, ended) are lines starting with #.
-    After a gap (the subscriber fell more than a ring behind) come the latest values of the
-    symbols that changed meanwhile, once each. The feed ending (publish --end) exits 0.
+    Text lines are "SEQ SYMBOL PRICE" on a feed of one field, the value written so that it
+    reads back as the same number; on a feed of several, "SEQ SYMBOL NAME=VALUE...
+    changed=NAME,..." with every field and the names of those the change set. Events (gap,
+    publisher gone, publisher restarted, reset, ended) are lines starting with #. After a gap
+    (the subscriber fell more than a ring behind) come the latest values of the symbols that
+    changed meanwhile, once each. The feed ending (publish --end) exits 0.
 
-    --exec runs CMD once per change with PRICEFEED_FEED, PRICEFEED_SYMBOL, PRICEFEED_PRICE,
-    PRICEFEED_SEQ and PRICEFEED_TIME_NS in its environment, waiting for each run to finish;
-    events then go to standard error.
+    --exec runs CMD once per change with PRICEFEED_FEED, PRICEFEED_SYMBOL, PRICEFEED_SEQ,
+    PRICEFEED_TIME_NS, PRICEFEED_CHANGED (the names of the fields the change set, separated by
+    commas) and one PRICEFEED_NAME per field (its name in capitals: PRICEFEED_PRICE,
+    PRICEFEED_BID) in its environment, waiting for each run to finish; events then go to
+    standard error.
     """
     if wait and feed not in feed_names():
         click.echo(f"pricefeed: waiting for feed {feed!r} to appear", err=True)
@@ -318,6 +427,8 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
     seen = 0
     hint = " (--wait waits for it to appear; pricefeed ls lists the feeds there are)"
     with _subscriber(feed, owner, allow_world_writable, hint, wait=wait) as sub:
+        on = _on_fields(feed, on_fields, sub.fields) if on_fields else None
+        run_command = _Exec(command, feed) if command is not None else None
         events = sub.updates(
             symbols or None,
             timeout=timeout,
@@ -325,13 +436,14 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
             snapshot=snapshot,
             reattach=not exit_on_reset,
             spin=spin_us / 1e6,
+            on=on,
         )
         for event in events:
             if not isinstance(event, Quote):
                 _print_event(event, as_json, to_stderr=command is not None)
                 continue
-            if command is not None:
-                _run(command, feed, event)
+            if run_command is not None:
+                run_command(event)
             elif as_json:
                 _out(json.dumps(_quote_json(event)))
             else:
@@ -357,30 +469,74 @@ def _print_event(event: Optional[Event], as_json: bool, to_stderr: bool, feed: s
         _out(line)
 
 
-def _run(command: str, feed: str, q: Quote) -> None:
-    env = dict(os.environ)
-    env.update(
-        PRICEFEED_FEED=feed,
-        PRICEFEED_SYMBOL=q.symbol,
-        PRICEFEED_PRICE=repr(q.price),
-        PRICEFEED_SEQ=str(q.seq),
-        PRICEFEED_TIME_NS=str(q.time_ns),
-    )
-    code = subprocess.call(command, shell=True, env=env)
-    if code != 0:
-        click.echo(f"pricefeed: --exec command exited {code} for seq {q.seq} ({q.symbol})", err=True)
+def _on_fields(feed: str, given: Tuple[str, ...], fields: Fields) -> List[str]:
+    """--on's field names (each option comma-separated), every one a field of the feed."""
+    names = [name for option in given for name in option.split(",")]
+    known = [name for name, _ in fields]
+    for name in names:
+        if name not in known:
+            raise InvalidField(f"--on: feed {feed!r} has no field {quote(name)}; its fields are {', '.join(known)}")
+    return names
+
+
+#: Variables of pricefeed's own, which a field's variable (PRICEFEED_ and its name in capitals)
+#: must not replace: those --exec sets for every change, and those that configure pricefeed.
+OWN_VARIABLES = frozenset({"FEED", "SYMBOL", "SEQ", "TIME_NS", "CHANGED", "WAIT", "PURE", "DIR", "LOCK_DIR"})
+
+
+class _Exec:
+    """--exec: run the command once per change, each field in a variable of its own."""
+
+    def __init__(self, command: str, feed: str) -> None:
+        self.command = command
+        self.feed = feed
+        self._names: Dict[Fields, List[Tuple[str, str]]] = {}
+
+    def _variables(self, schema: Fields) -> List[Tuple[str, str]]:
+        """(field, variable) for each field of ``schema`` that has one; says once which have not."""
+        found = self._names.get(schema)
+        if found is None:
+            found = []
+            for name, _ in schema:
+                if name.upper() in OWN_VARIABLES:
+                    click.echo(
+                        f"pricefeed: field {name!r} is not given to --exec: PRICEFEED_{name.upper()} is "
+                        "one of pricefeed's own variables",
+                        err=True,
+                    )
+                else:
+                    found.append((name, f"PRICEFEED_{name.upper()}"))
+            self._names[schema] = found
+        return found
+
+    def __call__(self, q: Quote) -> None:
+        env = dict(os.environ)
+        values = q.fields
+        for name, variable in self._variables(q.schema):
+            env[variable] = _value_text(values[name])
+        env.update(
+            PRICEFEED_FEED=self.feed,
+            PRICEFEED_SYMBOL=q.symbol,
+            PRICEFEED_SEQ=str(q.seq),
+            PRICEFEED_TIME_NS=str(q.time_ns),
+            PRICEFEED_CHANGED=",".join(q.changed),
+        )
+        code = subprocess.call(self.command, shell=True, env=env)
+        if code != 0:
+            click.echo(f"pricefeed: --exec command exited {code} for seq {q.seq} ({q.symbol})", err=True)
 
 
 @cli.command()
 @feed_argument()
 @click.argument("symbol", callback=_parsed(parse_symbol))
-@click.option("--json", "as_json", is_flag=True, help="Print symbol, price, seq and time_ns as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print symbol, every field, seq, time_ns and changed as JSON.")
 @trust_options(publisher=False)
 def get(feed: str, symbol: str, as_json: bool, owner: Optional[str], allow_world_writable: bool) -> None:
-    """Print SYMBOL's current price in FEED (exit 4 if it has none)."""
+    """Print SYMBOL's current value in FEED (exit 4 if it has none): the price alone on a feed
+    of one field, NAME=VALUE for each field on a feed of several."""
     with _subscriber(feed, owner, allow_world_writable) as sub:
         q = sub[symbol]
-    _out(json.dumps(_quote_json(q)) if as_json else repr(q.price))
+    _out(json.dumps(_quote_json(q)) if as_json else _values_text(q))
 
 
 @cli.command()
@@ -388,13 +544,26 @@ def get(feed: str, symbol: str, as_json: bool, owner: Optional[str], allow_world
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per symbol, one per line.")
 @trust_options(publisher=False)
 def snapshot(feed: str, as_json: bool, owner: Optional[str], allow_world_writable: bool) -> None:
-    """Print every symbol's current price in FEED: "SEQ SYMBOL PRICE" lines."""
+    """Print every symbol's current value in FEED: "SEQ SYMBOL PRICE" lines on a feed of one
+    field, "SEQ SYMBOL NAME=VALUE... changed=NAME,..." on a feed of several."""
     with _subscriber(feed, owner, allow_world_writable) as sub:
         values = list(sub.snapshot().values())
+    if as_json:
+        for q in values:
+            _out(json.dumps(_quote_json(q)))
+        return
     width = max((len(q.symbol) for q in values), default=0)
     seq_width = max((len(str(q.seq)) for q in values), default=0)
+    if values and len(values[0].schema) > 1:
+        # Each NAME=VALUE in a column as wide as its widest, so that the fields line up.
+        rows = [_field_cells(q) for q in values]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for q, row in zip(values, rows):
+            cells = " ".join(cell.ljust(w) for cell, w in zip(row, widths))
+            _out(f"{q.seq:>{seq_width}} {q.symbol:<{width}} {cells}".rstrip())
+        return
     for q in values:
-        _out(json.dumps(_quote_json(q)) if as_json else _quote_text(q, width, seq_width))
+        _out(_quote_text(q, width, seq_width))
 
 
 def _status_dict(s: FeedStatus) -> Dict[str, Any]:
@@ -402,6 +571,7 @@ def _status_dict(s: FeedStatus) -> Dict[str, Any]:
     d["last_change_age_s"] = None if s.last_change_ns is None else max(0.0, (time.time_ns() - s.last_change_ns) / 1e9)
     d["publisher_gone"] = not s.publisher_alive
     d["state"] = "ended" if s.ended else ("live" if s.publisher_alive else "publisher gone")
+    d["fields"] = [{"name": name, "type": L.TYPE_NAMES[kind]} for name, kind in s.fields]
     return d
 
 
@@ -419,7 +589,7 @@ def _owner_text(owner: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, every field.")
 @trust_options(publisher=False)
 def status(feed: str, as_json: bool, owner: Optional[str], allow_world_writable: bool) -> None:
-    """Show FEED's state, publisher, head sequence, symbols, capacity, last change, owner and mode."""
+    """Show FEED's state, publisher, head sequence, symbols, capacity, fields, last change, owner and mode."""
     with _subscriber(feed, owner, allow_world_writable) as sub:
         d = _status_dict(sub.status())
     if as_json:
@@ -438,6 +608,7 @@ def _status_rows(feed: str, d: Dict[str, Any]) -> List[Tuple[str, object]]:
         ("publisher", f"pid {pid} ({'alive' if d['publisher_alive'] else 'gone'})" if pid else "none yet"),
         ("head seq", d["head_seq"]),
         ("symbols", f"{d['symbols']} of {d['capacity']}"),
+        ("fields", ",".join(f"{f['name']}:{f['type']}" for f in d["fields"])),
         ("ring size", d["ring_size"]),
         ("last change", "never" if age is None else f"{age:.3f} s ago"),
         ("size", f"{d['size']} bytes"),
@@ -548,22 +719,21 @@ def demo(seconds: float) -> None:
 @click.option("--check", "only", metavar="NAME", help="Run only this check.")
 @click.option("--list", "list_only", is_flag=True, help="List the backends and the checks, and exit.")
 def selftest(backends: Tuple[str, ...], only: Optional[str], list_only: bool) -> None:
-    """Check pricefeed's wait backends and a feed end to end on this machine (exit 1 on a failure).
+    """Check pricefeed's wait backends and feeds end to end on this machine (exit 1 on a failure).
 
-    The same conformance suite the project's tests run, shipped with the package: run it first
-    on a platform the project does not test itself. One line per check (PASS, FAIL, or SKIP
-    with its reason), then a summary."""
-    from .._wait import available
-    from .._wait.conformance import CHECKS
-    from .._wait.conformance import run as run_checks
+    The same conformance suite the project's tests run, shipped with the package, and a round
+    trip of a feed of four fields: run it first on a platform the project does not test itself.
+    One line per check (PASS, FAIL, or SKIP with its reason), then a summary."""
+    from .._wait import available, conformance
+    from .selftest import CHECK
 
     if list_only:
         for name, ok in available().items():
             _out(f"backend  {name:<10} {'works here' if ok else 'not usable here'}")
-        for check in CHECKS:
+        for check in [*conformance.CHECKS, CHECK]:
             _out(f"check    {check.name:<28} {check.about}")
         return
-    code = run_checks(list(backends) or None, only=only)
+    code = conformance.run(list(backends) or None, only=only, extra=[CHECK])
     if code:
         raise click.exceptions.Exit(code)
 

@@ -1006,11 +1006,15 @@ def _results(backends: Sequence[Backend], checks: Sequence[Check]) -> Iterator[T
 
 
 def run(
-    backends: Optional[Sequence[BackendLike]] = None, out: Optional[TextIO] = None, only: Optional[str] = None
+    backends: Optional[Sequence[BackendLike]] = None,
+    out: Optional[TextIO] = None,
+    only: Optional[str] = None,
+    extra: Sequence[Check] = (),
 ) -> int:
-    """Run every check (or only the one named ``only``) against every backend given, by name or
-    as an object (default: every backend that works here), printing one line per check and a
-    summary to ``out`` (default: ``sys.stdout``). Returns 0 when nothing failed, 1 otherwise.
+    """Run every check, and the ``extra`` ones after them (or only the one named ``only``),
+    against every backend given, by name or as an object (default: every backend that works
+    here), printing one line per check and a summary to ``out`` (default: ``sys.stdout``).
+    Returns 0 when nothing failed, 1 otherwise.
 
     Raises ``UnsupportedPlatform`` for a backend name that is unknown or does not work here, and
     ``InvalidInput`` for an unknown check name, before running anything."""
@@ -1023,11 +1027,12 @@ def run(
     stream: TextIO = sys.stdout if out is None else out
     works = available()
     chosen = [_resolve(b) for b in (backends if backends is not None else [n for n, ok in works.items() if ok])]
-    checks = list(CHECKS)
+    checks = [*CHECKS, *(c for c in extra if c not in CHECKS)]
     if only is not None:
-        checks = [c for c in CHECKS if c.name == only]
+        names = [c.name for c in checks]
+        checks = [c for c in checks if c.name == only]
         if not checks:
-            raise InvalidInput(f"unknown check {only!r}; expected one of {check_names()}")
+            raise InvalidInput(f"unknown check {only!r}; expected one of {names}")
 
     def say(line: str) -> None:
         stream.write(line + "\n")

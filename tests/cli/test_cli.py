@@ -39,7 +39,7 @@ def test_python_m_and_help() -> None:
     from pricefeed import ACCELERATED
 
     version = run("--version").stdout.strip()
-    assert version.startswith("pricefeed 0.1.0 (layout 2, C accelerator ")
+    assert version.startswith(f"pricefeed 0.1.0 (layout {L.LAYOUT_VERSION}, C accelerator ")
     assert version.endswith("on)" if ACCELERATED else "off)")
 
 
@@ -48,7 +48,8 @@ def test_publish_pairs_creates_the_feed_then_get_snapshot_status(feed: str) -> N
     assert p.returncode == 0, p.stderr
     assert run("get", feed, "AAPL").stdout == "187.5\n"
     got = json.loads(run("get", feed, "MSFT", "--json").stdout)
-    assert got == {"symbol": "MSFT", "price": 415.0, "seq": 2, "time_ns": got["time_ns"]}
+    assert got == {"symbol": "MSFT", "price": 415.0, "seq": 2, "time_ns": got["time_ns"], "changed": ["price"]}
+    assert list(got) == ["symbol", "price", "seq", "time_ns", "changed"]
     snap = [json.loads(line) for line in run("snapshot", feed, "--json").stdout.splitlines()]
     assert [(s["symbol"], s["price"], s["seq"]) for s in snap] == [
         ("AAPL", 187.5, 1),
@@ -124,10 +125,11 @@ def test_unknown_symbol_and_foreign_and_versioned_segments(feed: str) -> None:
     assert (p.returncode, p.stderr.strip()) == (4, f"pricefeed: feed '{feed}' has no symbol 'B'")
     with open(segment_path(feed), "r+b") as f:
         f.seek(L.OFF_VERSION)
-        f.write((3).to_bytes(4, "little"))
-    for args in (["get", feed, "A"], ["publish", feed, "A=2"], ["subscribe", feed]):
+        f.write((L.LAYOUT_VERSION + 1).to_bytes(4, "little"))
+    other = f"layout version {L.LAYOUT_VERSION + 1}; this pricefeed reads version {L.LAYOUT_VERSION}"
+    for args in (["get", feed, "A"], ["publish", feed, "A=2"], ["publish", feed, "-"], ["subscribe", feed]):
         p = run(*args)
-        assert p.returncode == 9 and "layout version 3; this pricefeed reads version 2" in p.stderr, p.stderr
+        assert p.returncode == 9 and other in p.stderr, p.stderr
         no_traceback(p)
     with open(segment_path(feed), "r+b") as f:
         f.write(b"garbage!")
@@ -197,7 +199,8 @@ def test_stream_into_two_json_subscribers(feed: str, procs: List[Proc]) -> None:
         assert ("X", 9.5) in got
         got.remove(("X", 9.5))
         assert got == expected
-        assert all(set(r) == {"symbol", "price", "seq", "time_ns"} for r in changes)
+        assert all(list(r) == ["symbol", "price", "seq", "time_ns", "changed"] for r in changes)
+        assert all(r["changed"] == ["price"] for r in changes)
 
 
 def test_strict_stream_stops_at_the_first_bad_line(feed: str) -> None:
@@ -333,21 +336,35 @@ def test_demo_runs_and_cleans_up() -> None:
     assert demos() <= before, "the demo left its feed behind"
 
 
-def test_demo_is_one_publisher_printing_exact_prices_and_saying_what_latency_is() -> None:
-    """The demo's first publisher is the one that publishes (no takeover event), and its
-    prices are printed exactly: two changes of a symbol never print alike."""
+def test_demo_is_one_publisher_printing_a_top_of_book_exactly_and_saying_what_latency_is() -> None:
+    """The demo's first publisher is the one that publishes (no takeover event); each change is
+    a top of book (the bid below the ask, the sizes positive) printed exactly, and a * marks
+    the fields it set: exactly those that differ from the symbol's line before."""
     p = run("demo", "--seconds", "1", timeout=60)
     assert p.returncode == 0, p.stderr
     no_traceback(p)
     assert "restarted" not in p.stdout.lower() and "#" not in p.stdout, p.stdout
-    changes = [line.split() for line in p.stdout.splitlines() if line.split()[0].isdigit()]
+    lines = p.stdout.splitlines()
+    assert lines[1].split() == ["seq", "symbol", "bid", "ask", "bid_size", "ask_size", "latency"]
+    changes = [line.split() for line in lines if line.split()[0].isdigit()]
     assert len(changes) >= 5, p.stdout  # the opening batch, at least
     last: dict = {}
-    for _seq, symbol, price, *_ in changes:
-        assert last.get(symbol) != price, f"two changes of {symbol} print alike: {price}"
-        last[symbol] = price
-        assert float(price) == float(repr(float(price)))
+    for seq, symbol, *cells, _latency, unit in changes:
+        assert unit == "µs" and len(cells) == 4, cells
+        values = [cell.rstrip("*") for cell in cells]
+        starred = [cell.endswith("*") for cell in cells]
+        bid, ask = (float(v) for v in values[:2])
+        assert repr(bid) == values[0] and repr(ask) == values[1], values  # exactly as stored
+        assert bid < ask and int(values[2]) > 0 and int(values[3]) > 0, values
+        before = last.get(symbol)
+        if before is None:
+            assert all(starred), (seq, cells)  # a symbol's first value sets every field
+        else:
+            assert starred == [v != b for v, b in zip(values, before)], (seq, cells, before)
+            assert any(starred), f"seq {seq}: a change that set nothing"
+        last[symbol] = values
     assert "pricefeed bench" in p.stdout and "Python's print" in p.stdout
+    assert "*: the fields the change set" in p.stdout
 
 
 def test_main_maps_errors_without_traceback(feed: str, capsys: pytest.CaptureFixture) -> None:
