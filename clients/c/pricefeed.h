@@ -2,7 +2,7 @@
    protocol core in clients/c/core/: edit those, then run `python3 scripts/gen_c.py`.
    It is one self-contained file on purpose: copy it into your project as it is. */
 /*
- * pricefeed.h: read and write pricefeed feeds (layout version 2) from C or C++.
+ * pricefeed.h: read and write pricefeed feeds (layout version 3) from C or C++.
  *
  * One file, no library to link: every function is `static inline`. Linux only (futexes,
  * /dev/shm). C11 or later, or C++17 or later; GCC or Clang (it uses the `__atomic` builtins,
@@ -17,6 +17,12 @@
  * ---------------------------------------------------------------------------------------
  * API
  * ---------------------------------------------------------------------------------------
+ * A feed has a schema, fixed when it is created: 1 to 16 named fields, each a f64 (double)
+ * or an i64 (int64_t); the default is one f64 named "price". A symbol's record (all its
+ * fields) changes at once: one change, one sequence number, with a mask of the fields it
+ * changed (bit i: field i). The one-field calls (pf_publish, quote.price) keep a program
+ * of the default schema as simple as before.
+ *
  * Every function that can fail returns 0 (PF_OK) or a PF_E* code, and fills `*err` (when
  * not NULL) with the code, the errno of a failed system call and a one-line message that
  * says what was found and what was expected. The open functions always initialise the
@@ -24,7 +30,13 @@
  *
  *   Reading (any number of processes; the mapping is PROT_READ, nothing is ever written):
  *     pf_open(&f, "prices", &err)              open a feed read-only, validate its header
- *     pf_get(&f, "AAPL", &quote, &err)          a symbol's current value (PF_ENOSYMBOL if none)
+ *                                               and schema
+ *     pf_field_count(&f), pf_field_at(&f, i)    the schema: field i's name and type
+ *     pf_field_index(&f, "bid")                 a field's number, -1 if the feed has none
+ *     pf_get(&f, "AAPL", &quote, &err)          a symbol's current record (PF_ENOSYMBOL if
+ *                                               none): quote.values[i].f64 / .i64, by the
+ *                                               type of field i; quote.changed; quote.price
+ *                                               on a feed of one field
  *     pf_head(&f), pf_ended(&f)                 newest sequence; 1 once the feed was ended
  *     pf_publisher_alive(&f)                    1 while some process holds the publisher lock,
  *                                               0 if none does, -1 (errno) if the probe failed
@@ -34,7 +46,10 @@
  *
  *   Following changes, exactly once and in order, as the Python Subscriber.updates() does:
  *     pf_sub_open(&s, &f, symbols, n, &err)     cursor = head_seq now; symbols NULL: all
- *     pf_next(&s, &ev, seconds, &err)           the next event: PF_EVENT_QUOTE, _GAP,
+ *     pf_sub_on(&s, fields, n, &err)            optional: only changes that changed one of
+ *                                               these fields (Python's on=); n 0: any change
+ *     pf_next(&s, &ev, seconds, &err)           the next event: PF_EVENT_QUOTE (ev.quote, with
+ *                                               its changed mask), _GAP,
  *                                               _PUBLISHER_GONE (ev.clean: it closed cleanly),
  *                                               _PUBLISHER_RESTARTED (after one that did not)
  *                                               or _ENDED (and _ENDED again on every later call);
@@ -46,17 +61,31 @@
  *     pf_sub_close(&s)
  *
  *   Publishing (the single writer; refused with PF_EBUSY while another process holds it):
- *     pf_create(&f, name, capacity, ring_size, mode, &err)   a new feed (PF_EEXISTS if taken)
+ *     pf_create(&f, name, capacity, ring_size, mode, &err)   a new feed of the default schema
+ *                                                            (PF_EEXISTS if the name is taken)
+ *     pf_create_fields(&f, name, "bid:f64,ask:f64,size:i64", capacity, ring_size, mode, &err)
+ *                                                            a new feed of that schema
  *     pf_open_publisher(&f, name, &err)                      take an existing feed over
  *     pf_open_or_create(&f, name, capacity, ring_size, mode, &err)
- *     pf_publish(&f, "AAPL", 187.5, &changed, &err)          changed = 0: same price, no event
+ *     pf_open_or_create_fields(&f, name, fields, capacity, ring_size, mode, &err)
+ *     pf_record_init(&r, &f)                                 a record of any subset of fields:
+ *     pf_record_f64(&r, "bid", 5201.25)                      set by name (or pf_record_f64_at /
+ *     pf_record_i64(&r, "bid_size", 12)                      pf_record_i64_at by number)
+ *     pf_publish_record(&f, "ES", &r, &changed, &err)        one change of the fields given (the
+ *                                                            others keep their values); changed
+ *                                                            = 0: none differs, no event
+ *     pf_publish_record_at(&f, "ES", &r, time_ns, &changed, &err)
+ *     pf_publish(&f, "AAPL", 187.5, &changed, &err)          a feed of one f64 field: set it
  *     pf_publish_at(&f, "AAPL", 187.5, time_ns, &changed, &err)
  *     pf_end(&f, &err)                                       end the feed for good
  *     pf_close(&f)                                           give up the role cleanly (values stay)
  *
  *   pf_code_name(code) is "PF_EBADSEG" and so on; pf_exit_code(code) is the exit code the
  *   `pricefeed` CLI gives the same error (docs/cli.md). pf_format_price(price, buf, n)
- *   prints a price as Python's repr() does; pf_now_ns() is the time stamp of a change.
+ *   prints a price as Python's repr() does, pf_format_value(&f, i, value, buf, n) a value of
+ *   field i, pf_format_fields(&f, buf, n) the schema ("bid:f64,ask:f64"), pf_format_mask(&f,
+ *   mask, ",", buf, n) the names of the fields in a changed mask, pf_type_name(type) "f64" or
+ *   "i64"; pf_now_ns() is the time stamp of a change.
  *
  * Error codes and the Python error each one matches:
  *     PF_ERROR     1   a system call failed (err->sys_errno)          PricefeedError / OSError
@@ -64,7 +93,8 @@
  *     PF_ENOSYMBOL 4   pf_get: the feed has no such symbol            SymbolNotFound
  *     PF_EEXISTS   5   pf_create: the name is taken                   FeedExists
  *     PF_EBUSY     6   another live process is the publisher          FeedBusy
- *     PF_EINVAL    7   bad feed name, symbol, price, capacity, ...     InvalidInput
+ *     PF_EINVAL    7   bad feed name, symbol, field, value, schema,   InvalidInput (InvalidField,
+ *                      capacity, ...; nothing was written             InvalidPrice, ...)
  *     PF_EFULL     8   the slot table has no room for a new symbol    FeedFull
  *     PF_EBADSEG   9   not a pricefeed segment, damaged, truncated    BadSegment
  *     PF_EPERM    10   the OS refused access to the segment           FeedPermissionError
@@ -75,9 +105,10 @@
  *     PF_EINTR    15   pf_wait/pf_next: *f->interrupt was set (a signal handler asked to stop)
  *
  * What this header does not do (the Python library does): follow a feed that is removed
- * and created anew (Reset), conflate or snapshot modes, and waiting on the wake-table words
- * of a few symbols with futex_waitv: a filtered pf_sub sleeps on the header's word, so it
- * is woken by every change (and correct, just not targeted).
+ * and created anew (Reset), conflate or snapshot modes, publish a batch with one wake-up,
+ * and waiting on the wake-table words of a few symbols with futex_waitv: a filtered pf_sub
+ * sleeps on the header's word, so it is woken by every change (and correct, just not
+ * targeted).
  *
  * Threads: one pf_feed or pf_sub per thread at a time. A publisher's pf_feed must not be
  * used from a forked child (the flock is shared with the parent's descriptor).
@@ -119,7 +150,7 @@
 
 /* ---------------------------------------------------------------------------------------
  * The protocol core (clients/c/core/; docs/layout.md and docs/protocol.md): the layout
- * constants (PF_OFF_HEAD_SEQ, PF_SLOT_SIZE, ...: every name of pricefeed/_protocol/layout.py
+ * constants (PF_OFF_HEAD_SEQ, PF_SLOT_VALUES, ...: every name of pricefeed/_protocol/layout.py
  * with a PF_ prefix, generated from it), the ordered loads and stores, the slot and record
  * writes and reads, the futex waits and wake-ups, and the follow step. The Python
  * accelerator compiles the same files, so this logic exists once.
@@ -132,8 +163,8 @@
  *
  *   pf_layout.h    every offset and constant (generated from pricefeed/_protocol/layout.py)
  *   pf_ordering.h  the atomic loads and stores, the fences, the 8-byte guards
- *   pf_view.h      a mapped segment and its geometry
- *   pf_write.h     the single writer: slot seqlock, ring record, slot_count, head, announce
+ *   pf_view.h      a mapped segment and its geometry (schema included); values as raw words
+ *   pf_write.h     the single writer: symbol, slot seqlock, ring record, slot_count, head, announce
  *   pf_read.h      the readers: head, slot seqlock copy, ring record (got / lapped / damaged)
  *   pf_wait.h      spin, futex wait (one word, or futex_waitv on several), FUTEX_WAKE(_OP)
  *   pf_follow.h    one step of following the feed, with the accelerator's Follow codes
@@ -169,7 +200,7 @@
 #endif
 
 /* The format and its limits. */
-#define PF_LAYOUT_VERSION 2u
+#define PF_LAYOUT_VERSION 3u
 #define PF_MAGIC UINT64_C(0x0044454546435250) /* the bytes "PRCFEED\0", read little-endian */
 #define PF_CACHE_LINE 64u
 #define PF_SYMBOL_FIELD 32u
@@ -194,21 +225,34 @@
 #define PF_PUBLISHER_HOLDS 1u
 #define PF_PUBLISHER_CLOSED 2u
 
-/* The blocks of a segment: header, wake table, slot table, change ring. */
+/* The schema: 1 to PF_MAX_FIELDS fields, each a f64 or an i64 (PF_TYPE_*), fixed when the feed
+   is created. Every value is PF_VALUE_SIZE bytes; bit i of a changed mask is field i. */
+#define PF_MAX_FIELDS 16u
+#define PF_FIELD_NAME_FIELD 24u
+#define PF_FIELD_NAME_MAX 23u
+#define PF_TYPE_F64 1u /* a schema entry's type: IEEE 754 binary64, finite */
+#define PF_TYPE_I64 2u /* a schema entry's type: two's complement, 64 bits */
+#define PF_VALUE_SIZE 8u
+
+/* The fixed blocks of a segment: header, schema table, wake table, symbol table. The slot table
+   and the change ring follow, where pf_slots_offset() and pf_ring_offset() say. */
 #define PF_HEADER_SIZE 256u
-#define PF_WAKE_OFFSET 256u
+#define PF_SCHEMA_OFFSET 256u
+#define PF_SCHEMA_ENTRY_SIZE 32u
+#define PF_SCHEMA_SIZE 512u
+#define PF_WAKE_OFFSET 768u
 #define PF_WAKE_SIZE 512u
-#define PF_SLOTS_OFFSET 768u
+#define PF_SYMBOLS_OFFSET 1280u
 
 /* Header fields: byte offsets from the start of the segment. */
 #define PF_OFF_MAGIC 0u /* magic (u64): The bytes "PRCFEED\0": identifies a pricefeed segment. */
-#define PF_OFF_VERSION 8u /* version (u32): Layout version (2). 0 while the creator is initialising; written last. */
+#define PF_OFF_VERSION 8u /* version (u32): Layout version (3). 0 while the creator is initialising; written last. */
 #define PF_OFF_HEADER_SIZE 12u /* header_size (u32): Size of this header in bytes (256). */
 #define PF_OFF_INCARNATION 16u /* incarnation (u64): Random non-zero id chosen when the segment is created. */
 #define PF_OFF_CAPACITY 24u /* capacity (u32): Number of slots in the slot table. */
 #define PF_OFF_RING_SIZE 28u /* ring_size (u32): Number of records in the change ring: a power of two. */
-#define PF_OFF_SLOT_SIZE 32u /* slot_size (u32): Size of one slot in bytes (64). */
-#define PF_OFF_RECORD_SIZE 36u /* record_size (u32): Size of one ring record in bytes (32). */
+#define PF_OFF_SLOT_SIZE 32u /* slot_size (u32): Size of one slot in bytes: 32 + 8 x field_count, rounded up to 64. */
+#define PF_OFF_RECORD_SIZE 36u /* record_size (u32): Size of one ring record in bytes: 24 + 8 x field_count; 32 for one field, else rounded up to 64. */
 #define PF_OFF_CREATED_NS 40u /* created_ns (u64): Creation time, nanoseconds since the Unix epoch. */
 #define PF_OFF_SLOTS_OFFSET 48u /* slots_offset (u64): Offset of the slot table from the start of the segment. */
 #define PF_OFF_RING_OFFSET 56u /* ring_offset (u64): Offset of the change ring from the start of the segment. */
@@ -220,48 +264,93 @@
 #define PF_OFF_PUBLISHER_EPOCH 204u /* publisher_epoch (u32): Number of times a publisher has taken the feed. */
 #define PF_OFF_WAKE_WORDS 208u /* wake_words (u32): Number of words in the wake table (128). */
 #define PF_OFF_PUBLISHER_STATE 216u /* publisher_state (u64): How the newest publisher stands: its epoch, whether it holds the feed or closed it cleanly, and a count of clean handovers (section 10). 0 from older writers. */
+#define PF_OFF_FIELD_COUNT 224u /* field_count (u32): Number of fields in the schema: 1 to 16. */
+#define PF_OFF_SCHEMA_OFFSET 232u /* schema_offset (u64): Offset of the schema table from the start of the segment (256). */
+#define PF_OFF_SYMBOLS_OFFSET 240u /* symbols_offset (u64): Offset of the symbol table from the start of the segment (1280). */
 
-/* A slot: one cache line, its own seqlock. Byte offsets inside the slot. */
+/* A schema entry (PF_SCHEMA_ENTRY_SIZE bytes; entry i at pf_schema_entry_offset(i)). */
+#define PF_FIELD_NAME 0u /* name (char[24]): The field's name, NUL-padded: a letter, then letters, digits or _ (1 to 23 bytes). */
+#define PF_FIELD_TYPE 24u /* type (u32): 1: f64 (IEEE 754 binary64, finite); 2: i64 (two's complement). */
+#define PF_FIELD_RESERVED 28u /* _reserved (u8[4]): Zero. */
+
+/* A slot: its own seqlock, pf_slot_size(fields) bytes (whole cache lines). Byte offsets inside
+   the slot; value i is at PF_SLOT_VALUES + PF_VALUE_SIZE * i. */
 #define PF_SLOT_LOCK 0u /* lock (u64): Seqlock: odd while the publisher writes the slot, even otherwise. */
-#define PF_SLOT_PRICE 8u /* price (f64): The symbol's current price (IEEE 754 binary64, finite). */
-#define PF_SLOT_TIME 16u /* time_ns (u64): Publish time of the current price, ns since the Unix epoch. */
-#define PF_SLOT_SEQ 24u /* seq (u64): Sequence of the change that set the current price. */
-#define PF_SLOT_SYMBOL 32u /* symbol (char[32]): The symbol, NUL-padded; written once, before slot_count grows. */
-#define PF_SLOT_SIZE 64u
+#define PF_SLOT_SEQ 8u /* seq (u64): Sequence of the change that set the current values. */
+#define PF_SLOT_TIME 16u /* time_ns (u64): Publish time of that change, ns since the Unix epoch. */
+#define PF_SLOT_CHANGED 24u /* changed (u32): Which fields that change changed: bit i for field i. */
+#define PF_SLOT_RESERVED 28u /* _reserved (u8[4]): Zero. */
+#define PF_SLOT_VALUES 32u /* value[i] (f64 or i64, as schema entry i says) at this + 8 * i */
 
-/* A ring record: half a cache line; its seq word doubles as its lock. */
+/* A ring record: pf_record_size(fields) bytes; its seq word doubles as its lock. Byte offsets
+   inside the record; value i is at PF_REC_VALUES + PF_VALUE_SIZE * i. */
 #define PF_REC_SEQ 0u /* seq (u64): Sequence of the change held; 0 while the record is being written. */
 #define PF_REC_SLOT 8u /* slot (u32): Index of the symbol's slot, or 0xFFFFFFFF for a change that was lost. */
-#define PF_REC_FLAGS 12u /* flags (u32): Reserved, 0. */
-#define PF_REC_PRICE 16u /* price (f64): The new price. */
-#define PF_REC_TIME 24u /* time_ns (u64): Publish time of the change, ns since the Unix epoch. */
-#define PF_RECORD_SIZE 32u
+#define PF_REC_CHANGED 12u /* changed (u32): Which fields the change changed: bit i for field i (0 for a lost change). */
+#define PF_REC_TIME 16u /* time_ns (u64): Publish time of the change, ns since the Unix epoch. */
+#define PF_REC_VALUES 24u /* value[i] (f64 or i64, as schema entry i says) at this + 8 * i */
 
 /* layout.py's digest() of the constants above: a build compares it with the Python side's. */
-#define PF_LAYOUT_DIGEST "dbd934b04f0b0ad3"
+#define PF_LAYOUT_DIGEST "de8411ebc0ea4ee4"
 
 PF_STATIC_ASSERT(PF_HEADER_SIZE == 4u * PF_CACHE_LINE, "the header is four cache lines");
 PF_STATIC_ASSERT(PF_OFF_HEAD_SEQ == 1u * PF_CACHE_LINE, "head_seq opens line 1");
 PF_STATIC_ASSERT(PF_OFF_FUTEX == 2u * PF_CACHE_LINE, "futex opens line 2");
 PF_STATIC_ASSERT(PF_OFF_CLOSED == 3u * PF_CACHE_LINE, "closed opens line 3");
 PF_STATIC_ASSERT(PF_OFF_PUBLISHER_STATE % 8u == 0, "publisher_state is naturally aligned");
-PF_STATIC_ASSERT(PF_WAKE_OFFSET == PF_HEADER_SIZE, "the wake table follows the header");
-PF_STATIC_ASSERT(PF_SLOTS_OFFSET == PF_WAKE_OFFSET + PF_WAKE_SIZE, "the slot table follows the wake table");
-PF_STATIC_ASSERT(PF_WAKE_SIZE % PF_CACHE_LINE == 0, "the slot table starts on a cache line");
+PF_STATIC_ASSERT(PF_OFF_SCHEMA_OFFSET % 8u == 0 && PF_OFF_SYMBOLS_OFFSET % 8u == 0, "the offsets are aligned u64s");
+PF_STATIC_ASSERT(PF_SCHEMA_OFFSET == PF_HEADER_SIZE, "the schema table follows the header");
+PF_STATIC_ASSERT(PF_SCHEMA_SIZE == PF_MAX_FIELDS * PF_SCHEMA_ENTRY_SIZE, "the schema table has an entry per field");
+PF_STATIC_ASSERT(PF_WAKE_OFFSET == PF_SCHEMA_OFFSET + PF_SCHEMA_SIZE, "the wake table follows the schema table");
+PF_STATIC_ASSERT(PF_SYMBOLS_OFFSET == PF_WAKE_OFFSET + PF_WAKE_SIZE, "the symbol table follows the wake table");
+PF_STATIC_ASSERT(PF_SCHEMA_SIZE % PF_CACHE_LINE == 0 && PF_WAKE_SIZE % PF_CACHE_LINE == 0,
+                 "the wake and symbol tables start on a cache line");
 PF_STATIC_ASSERT((PF_WAKE_WORDS & (PF_WAKE_WORDS - 1u)) == 0, "the wake table has a power of two words");
-PF_STATIC_ASSERT(PF_SLOT_SIZE == PF_CACHE_LINE, "a slot is one cache line");
-PF_STATIC_ASSERT(PF_CACHE_LINE % PF_RECORD_SIZE == 0, "records never straddle a line");
+PF_STATIC_ASSERT(PF_FIELD_TYPE % 4u == 0, "a schema entry's type is an aligned u32");
+PF_STATIC_ASSERT(PF_FIELD_NAME_MAX + 1u == PF_FIELD_NAME_FIELD, "a field name always ends in a NUL");
+PF_STATIC_ASSERT(PF_MAX_FIELDS <= 32u, "a changed mask (u32) has a bit per field");
+PF_STATIC_ASSERT(PF_VALUE_SIZE == 8u, "every value is one 8-byte word");
+PF_STATIC_ASSERT(PF_SLOT_LOCK == 0 && PF_REC_SEQ == 0, "the lock opens its slot, seq its record");
+PF_STATIC_ASSERT(PF_SLOT_VALUES % 8u == 0 && PF_REC_VALUES % 8u == 0, "the values are aligned 8-byte words");
+PF_STATIC_ASSERT(PF_SLOT_CHANGED % 4u == 0 && PF_REC_SLOT % 4u == 0 && PF_REC_CHANGED % 4u == 0,
+                 "the u32 words of a slot and a record are aligned");
+PF_STATIC_ASSERT(PF_SLOT_VALUES + 4u * PF_VALUE_SIZE <= PF_CACHE_LINE, "a slot of up to four fields is one cache line");
+PF_STATIC_ASSERT(PF_REC_VALUES + PF_VALUE_SIZE <= PF_CACHE_LINE / 2u, "a record of one field is half a cache line");
+PF_STATIC_ASSERT(PF_CACHE_LINE % PF_SYMBOL_FIELD == 0, "symbols never straddle a line");
 PF_STATIC_ASSERT(PF_SYMBOL_MAX + 1u == PF_SYMBOL_FIELD, "a symbol always ends in a NUL");
-PF_STATIC_ASSERT(sizeof(double) == 8, "prices are IEEE 754 binary64");
+PF_STATIC_ASSERT(sizeof(double) == 8, "f64 fields are IEEE 754 binary64");
 
-static inline uint64_t pf_ring_offset(uint32_t capacity) {
-    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)capacity * PF_SLOT_SIZE;
+/* The geometry of a feed of `fields` fields (1 to PF_MAX_FIELDS), as layout.py computes it. */
+static inline uint64_t pf__to_line(uint64_t size) {
+    return (size + PF_CACHE_LINE - 1u) / PF_CACHE_LINE * PF_CACHE_LINE;
 }
-static inline uint64_t pf_segment_size(uint32_t capacity, uint32_t ring_size) {
-    return pf_ring_offset(capacity) + (uint64_t)ring_size * PF_RECORD_SIZE;
+/* Bytes per slot: whole cache lines. */
+static inline uint64_t pf_slot_size(uint32_t fields) {
+    return pf__to_line((uint64_t)PF_SLOT_VALUES + (uint64_t)PF_VALUE_SIZE * fields);
 }
-static inline uint64_t pf_slot_offset(uint32_t index) {
-    return (uint64_t)PF_SLOTS_OFFSET + (uint64_t)index * PF_SLOT_SIZE;
+/* Bytes per ring record: half a cache line while that holds it, else whole lines. */
+static inline uint64_t pf_record_size(uint32_t fields) {
+    uint64_t size = (uint64_t)PF_REC_VALUES + (uint64_t)PF_VALUE_SIZE * fields;
+    return size <= PF_CACHE_LINE / 2u ? (uint64_t)(PF_CACHE_LINE / 2u) : pf__to_line(size);
+}
+/* Where the slot table starts: after the symbol table, on a cache line. */
+static inline uint64_t pf_slots_offset(uint32_t capacity) {
+    return (uint64_t)PF_SYMBOLS_OFFSET + pf__to_line((uint64_t)capacity * PF_SYMBOL_FIELD);
+}
+static inline uint64_t pf_ring_offset(uint32_t capacity, uint32_t fields) {
+    return pf_slots_offset(capacity) + (uint64_t)capacity * pf_slot_size(fields);
+}
+static inline uint64_t pf_segment_size(uint32_t capacity, uint32_t ring_size, uint32_t fields) {
+    return pf_ring_offset(capacity, fields) + (uint64_t)ring_size * pf_record_size(fields);
+}
+static inline uint64_t pf_slot_offset(uint32_t index, uint32_t capacity, uint32_t fields) {
+    return pf_slots_offset(capacity) + (uint64_t)index * pf_slot_size(fields);
+}
+static inline uint64_t pf_symbol_offset(uint32_t index) {
+    return (uint64_t)PF_SYMBOLS_OFFSET + (uint64_t)index * PF_SYMBOL_FIELD;
+}
+static inline uint64_t pf_schema_entry_offset(uint32_t field) {
+    return (uint64_t)PF_SCHEMA_OFFSET + (uint64_t)field * PF_SCHEMA_ENTRY_SIZE;
 }
 static inline uint32_t pf_wake_word_of(uint32_t slot) { return slot & (PF_WAKE_WORDS - 1u); }
 static inline uint64_t pf_wake_offset(uint32_t word) { return (uint64_t)PF_WAKE_OFFSET + 4u * (uint64_t)word; }
@@ -330,7 +419,7 @@ static inline uint64_t pf_wake_offset(uint32_t word) { return (uint64_t)PF_WAKE_
    >= 0 then always holds (pf_wait.h). */
 #define PF__FUTEX_MASK UINT32_C(0x7fffffff)
 
-/* Prices travel as the bits of an IEEE 754 binary64, in one 8-byte access. */
+/* A f64 travels as the bits of an IEEE 754 binary64, in one 8-byte access. */
 static inline double pf__load_double(const uint64_t *p) {
     uint64_t bits = PF__LOAD(p);
     double d;
@@ -349,9 +438,15 @@ static inline void pf__store_double(uint64_t *p, double d) {
 /*
  * pf_view.h: a mapped segment as the protocol core sees it: where it is, and its geometry.
  *
- * The geometry (capacity, ring size) is the one validated when the segment was opened and
- * kept in the caller's own memory (layout.md, section 5, step 8): the core never reads it
- * from the segment again, so a damaged header cannot send an index outside the mapping.
+ * The geometry (capacity, ring size, the schema's field count and types) is the one validated
+ * when the segment was opened and kept in the caller's own memory (layout.md, section 5,
+ * step 8): the core never reads it from the segment again, so a damaged header cannot send an
+ * index outside the mapping. The sizes and offsets that follow from it are computed once, here,
+ * with pf_layout.h's functions.
+ *
+ * Values travel as raw 64-bit words (uint64_t values[PF_MAX_FIELDS]): the bits of a double for
+ * a f64 field (bit i of f64_mask set), of an int64_t for an i64 field; the caller interprets
+ * them by type (pf_core_f64(), pf_core_i64()).
  *
  * Part of the protocol core (clients/c/core/): no Python, no I/O.
  */
@@ -363,28 +458,67 @@ typedef struct pf_view {
     unsigned char *base; /* the segment's first byte */
     uint64_t capacity;   /* slots in the slot table */
     uint64_t mask;       /* ring_size - 1; the ring size is a power of two */
+    uint32_t fields;     /* fields in the schema: 1 to PF_MAX_FIELDS */
+    uint32_t f64_mask;   /* bit i: field i is f64 (else i64) */
+    uint64_t slot_size, record_size, slots_offset, ring_offset; /* from pf_layout.h's functions */
 } pf_view;
 
-static inline pf_view pf_core_view(void *base, uint64_t capacity, uint64_t ring_size) {
+/* `fields` must be 1 to PF_MAX_FIELDS (the caller validated the schema); bits of `f64_mask` at
+   or above `fields` are ignored. */
+static inline pf_view pf_core_view(void *base, uint64_t capacity, uint64_t ring_size, uint32_t fields,
+                                   uint32_t f64_mask) {
     pf_view v;
     v.base = (unsigned char *)base;
     v.capacity = capacity;
     v.mask = ring_size - 1u;
+    v.fields = fields;
+    v.f64_mask = fields >= 32u ? f64_mask : f64_mask & ((UINT32_C(1) << fields) - 1u);
+    v.slot_size = pf_slot_size(fields);
+    v.record_size = pf_record_size(fields);
+    v.slots_offset = pf_slots_offset((uint32_t)capacity);
+    v.ring_offset = pf_ring_offset((uint32_t)capacity, fields);
     return v;
 }
 
 static inline uint64_t *pf_core_u64(const pf_view *v, uint64_t off) { return (uint64_t *)(void *)(v->base + off); }
 static inline uint32_t *pf_core_u32(const pf_view *v, uint64_t off) { return (uint32_t *)(void *)(v->base + off); }
 
+/* The symbol table's entry of slot `index`: PF_SYMBOL_FIELD bytes, NUL-padded; written once,
+   before slot_count covers the slot (so it needs no atomic access). */
+static inline char *pf_core_symbol(const pf_view *v, uint64_t index) {
+    return (char *)(v->base + PF_SYMBOLS_OFFSET + index * PF_SYMBOL_FIELD);
+}
 static inline unsigned char *pf_core_slot(const pf_view *v, uint64_t index) {
-    return v->base + PF_SLOTS_OFFSET + index * PF_SLOT_SIZE;
+    return v->base + v->slots_offset + index * v->slot_size;
 }
 /* The record that holds change `seq` while the ring still has it. */
 static inline unsigned char *pf_core_record(const pf_view *v, uint64_t seq) {
-    return v->base + PF_SLOTS_OFFSET + v->capacity * PF_SLOT_SIZE + (seq & v->mask) * PF_RECORD_SIZE;
+    return v->base + v->ring_offset + (seq & v->mask) * v->record_size;
 }
 static inline uint32_t *pf_core_wake_word(const pf_view *v, uint64_t word) {
     return pf_core_u32(v, PF_WAKE_OFFSET + 4u * word);
+}
+
+/* A value word as its type: the bits of a double (f64), or of an int64_t (i64). */
+static inline double pf_core_f64(uint64_t bits) {
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+static inline int64_t pf_core_i64(uint64_t bits) { return (int64_t)bits; }
+static inline uint64_t pf_core_f64_bits(double d) {
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    return bits;
+}
+
+/* 1 when every f64 value of `values` is finite (its exponent is not all ones): a publisher
+   never stores a NaN or an infinity, so a reader that finds one found damage. */
+static inline int pf_core_finite(const pf_view *v, const uint64_t *values) {
+    const uint64_t exp = UINT64_C(0x7ff0000000000000);
+    for (uint32_t k = 0, m = v->f64_mask; m != 0; k++, m >>= 1)
+        if ((m & 1u) && (values[k] & exp) == exp) return 0;
+    return 1;
 }
 
 #endif /* PF_VIEW_H */
@@ -413,39 +547,58 @@ static inline uint32_t *pf_core_wake_word(const pf_view *v, uint64_t word) {
 #define PF_WRITE_H
 
 
-/* The slot's seqlock write (section 8, step 2). */
-static inline void pf_core_write_slot(const pf_view *v, uint64_t index, double price, uint64_t time_ns,
-                                      uint64_t seq) {
+/* The slot's seqlock write (section 8, step 2): every field of the change at once, under one
+   lock; `values` holds v->fields raw words, `changed` the mask of the fields it changed. */
+static inline void pf_core_write_slot(const pf_view *v, uint64_t index, const uint64_t *values, uint32_t changed,
+                                      uint64_t time_ns, uint64_t seq) {
     unsigned char *slot = pf_core_slot(v, index);
     uint64_t *lockp = (uint64_t *)(void *)(slot + PF_SLOT_LOCK);
+    uint64_t *vals = (uint64_t *)(void *)(slot + PF_SLOT_VALUES);
     uint64_t lock = PF__LOAD(lockp) & PF__LOCK_MASK; /* the mask matters only for a damaged word */
     PF__STORE(lockp, lock + 1u);                      /* odd: a write is in progress */
     PF__RELEASE(); /* pairs with the acquire fence before the second lock load in pf_core_read_slot() */
-    pf__store_double((uint64_t *)(void *)(slot + PF_SLOT_PRICE), price);
-    PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_TIME), time_ns);
     PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_SEQ), seq);
+    PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_TIME), time_ns);
+    PF__STORE((uint32_t *)(void *)(slot + PF_SLOT_CHANGED), changed);
+    for (uint32_t k = 0; k < v->fields; k++) PF__STORE(&vals[k], values[k]);
     PF__STORE_REL(lockp, lock + 2u); /* pairs with the acquire load of lock in pf_core_read_slot() */
 }
 
 /* The ring record of change `seq` (section 8, step 3). */
-static inline void pf_core_write_record(const pf_view *v, uint64_t index, double price, uint64_t time_ns,
-                                        uint64_t seq) {
+static inline void pf_core_write_record(const pf_view *v, uint64_t index, const uint64_t *values, uint32_t changed,
+                                        uint64_t time_ns, uint64_t seq) {
     unsigned char *rec = pf_core_record(v, seq);
     uint64_t *rseq = (uint64_t *)(void *)(rec + PF_REC_SEQ);
+    uint64_t *vals = (uint64_t *)(void *)(rec + PF_REC_VALUES);
     PF__STORE(rseq, (uint64_t)0);
     PF__RELEASE(); /* pairs with the acquire fence before the second seq load in pf_core_read_record() */
     PF__STORE((uint32_t *)(void *)(rec + PF_REC_SLOT), (uint32_t)index);
-    pf__store_double((uint64_t *)(void *)(rec + PF_REC_PRICE), price);
+    PF__STORE((uint32_t *)(void *)(rec + PF_REC_CHANGED), changed);
     PF__STORE((uint64_t *)(void *)(rec + PF_REC_TIME), time_ns);
+    for (uint32_t k = 0; k < v->fields; k++) PF__STORE(&vals[k], values[k]);
     PF__STORE_REL(rseq, seq); /* pairs with the acquire fence after the first seq load in pf_core_read_record() */
 }
 
 /* One change into its slot and its ring record (section 8, steps 2 and 3); the caller moves
    the head (a batch moves it once, after its last change). */
-static inline void pf_core_write_change(const pf_view *v, uint64_t index, double price, uint64_t time_ns,
-                                        uint64_t seq) {
-    pf_core_write_slot(v, index, price, time_ns, seq);
-    pf_core_write_record(v, index, price, time_ns, seq);
+static inline void pf_core_write_change(const pf_view *v, uint64_t index, const uint64_t *values, uint32_t changed,
+                                        uint64_t time_ns, uint64_t seq) {
+    pf_core_write_slot(v, index, values, changed, time_ns, seq);
+    pf_core_write_record(v, index, values, changed, time_ns, seq);
+}
+
+/* Section 8, step 1, for a slot that slot_count does not cover yet: its symbol into the symbol
+   table (NUL-padded; `symbol` is 1 to PF_SYMBOL_MAX bytes, checked by the caller), and the slot
+   reset to zero, odd lock and all (a publisher may have died while adding it). No reader looks
+   at such a slot, and step 4's release store publishes both. */
+static inline void pf_core_write_symbol(const pf_view *v, uint64_t index, const char *symbol) {
+    char *entry = pf_core_symbol(v, index);
+    size_t len = strlen(symbol);
+    if (len > PF_SYMBOL_MAX) len = PF_SYMBOL_MAX;
+    memset(entry, 0, PF_SYMBOL_FIELD);
+    memcpy(entry, symbol, len);
+    uint64_t *words = (uint64_t *)(void *)pf_core_slot(v, index);
+    for (uint64_t k = 0; k < v->slot_size / 8u; k++) PF__STORE(&words[k], (uint64_t)0);
 }
 
 /* Section 8, step 4: the slots below `count` are named and whole before the count covers
@@ -504,8 +657,11 @@ static inline void pf_core_announce(const pf_view *v, const uint8_t *words) {
  *         be descheduled, or die, in the middle of a write).
  * Rule 3. A record read says which of three things it found: the change (GOT), another change
  *         or one being written (LAPPED: the ring moved on), or values no writer could have
- *         stored (DAMAGED: an index outside the table, a price that is not finite). Callers
+ *         stored (DAMAGED: an index outside the table, a f64 field that is not finite). Callers
  *         word their own errors from the values handed back.
+ * Rule 4. Values are copied as raw 64-bit words, one atomic load each (pf_view.h says how a
+ *         caller reads them by type); a slot's are checked for finiteness by the caller
+ *         (pf_core_finite()), a record's here.
  *
  * Part of the protocol core (clients/c/core/): no Python, no I/O.
  */
@@ -530,19 +686,23 @@ static inline uint32_t pf_core_slot_count(const pf_view *v) {
 
 static inline uint32_t pf_core_epoch(const pf_view *v) { return PF__LOAD(pf_core_u32(v, PF_OFF_PUBLISHER_EPOCH)); }
 
-/* One seqlock copy of slot `index`, at most `tries` attempts: 1 when consistent, 0 when it
-   met a write in progress every time (Rule 2). */
-static inline int pf_core_read_slot(const pf_view *v, uint64_t index, double *price, uint64_t *time_ns,
-                                    uint64_t *seq, int tries) {
+/* One seqlock copy of slot `index`, at most `tries` attempts: 1 when consistent (values[0 ..
+   fields), *time_ns, *seq and *changed filled), 0 when it met a write in progress every time
+   (Rule 2). */
+static inline int pf_core_read_slot(const pf_view *v, uint64_t index, uint64_t *values, uint64_t *time_ns,
+                                    uint64_t *seq, uint32_t *changed, int tries) {
     unsigned char *slot = pf_core_slot(v, index);
     uint64_t *lockp = (uint64_t *)(void *)(slot + PF_SLOT_LOCK);
+    const uint64_t *vals = (const uint64_t *)(const void *)(slot + PF_SLOT_VALUES);
+    uint32_t n = v->fields;
     for (int t = 0; t < tries; t++) {
         /* Pairs with the release store of the even lock at the end of pf_core_write_slot(). */
         uint64_t l1 = PF__LOAD_ACQ(lockp);
         if (l1 & 1u) continue; /* a write is in progress */
-        *price = pf__load_double((uint64_t *)(void *)(slot + PF_SLOT_PRICE));
-        *time_ns = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_TIME));
         *seq = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_SEQ));
+        *time_ns = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_TIME));
+        *changed = PF__LOAD((uint32_t *)(void *)(slot + PF_SLOT_CHANGED));
+        for (uint32_t k = 0; k < n; k++) values[k] = PF__LOAD(&vals[k]);
         /* Pairs with the release fence right after pf_core_write_slot() made the lock odd: a
            copy that picked up any field of a newer write sees that write's lock below. */
         PF__ACQUIRE();
@@ -553,21 +713,27 @@ static inline int pf_core_read_slot(const pf_view *v, uint64_t index, double *pr
 
 enum { PF_READ_DAMAGED = -1, PF_READ_LAPPED = 0, PF_READ_GOT = 1 };
 
-/* Change `seq` from the ring (section 7): PF_READ_GOT with *slot, *price, *time_ns filled;
-   PF_READ_LAPPED when the record no longer (or does not yet) hold it; PF_READ_DAMAGED with
-   the values found (Rule 3). *slot may be PF_SLOT_VOID: a change whose details were lost. */
-static inline int pf_core_read_record(const pf_view *v, uint64_t seq, uint32_t *slot, double *price,
-                                      uint64_t *time_ns) {
+/* Change `seq` from the ring (section 7): PF_READ_GOT with *slot, *changed, *time_ns and
+   values[0 .. fields) filled; PF_READ_LAPPED when the record no longer (or does not yet) hold
+   it; PF_READ_DAMAGED with the values found (Rule 3): a slot outside the table that is not
+   PF_SLOT_VOID, or a f64 field that is not finite. *slot may be PF_SLOT_VOID: a change whose
+   details were lost. */
+static inline int pf_core_read_record(const pf_view *v, uint64_t seq, uint32_t *slot, uint32_t *changed,
+                                      uint64_t *time_ns, uint64_t *values) {
     unsigned char *rec = pf_core_record(v, seq);
     uint64_t *rseq = (uint64_t *)(void *)(rec + PF_REC_SEQ);
+    const uint64_t *vals = (const uint64_t *)(const void *)(rec + PF_REC_VALUES);
+    uint32_t n = v->fields;
     if (PF__LOAD(rseq) != seq) return PF_READ_LAPPED;
     PF__ACQUIRE(); /* pairs with the release store of seq at the end of pf_core_write_record() */
     *slot = PF__LOAD((uint32_t *)(void *)(rec + PF_REC_SLOT));
-    *price = pf__load_double((uint64_t *)(void *)(rec + PF_REC_PRICE));
+    *changed = PF__LOAD((uint32_t *)(void *)(rec + PF_REC_CHANGED));
     *time_ns = PF__LOAD((uint64_t *)(void *)(rec + PF_REC_TIME));
+    for (uint32_t k = 0; k < n; k++) values[k] = PF__LOAD(&vals[k]);
     PF__ACQUIRE(); /* pairs with the release fence after the 0 store in pf_core_write_record() */
     if (PF__LOAD(rseq) != seq) return PF_READ_LAPPED; /* overwritten while we copied it */
-    if (((uint64_t)*slot >= v->capacity && *slot != PF_SLOT_VOID) || !isfinite(*price)) return PF_READ_DAMAGED;
+    if (((uint64_t)*slot >= v->capacity && *slot != PF_SLOT_VOID) || !pf_core_finite(v, values))
+        return PF_READ_DAMAGED;
     return PF_READ_GOT;
 }
 
@@ -795,11 +961,11 @@ static inline int pf_core_wake_words(const pf_view *v, const uint8_t *words) {
  *
  * A follower keeps a cursor (the last change it dealt with) and reads change cursor + 1 from
  * the ring while head_seq is ahead of it. pf_core_follow_step() does what needs no policy:
- * it loads the head, notices a new publisher, reads the next record, skips the records of
- * unwanted slots, and hands back either a change or a code saying what the caller must decide
- * (catch up after a lap, learn new symbols, report a lost change, wait, stop). The codes are
- * the ones the Python accelerator's Follow hands to Python, and pf_next() builds on the same
- * step, so the two followers cannot differ.
+ * it loads the head, notices a new publisher, reads the next record, skips unwanted changes
+ * (of other slots, or of other fields), and hands back either a change or a code saying what
+ * the caller must decide (catch up after a lap, learn new symbols, report a lost change, wait,
+ * stop). The codes are the ones the Python accelerator's Follow hands to Python, and pf_next()
+ * builds on the same step, so the two followers cannot differ.
  *
  * Rules of this file:
  *
@@ -812,6 +978,8 @@ static inline int pf_core_wake_words(const pf_view *v, const uint8_t *words) {
  *         a record of a slot the caller does not know yet, or damage.
  * Rule 4. At most PF_SKIP_CHECK unwanted records are skipped per step, so that a busy feed
  *         cannot keep a filtered follower from its deadline or its signals.
+ * Rule 5. A change is wanted when its slot is (`interest`) and, with a field mask `on` other
+ *         than 0, it changed one of those fields (`changed & on`); else it is skipped, whole.
  *
  * Part of the protocol core (clients/c/core/): no Python, no I/O.
  */
@@ -848,14 +1016,16 @@ typedef struct pf_step {
 typedef struct pf_change {
     uint64_t seq;
     uint32_t slot;
-    double price;
+    uint32_t changed; /* bit i: field i changed */
     uint64_t time_ns;
+    uint64_t values[PF_MAX_FIELDS]; /* raw words, the view's fields of them (pf_view.h) */
 } pf_change;
 
 /* One step (see the codes above). `interest` (NULL: every slot is wanted) has a non-zero byte
-   for each wanted slot below `interest_len`; slots at or beyond it are not wanted. */
+   for each wanted slot below `interest_len`; slots at or beyond it are not wanted. `on` (0: any
+   change) is a mask of fields: a change that changed none of them is not wanted (Rule 5). */
 static inline int pf_core_follow_step(const pf_view *v, pf_step *st, const uint8_t *interest, uint64_t interest_len,
-                                      pf_change *out) {
+                                      uint32_t on, pf_change *out) {
     for (unsigned skipped = 0;;) {
         uint64_t h = pf_core_head(v); /* its acquire pairs with the release store of the head */
         st->head = h;
@@ -873,7 +1043,7 @@ static inline int pf_core_follow_step(const pf_view *v, pf_step *st, const uint8
         uint64_t seq = st->cursor + 1u;
         out->seq = seq;
         if (h - st->cursor > v->mask + 1u) return PF_F_LAPPED;
-        int got = pf_core_read_record(v, seq, &out->slot, &out->price, &out->time_ns);
+        int got = pf_core_read_record(v, seq, &out->slot, &out->changed, &out->time_ns, out->values);
         if (got == PF_READ_LAPPED) return PF_F_LAPPED;
         if (got == PF_READ_DAMAGED) return PF_F_DAMAGED;
         if (out->slot == PF_SLOT_VOID) {
@@ -882,7 +1052,9 @@ static inline int pf_core_follow_step(const pf_view *v, pf_step *st, const uint8
         }
         if ((uint64_t)out->slot >= st->known) return PF_F_NEWSLOT;
         st->cursor = seq;
-        if (interest == NULL || ((uint64_t)out->slot < interest_len && interest[out->slot])) return PF_F_CHANGE;
+        if ((interest == NULL || ((uint64_t)out->slot < interest_len && interest[out->slot])) &&
+            (on == 0 || (out->changed & on) != 0))
+            return PF_F_CHANGE;
         if (++skipped == PF_SKIP_CHECK) return PF_F_SKIPPED;
     }
 }
@@ -922,12 +1094,30 @@ typedef struct pf_error {
     char message[384]; /* one line: the rule, what was found, what was expected */
 } pf_error;
 
-/* One symbol's value: a copy taken inside the seqlock, never a pointer into the mapping. */
+/* A field's value: one 8-byte word, read as the schema types the field. */
+typedef union pf_value {
+    double f64;    /* a PF_TYPE_F64 field: finite */
+    int64_t i64;   /* a PF_TYPE_I64 field */
+    uint64_t bits; /* the word as stored */
+} pf_value;
+
+/* One entry of a feed's schema. */
+typedef struct pf_field {
+    char name[PF_FIELD_NAME_FIELD]; /* NUL-terminated: a letter, then letters, digits or _ */
+    uint32_t type;                  /* PF_TYPE_F64 or PF_TYPE_I64 */
+} pf_field;
+
+/* One symbol's record: a copy taken inside the seqlock, never a pointer into the mapping. */
 typedef struct pf_quote {
     char symbol[PF_SYMBOL_FIELD]; /* NUL-terminated */
-    double price;
-    uint64_t time_ns; /* publish time, ns since the Unix epoch */
-    uint64_t seq;     /* the change that set this price */
+    double price;                 /* the one-field convenience: on a feed of one field, its value
+                                     (an i64 converted); NaN on a feed of more (use values) */
+    uint64_t time_ns;             /* publish time, ns since the Unix epoch */
+    uint64_t seq;                 /* the change that set these values */
+    uint32_t changed;             /* bit i: that change changed field i (a symbol's first change
+                                     changes every field) */
+    uint32_t nfields;             /* the feed's fields: values[0 .. nfields) */
+    pf_value values[PF_MAX_FIELDS]; /* values[i].f64 or .i64, as pf_field_at(f, i)->type says */
 } pf_quote;
 
 enum {
@@ -967,6 +1157,10 @@ typedef struct pf_feed {
     uint32_t capacity, ring_size;
     uint64_t incarnation, created_ns, size; /* size: the bytes the geometry covers */
     uint64_t dev, ino;
+    uint32_t field_count;            /* the schema, as validated at open: 1 to PF_MAX_FIELDS */
+    uint32_t f64_mask;               /* bit i: field i is a f64 */
+    pf_field fields[PF_MAX_FIELDS];
+    pf_view view;                    /* the core's view: the mapping and the geometry above */
     char name[PF_NAME_MAX + 1];
     pf_names names; /* the symbols learned so far */
     /* Set by the caller (optional): while *interrupt is non-zero, pf_wait and pf_next return
@@ -975,7 +1169,7 @@ typedef struct pf_feed {
     volatile int *interrupt;
     /* The publisher's own state (writable only). */
     uint64_t head;
-    double *last;
+    uint64_t *last; /* each slot's values (field_count words per slot), as last published */
     uint32_t epoch;
     int ended;
     int took_over;     /* 1 once this publisher recorded itself (pf_close then closes cleanly) */
@@ -985,6 +1179,7 @@ typedef struct pf_feed {
 typedef struct pf_sub {
     pf_feed *feed;
     uint64_t cursor;
+    uint32_t on; /* 0, or a mask of fields: only changes that changed one of them (pf_sub_on) */
     int filtered;
     pf_names wanted;
     unsigned char *interest; /* per known slot: 1 if wanted */
@@ -994,6 +1189,17 @@ typedef struct pf_sub {
     uint32_t epoch, handovers; /* what we last took in of the publishers (protocol.md, Liveness) */
     int gone_reported, ended;
 } pf_sub;
+
+/* A record to publish: any subset of a feed's fields, set by name or number (pf_record_*).
+   The fields not set keep their values. A mistake (a field the feed lacks, a value of the
+   wrong type) is kept in the record and refused by pf_publish_record, which writes nothing. */
+typedef struct pf_record {
+    const pf_feed *feed;             /* the feed whose schema names the fields */
+    uint32_t set;                    /* bit i: field i is given */
+    pf_value values[PF_MAX_FIELDS];  /* the values given, as the schema types them */
+    int bad;                         /* 1 after a mistake; why[] says which (the first) */
+    char why[200];
+} pf_record;
 
 /* ---------------------------------------------------------------------------------------
  * Internals: tunables, errors, clocks
@@ -1010,8 +1216,9 @@ typedef struct pf_sub {
 static inline uint64_t *pf__u64(const pf_feed *f, uint64_t off) { return (uint64_t *)(void *)(f->base + off); }
 static inline uint32_t *pf__u32(const pf_feed *f, uint64_t off) { return (uint32_t *)(void *)(f->base + off); }
 
-/* The core's view of a feed: its mapping and the geometry validated at open. */
-static inline pf_view pf__view(const pf_feed *f) { return pf_core_view(f->base, f->capacity, f->ring_size); }
+/* The core's view of a feed: its mapping and the geometry validated at open (f->view, made
+   once the header and the schema are validated). */
+static inline pf_view pf__view(const pf_feed *f) { return f->view; }
 
 __attribute__((format(printf, 4, 5))) static inline int pf__fail(pf_error *err, int code, int sys_errno,
                                                                  const char *fmt, ...) {
@@ -1153,6 +1360,141 @@ static inline int pf__check_geometry(uint32_t capacity, uint32_t ring_size, char
     return 1;
 }
 
+/* The name of a field type, "f64" or "i64" ("?" for a number that is neither). */
+static inline const char *pf_type_name(uint32_t type) {
+    return type == PF_TYPE_F64 ? "f64" : type == PF_TYPE_I64 ? "i64" : "?";
+}
+
+/* Quote `n` bytes of `s` for a message, as '...' with \xNN for what is not printable. */
+static inline void pf__quote_bytes(const char *s, size_t n, char *out, size_t out_len) {
+    size_t k = 0;
+    if (out_len == 0) return;
+    out[0] = '\0';
+    k += (size_t)snprintf(out + k, out_len - k, "'");
+    for (size_t i = 0; i < n && k + 5 < out_len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        k += (size_t)snprintf(out + k, out_len - k, (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') ? "%c" : "\\x%02x", c);
+    }
+    if (k + 1 < out_len) snprintf(out + k, out_len - k, "'");
+}
+
+/* A field name (n bytes): an ASCII letter, then letters, digits or _, 1 to PF_FIELD_NAME_MAX
+   bytes, and not a name every quote already has (layout.py's check_field_name). 1 when
+   valid; else 0, with why[] stating the rule and the name. */
+static inline int pf__check_field_name(const char *name, size_t n, char *why, size_t why_len) {
+    static const char *const reserved[] = {"changed", "changed_mask", "fields", "schema", "seq", "symbol", "time_ns"};
+    int ok = n >= 1 && n <= PF_FIELD_NAME_MAX &&
+             ((name[0] >= 'A' && name[0] <= 'Z') || (name[0] >= 'a' && name[0] <= 'z'));
+    for (size_t i = 1; ok && i < n; i++) {
+        char c = name[i];
+        ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    }
+    char shown[100];
+    pf__quote_bytes(name, n < 40 ? n : 40, shown, sizeof shown);
+    if (!ok) {
+        snprintf(why, why_len,
+                 "a field name is 1 to %u characters: an ASCII letter, then letters, digits or _: got %s",
+                 PF_FIELD_NAME_MAX, shown);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strlen(reserved[i]) == n && memcmp(reserved[i], name, n) == 0) {
+            snprintf(why, why_len,
+                     "field name %s is taken by every quote; choose another than changed, changed_mask, fields, "
+                     "schema, seq, symbol, time_ns",
+                     shown);
+            return 0;
+        }
+    return 1;
+}
+
+static inline int pf__same_ignoring_case(const char *a, const char *b) {
+    for (;; a++, b++) {
+        char x = (*a >= 'A' && *a <= 'Z') ? (char)(*a - 'A' + 'a') : *a;
+        char y = (*b >= 'A' && *b <= 'Z') ? (char)(*b - 'A' + 'a') : *b;
+        if (x != y) return 0;
+        if (x == '\0') return 1;
+    }
+}
+
+/* A schema (layout.py's check_fields): 1 to PF_MAX_FIELDS fields, valid names, distinct even
+   ignoring case (a name is also an environment variable's), types PF_TYPE_F64 or
+   PF_TYPE_I64. 1 when valid; else 0, with why[] saying which rule it breaks. */
+static inline int pf__check_fields(const pf_field *fields, uint32_t count, char *why, size_t why_len) {
+    if (count < 1 || count > PF_MAX_FIELDS) {
+        snprintf(why, why_len, "a schema has 1 to %u fields: got %u", PF_MAX_FIELDS, count);
+        return 0;
+    }
+    for (uint32_t k = 0; k < count; k++) {
+        const char *name = fields[k].name;
+        if (!pf__check_field_name(name, strnlen(name, PF_FIELD_NAME_FIELD), why, why_len)) return 0;
+        if (fields[k].type != PF_TYPE_F64 && fields[k].type != PF_TYPE_I64) {
+            snprintf(why, why_len, "field '%.23s' has type %u; expected f64 or i64", name, fields[k].type);
+            return 0;
+        }
+        for (uint32_t j = 0; j < k; j++)
+            if (pf__same_ignoring_case(fields[j].name, name)) {
+                snprintf(why, why_len, "fields '%.23s' and '%.23s' have the same name (ignoring case)", fields[j].name,
+                         name);
+                return 0;
+            }
+    }
+    return 1;
+}
+
+/* A schema from its text, as `pricefeed create --fields` takes it: "bid:f64,ask:f64,size:i64"
+   (NAME or NAME:TYPE, a bare name is a f64; spaces around each part are ignored). NULL is the
+   default schema, one f64 named price. PF_EINVAL, saying what is wrong, for a bad one. */
+static inline int pf__parse_fields(const char *spec, pf_field *out, uint32_t *count, pf_error *err) {
+    char why[240];
+    memset(out, 0, PF_MAX_FIELDS * sizeof *out);
+    *count = 0;
+    if (spec == NULL) {
+        memcpy(out[0].name, "price", 6);
+        out[0].type = PF_TYPE_F64;
+        *count = 1;
+        return PF_OK;
+    }
+    uint32_t items = 0;
+    const char *p = spec;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p != '\0') {
+        for (const char *item = spec;; items++) {
+            const char *end = strchr(item, ',');
+            size_t len = end != NULL ? (size_t)(end - item) : strlen(item);
+            const char *colon = (const char *)memchr(item, ':', len);
+            const char *name = item, *type = colon != NULL ? colon + 1 : item + len;
+            size_t name_len = colon != NULL ? (size_t)(colon - item) : len, type_len = (size_t)(item + len - type);
+            while (name_len && (*name == ' ' || *name == '\t')) name++, name_len--;
+            while (name_len && (name[name_len - 1] == ' ' || name[name_len - 1] == '\t')) name_len--;
+            while (type_len && (*type == ' ' || *type == '\t')) type++, type_len--;
+            while (type_len && (type[type_len - 1] == ' ' || type[type_len - 1] == '\t')) type_len--;
+            if (items < PF_MAX_FIELDS) {
+                char shown[100];
+                pf__quote_bytes(name, name_len < 40 ? name_len : 40, shown, sizeof shown);
+                uint32_t kind = type_len == 0 || (type_len == 3 && memcmp(type, "f64", 3) == 0) ? PF_TYPE_F64
+                                : type_len == 3 && memcmp(type, "i64", 3) == 0                   ? PF_TYPE_I64
+                                                                                                 : 0;
+                if (kind == 0) {
+                    char t[100];
+                    pf__quote_bytes(type, type_len < 40 ? type_len : 40, t, sizeof t);
+                    return pf__fail(err, PF_EINVAL, 0, "bad schema: field %s has type %s; expected f64 or i64", shown, t);
+                }
+                if (!pf__check_field_name(name, name_len, why, sizeof why))
+                    return pf__fail(err, PF_EINVAL, 0, "bad schema: %s", why);
+                memcpy(out[items].name, name, name_len);
+                out[items].type = kind;
+            }
+            if (end == NULL) break;
+            item = end + 1;
+        }
+        items++;
+    }
+    if (!pf__check_fields(out, items, why, sizeof why)) return pf__fail(err, PF_EINVAL, 0, "bad schema: %s", why);
+    *count = items;
+    return PF_OK;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Symbol table
  * --------------------------------------------------------------------------------------- */
@@ -1198,7 +1540,7 @@ static inline int pf__names_add(pf_names *t, const char *symbol) {
         t->room = room;
     }
     memset(t->names[t->count], 0, PF_SYMBOL_FIELD);
-    strncpy(t->names[t->count], symbol, PF_SYMBOL_MAX);
+    memcpy(t->names[t->count], symbol, strnlen(symbol, PF_SYMBOL_MAX)); /* a NUL always follows */
     t->count++;
     if ((uint64_t)t->count * 2u > t->table_size) { /* keep the table at most half full */
         uint32_t size = t->table_size ? t->table_size : 32u;
@@ -1279,6 +1621,61 @@ static inline int pf__refuse_non_files(const char *feed, pf_error *err) {
                     S_ISDIR(st.st_mode) ? "a directory" : S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
 }
 
+/* The schema table of a header being validated (section 5; pricefeed/_protocol/header.py's
+   read_schema): `count` entries, each a valid name with nothing after its NUL, a known type and
+   a zero reserved word, the names distinct ignoring case, and every entry after them all zero.
+   The table is written before version and never after, so it is copied once. Kept in f. */
+static inline int pf__read_schema(pf_feed *f, uint32_t count, pf_error *err) {
+    const char *feed = f->name;
+    unsigned char table[PF_SCHEMA_SIZE];
+    char why[240];
+    if (count < 1 || count > PF_MAX_FIELDS)
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: field_count is %u, expected 1 to %u", feed, count,
+                        PF_MAX_FIELDS);
+    memcpy(table, f->base + PF_SCHEMA_OFFSET, sizeof table);
+    memset(f->fields, 0, sizeof f->fields);
+    f->f64_mask = 0;
+    for (uint32_t k = 0; k < PF_MAX_FIELDS; k++) {
+        const unsigned char *entry = table + (size_t)k * PF_SCHEMA_ENTRY_SIZE;
+        if (k >= count) {
+            for (uint32_t i = 0; i < PF_SCHEMA_ENTRY_SIZE; i++)
+                if (entry[i])
+                    return pf__fail(err, PF_EBADSEG, 0,
+                                    "feed '%s': damaged schema: entry %u is not zero, but the schema has %u field(s)",
+                                    feed, k, count);
+            continue;
+        }
+        const char *raw = (const char *)entry + PF_FIELD_NAME;
+        size_t len = strnlen(raw, PF_FIELD_NAME_FIELD);
+        uint32_t type, reserved;
+        memcpy(&type, entry + PF_FIELD_TYPE, 4);
+        memcpy(&reserved, entry + PF_FIELD_RESERVED, 4);
+        int tail = 0;
+        for (size_t i = len; i < PF_FIELD_NAME_FIELD; i++) tail |= raw[i];
+        if (tail || reserved)
+            return pf__fail(err, PF_EBADSEG, 0,
+                            "feed '%s': damaged schema: entry %u has bytes after its name's NUL or in its reserved word",
+                            feed, k);
+        if (!pf__check_field_name(raw, len, why, sizeof why)) {
+            char shown[100];
+            pf__quote_bytes(raw, len, shown, sizeof shown);
+            return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged schema: entry %u has name %s, not a valid field name",
+                            feed, k, shown);
+        }
+        if (type != PF_TYPE_F64 && type != PF_TYPE_I64)
+            return pf__fail(err, PF_EBADSEG, 0,
+                            "feed '%s': damaged schema: field '%.23s' has type %u, expected 1 (f64) or 2 (i64)", feed, raw,
+                            type);
+        memcpy(f->fields[k].name, raw, len);
+        f->fields[k].type = type;
+        if (type == PF_TYPE_F64) f->f64_mask |= UINT32_C(1) << k;
+    }
+    if (!pf__check_fields(f->fields, count, why, sizeof why))
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged schema: %s", feed, why);
+    f->field_count = count;
+    return PF_OK;
+}
+
 #define PF__INITIALISING (-1)
 
 /* Validate a mapped header (section 5, steps 4 to 7). PF__INITIALISING for version 0. */
@@ -1317,32 +1714,46 @@ static inline int pf__check_header(pf_feed *f, uint64_t seg_size, pf_error *err)
     if (version != PF_LAYOUT_VERSION)
         return pf__fail(err, PF_EVERSION, 0, "feed '%s': segment has layout version %u; this reader reads version %u",
                         feed, version, PF_LAYOUT_VERSION);
-    static const char *const fixed_name[5] = {"header_size", "wake_words", "slot_size", "record_size",
-                                              "slots_offset"};
-    const uint64_t fixed_want[5] = {PF_HEADER_SIZE, PF_WAKE_WORDS, PF_SLOT_SIZE, PF_RECORD_SIZE, PF_SLOTS_OFFSET};
-    const uint64_t fixed_found[5] = {
+    if (seg_size < PF_SYMBOLS_OFFSET)
+        return pf__fail(err, PF_EBADSEG, 0,
+                        "feed '%s': segment is truncated: %llu bytes, expected at least %u for a header, a schema "
+                        "and a wake table",
+                        feed, (unsigned long long)seg_size, PF_SYMBOLS_OFFSET);
+    static const char *const fixed_name[4] = {"header_size", "wake_words", "schema_offset", "symbols_offset"};
+    const uint64_t fixed_want[4] = {PF_HEADER_SIZE, PF_WAKE_WORDS, PF_SCHEMA_OFFSET, PF_SYMBOLS_OFFSET};
+    const uint64_t fixed_found[4] = {
         PF__LOAD(pf__u32(f, PF_OFF_HEADER_SIZE)), PF__LOAD(pf__u32(f, PF_OFF_WAKE_WORDS)),
-        PF__LOAD(pf__u32(f, PF_OFF_SLOT_SIZE)),   PF__LOAD(pf__u32(f, PF_OFF_RECORD_SIZE)),
-        PF__LOAD(pf__u64(f, PF_OFF_SLOTS_OFFSET))};
-    for (int i = 0; i < 5; i++)
+        PF__LOAD(pf__u64(f, PF_OFF_SCHEMA_OFFSET)), PF__LOAD(pf__u64(f, PF_OFF_SYMBOLS_OFFSET))};
+    for (int i = 0; i < 4; i++)
         if (fixed_found[i] != fixed_want[i])
             return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: %s is %llu, expected %llu", feed,
                             fixed_name[i], (unsigned long long)fixed_found[i], (unsigned long long)fixed_want[i]);
     uint32_t capacity = PF__LOAD(pf__u32(f, PF_OFF_CAPACITY));
     uint32_t ring_size = PF__LOAD(pf__u32(f, PF_OFF_RING_SIZE));
-    char why[160];
+    char why[240];
     if (!pf__check_geometry(capacity, ring_size, why, sizeof why))
         return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: %s", feed, why);
-    uint64_t ring_off = PF__LOAD(pf__u64(f, PF_OFF_RING_OFFSET));
-    if (ring_off != pf_ring_offset(capacity))
-        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: ring_offset is %llu, expected %llu for capacity %u",
-                        feed, (unsigned long long)ring_off, (unsigned long long)pf_ring_offset(capacity), capacity);
-    uint64_t need = pf_segment_size(capacity, ring_size);
+    int rc = pf__read_schema(f, PF__LOAD(pf__u32(f, PF_OFF_FIELD_COUNT)), err);
+    if (rc) return rc;
+    uint32_t n = f->field_count;
+    static const char *const derived_name[4] = {"slot_size", "record_size", "slots_offset", "ring_offset"};
+    const uint64_t derived_want[4] = {pf_slot_size(n), pf_record_size(n), pf_slots_offset(capacity),
+                                      pf_ring_offset(capacity, n)};
+    const uint64_t derived_found[4] = {
+        PF__LOAD(pf__u32(f, PF_OFF_SLOT_SIZE)), PF__LOAD(pf__u32(f, PF_OFF_RECORD_SIZE)),
+        PF__LOAD(pf__u64(f, PF_OFF_SLOTS_OFFSET)), PF__LOAD(pf__u64(f, PF_OFF_RING_OFFSET))};
+    for (int i = 0; i < 4; i++)
+        if (derived_found[i] != derived_want[i])
+            return pf__fail(err, PF_EBADSEG, 0,
+                            "feed '%s': damaged header: %s is %llu, expected %llu for capacity %u and %u field(s)", feed,
+                            derived_name[i], (unsigned long long)derived_found[i], (unsigned long long)derived_want[i],
+                            capacity, n);
+    uint64_t need = pf_segment_size(capacity, ring_size, n);
     if (seg_size < need)
         return pf__fail(err, PF_EBADSEG, 0,
-                        "feed '%s': segment is truncated: %llu bytes, expected at least %llu for capacity %u and ring "
-                        "size %u",
-                        feed, (unsigned long long)seg_size, (unsigned long long)need, capacity, ring_size);
+                        "feed '%s': segment is truncated: %llu bytes, expected at least %llu for capacity %u, ring "
+                        "size %u and %u field(s)",
+                        feed, (unsigned long long)seg_size, (unsigned long long)need, capacity, ring_size, n);
     uint64_t incarnation = PF__LOAD(pf__u64(f, PF_OFF_INCARNATION));
     if (incarnation == 0)
         return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: incarnation is 0, expected a non-zero random id",
@@ -1353,6 +1764,7 @@ static inline int pf__check_header(pf_feed *f, uint64_t seg_size, pf_error *err)
     f->incarnation = incarnation;
     f->created_ns = PF__LOAD(pf__u64(f, PF_OFF_CREATED_NS));
     f->size = need;
+    f->view = pf_core_view(f->base, capacity, ring_size, f->field_count, f->f64_mask);
     return PF_OK;
 }
 
@@ -1573,6 +1985,53 @@ static inline int pf__head_checked(const pf_feed *f, uint64_t *head, pf_error *e
     return PF_OK;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The schema: fixed when the feed was created, validated at open
+ * --------------------------------------------------------------------------------------- */
+/* How many fields the feed has: 1 to PF_MAX_FIELDS. */
+static inline uint32_t pf_field_count(const pf_feed *f) { return f->field_count; }
+
+/* Field i (its name and type), or NULL when the feed has no field i. */
+static inline const pf_field *pf_field_at(const pf_feed *f, uint32_t i) {
+    return i < f->field_count ? &f->fields[i] : NULL;
+}
+
+/* The number of the field named `name` (exactly), or -1 when the feed has none. */
+static inline int pf_field_index(const pf_feed *f, const char *name) {
+    if (name == NULL) return -1;
+    for (uint32_t k = 0; k < f->field_count; k++)
+        if (strncmp(f->fields[k].name, name, PF_FIELD_NAME_FIELD) == 0) return (int)k;
+    return -1;
+}
+
+/* The schema as `pricefeed create --fields` takes it ("bid:f64,ask:f64,size:i64"): out needs
+   up to PF_MAX_FIELDS * (PF_FIELD_NAME_FIELD + 4) bytes (400 always do). */
+static inline void pf_format_fields(const pf_feed *f, char *out, size_t n) {
+    size_t k = 0;
+    if (n == 0) return;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < f->field_count && k < n; i++)
+        k += (size_t)snprintf(out + k, n - k, "%s%s:%s", i ? "," : "", f->fields[i].name, pf_type_name(f->fields[i].type));
+}
+
+/* A value of field i as text: a f64 as Python's repr() writes it (pf_format_price), an i64 in
+   decimal. out needs 32 bytes. */
+static inline void pf_format_value(const pf_feed *f, uint32_t i, pf_value value, char *out, size_t n) {
+    if (i < f->field_count && f->fields[i].type == PF_TYPE_I64)
+        snprintf(out, n, "%lld", (long long)value.i64);
+    else
+        pf_format_price(value.f64, out, n);
+}
+
+/* The names of the fields in `mask` (bit i: field i), joined by `sep`: "bid,ask". */
+static inline void pf_format_mask(const pf_feed *f, uint32_t mask, const char *sep, char *out, size_t n) {
+    size_t k = 0;
+    if (n == 0) return;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < f->field_count && k < n; i++)
+        if (mask >> i & 1u) k += (size_t)snprintf(out + k, n - k, "%s%s", k ? sep : "", f->fields[i].name);
+}
+
 /* Learn the symbols of slots added since we last looked (section 6: each name once, after
    slot_count covers it, checked). */
 static inline int pf__refresh(pf_feed *f, pf_error *err) {
@@ -1584,7 +2043,7 @@ static inline int pf__refresh(pf_feed *f, pf_error *err) {
     while (f->names.count < n) {
         uint32_t i = f->names.count;
         char raw[PF_SYMBOL_FIELD + 1];
-        memcpy(raw, f->base + pf_slot_offset(i) + PF_SLOT_SYMBOL, PF_SYMBOL_FIELD);
+        memcpy(raw, pf_core_symbol(&v, i), PF_SYMBOL_FIELD);
         raw[PF_SYMBOL_FIELD] = '\0';
         size_t len = strlen(raw);
         if (!pf__valid_symbol(raw, len))
@@ -1599,41 +2058,73 @@ static inline int pf__refresh(pf_feed *f, pf_error *err) {
     return PF_OK;
 }
 
+/* Fill a quote's values (n raw words of f's schema), and its one-field price. */
+static inline void pf__set_values(const pf_feed *f, pf_quote *q, const uint64_t *values) {
+    q->nfields = f->field_count;
+    memset(q->values, 0, sizeof q->values);
+    for (uint32_t k = 0; k < f->field_count; k++) q->values[k].bits = values[k];
+    if (f->field_count != 1)
+        q->price = NAN;
+    else
+        q->price = (f->f64_mask & 1u) ? q->values[0].f64 : (double)q->values[0].i64;
+}
+
 /* One seqlock copy of slot `index`, at most `tries` attempts: 1 when consistent. */
 static inline int pf__read_slot_tries(const pf_feed *f, uint32_t index, pf_quote *q, int tries) {
     pf_view v = pf__view(f);
-    return pf_core_read_slot(&v, index, &q->price, &q->time_ns, &q->seq, tries);
+    uint64_t values[PF_MAX_FIELDS];
+    if (!pf_core_read_slot(&v, index, values, &q->time_ns, &q->seq, &q->changed, tries)) return 0;
+    pf__set_values(f, q, values);
+    return 1;
 }
 
 #define PF__LAPPED (-2) /* internal outcomes of pf__read_record, apart from every PF_E* code */
 #define PF__GOT (-3)
 
-static inline int pf__damaged_record(const pf_feed *f, uint64_t seq, uint32_t slot, double price, pf_error *err) {
-    return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged ring record for change %llu: slot %u (table of %u), price %g",
-                    f->name, (unsigned long long)seq, slot, f->capacity, price);
+/* The first f64 field of `values` that is not finite, or -1. */
+static inline int pf__not_finite(const pf_feed *f, const uint64_t *values) {
+    for (uint32_t k = 0; k < f->field_count; k++) {
+        pf_value x;
+        x.bits = values[k];
+        if ((f->f64_mask >> k & 1u) && !isfinite(x.f64)) return (int)k;
+    }
+    return -1;
+}
+
+static inline int pf__damaged_record(const pf_feed *f, uint64_t seq, uint32_t slot, const uint64_t *values,
+                                     pf_error *err) {
+    int bad = pf__not_finite(f, values);
+    if (bad >= 0) {
+        pf_value x;
+        x.bits = values[bad];
+        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged ring record for change %llu: its f64 field '%s' is %g, "
+                        "not finite", f->name, (unsigned long long)seq, f->fields[bad].name, x.f64);
+    }
+    return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged ring record for change %llu: slot %u (table of %u)", f->name,
+                    (unsigned long long)seq, slot, f->capacity);
 }
 
 /* Change `seq` from the ring (section 7): PF__GOT, PF__LAPPED, or a PF_E* code. */
-static inline int pf__read_record(const pf_feed *f, uint64_t seq, uint32_t *slot, double *price, uint64_t *time_ns,
-                                  pf_error *err) {
+static inline int pf__read_record(const pf_feed *f, uint64_t seq, uint32_t *slot, uint32_t *changed,
+                                  uint64_t *time_ns, uint64_t *values, pf_error *err) {
     pf_view v = pf__view(f);
-    int got = pf_core_read_record(&v, seq, slot, price, time_ns);
+    int got = pf_core_read_record(&v, seq, slot, changed, time_ns, values);
     if (got == PF_READ_GOT) return PF__GOT;
     if (got == PF_READ_LAPPED) return PF__LAPPED;
-    return pf__damaged_record(f, seq, *slot, *price, err);
+    return pf__damaged_record(f, seq, *slot, values, err);
 }
 
 /* The newest change of slot `index` still in the ring at or below head: 1 if found. */
 static inline int pf__newest_record(const pf_feed *f, uint32_t index, uint64_t head, pf_quote *q, pf_error *err) {
     uint64_t stop = head > f->ring_size ? head - f->ring_size : 0;
     for (uint64_t seq = head; seq > stop; seq--) {
-        uint32_t slot;
-        double price;
-        uint64_t time_ns;
-        int rc = pf__read_record(f, seq, &slot, &price, &time_ns, err);
+        uint32_t slot, changed;
+        uint64_t time_ns, values[PF_MAX_FIELDS];
+        int rc = pf__read_record(f, seq, &slot, &changed, &time_ns, values, err);
         if (rc != PF__GOT && rc != PF__LAPPED) return -rc;
         if (rc == PF__GOT && slot == index) {
-            q->price = price;
+            pf__set_values(f, q, values);
+            q->changed = changed;
             q->time_ns = time_ns;
             q->seq = seq;
             return 1;
@@ -1679,8 +2170,10 @@ static inline int pf__read_slot_patient(pf_feed *f, uint32_t index, pf_quote *q,
         pause = pause * 2 > 1000000 ? 1000000 : pause * 2;
         got = pf__read_slot_tries(f, index, q, PF__SPIN_TRIES);
     }
-    if (!isfinite(q->price))
-        return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged slot %u: its price is %g", f->name, index, q->price);
+    for (uint32_t k = 0; k < f->field_count; k++)
+        if ((f->f64_mask >> k & 1u) && !isfinite(q->values[k].f64))
+            return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged slot %u: its f64 field '%s' is %g, not finite",
+                            f->name, index, f->fields[k].name, q->values[k].f64);
     if (index < f->names.count) memcpy(q->symbol, f->names.names[index], PF_SYMBOL_FIELD);
     return PF_OK;
 }
@@ -1689,7 +2182,7 @@ static inline int pf__read_slot(pf_feed *f, uint32_t index, pf_quote *q, pf_erro
     return pf__read_slot_patient(f, index, q, 0, err);
 }
 
-/* The current value of `symbol`: PF_ENOSYMBOL if the feed has never published it. */
+/* The current record of `symbol`: PF_ENOSYMBOL if the feed has never published it. */
 static inline int pf_get(pf_feed *f, const char *symbol, pf_quote *out, pf_error *err) {
     int rc = pf__check_symbol(symbol, err);
     if (rc) return rc;
@@ -1794,6 +2287,29 @@ static inline int pf_sub_open(pf_sub *s, pf_feed *f, const char *const *symbols,
     return pf__ok(err);
 }
 
+/* Only the changes that changed one of these fields (n of them; Python's updates(on=...)):
+   the others are passed over as changes of symbols not asked for, and each wanted change
+   still comes once, in order, with its changed mask. After a gap the catch-up still gives
+   every wanted symbol that changed in the range, whichever fields: the lost changes may have
+   changed one of these. n 0 (or NULL) wants every change again. PF_EINVAL for a name the
+   feed's schema lacks, the filter left as it was. */
+static inline int pf_sub_on(pf_sub *s, const char *const *fields, size_t n, pf_error *err) {
+    const pf_feed *f = s->feed;
+    uint32_t mask = 0;
+    for (size_t i = 0; fields != NULL && i < n; i++) {
+        int k = pf_field_index(f, fields[i]);
+        if (k < 0) {
+            char names[400];
+            pf_format_mask(f, UINT32_MAX, ", ", names, sizeof names);
+            return pf__fail(err, PF_EINVAL, 0, "feed '%s' has no field '%.40s'; its fields are %s", f->name,
+                            fields[i] == NULL ? "(null)" : fields[i], names);
+        }
+        mask |= UINT32_C(1) << k;
+    }
+    s->on = mask;
+    return pf__ok(err);
+}
+
 /* Takeovers since we last looked (protocol.md, "Liveness"): -1 when there is nothing to say
    (yet); else how many followed a publisher that did not close cleanly, each of which may
    have repaired what it found. `final`: no process holds the lock, so a takeover caught
@@ -1880,9 +2396,10 @@ static inline int pf__catch_up(pf_sub *s, uint64_t after, uint64_t upto, uint64_
 
 /* The next event, waiting up to `seconds` (< 0: forever) for one: PF_OK with *ev filled,
    PF_ETIMEOUT, or an error. At the end of the feed: PF_OK with PF_EVENT_ENDED, every time.
-   Built on the core's follow step (pf_follow.h): the step reads, filters and skips; what it
-   hands back is decided here, as the Python subscriber decides what the accelerator's Follow
-   hands back. */
+   A PF_EVENT_QUOTE holds the record the change set (every field) and its changed mask.
+   Built on the core's follow step (pf_follow.h): the step reads, filters (the symbols, and the
+   fields of pf_sub_on) and skips; what it hands back is decided here, as the Python subscriber
+   decides what the accelerator's Follow hands back. */
 static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err) {
     pf_feed *f = s->feed;
     memset(ev, 0, sizeof *ev);
@@ -1911,7 +2428,7 @@ static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err
             if (pf__grow_interest(s) != 0) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
             st.known = f->names.count;
             pf_change c;
-            code = pf_core_follow_step(&v, &st, s->filtered ? s->interest : NULL, s->interest_len, &c);
+            code = pf_core_follow_step(&v, &st, s->filtered ? s->interest : NULL, s->interest_len, s->on, &c);
             s->cursor = st.cursor;
             if (st.head >> 63) /* 2^63 changes would take centuries: only damage gets here */
                 return pf__fail(err, PF_EBADSEG, 0, "feed '%s': damaged header: head_seq is %llu, beyond any real sequence",
@@ -1919,7 +2436,8 @@ static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err
             if (code == PF_F_CHANGE) {
                 ev->kind = PF_EVENT_QUOTE;
                 memcpy(ev->quote.symbol, f->names.names[c.slot], PF_SYMBOL_FIELD);
-                ev->quote.price = c.price;
+                pf__set_values(f, &ev->quote, c.values);
+                ev->quote.changed = c.changed;
                 ev->quote.time_ns = c.time_ns;
                 ev->quote.seq = c.seq;
                 return pf__ok(err);
@@ -1934,7 +2452,7 @@ static inline int pf_next(pf_sub *s, pf_event *ev, double seconds, pf_error *err
                 if (pf__takeover_news(s, 0) > 0) return pf__restarted(s, ev, err);
                 continue;
             }
-            if (code == PF_F_DAMAGED) return pf__damaged_record(f, c.seq, c.slot, c.price, err);
+            if (code == PF_F_DAMAGED) return pf__damaged_record(f, c.seq, c.slot, c.values, err);
             if (code == PF_F_VOID) { /* a change whose details were lost */
                 ev->kind = PF_EVENT_GAP;
                 ev->missed = 1;
@@ -2024,52 +2542,64 @@ static inline int pf__bump_and_wake_all(pf_feed *f) {
     return pf_core_wake_words(&v, NULL);
 }
 
-/* The slot's seqlock write (section 8, step 2). */
-static inline void pf__write_slot(pf_feed *f, uint32_t index, double price, uint64_t time_ns, uint64_t seq) {
-    pf_view v = pf__view(f);
-    pf_core_write_slot(&v, index, price, time_ns, seq);
-}
-
-/* One change into its slot and its ring record (section 8, steps 2 and 3). */
-static inline void pf__write_change(pf_feed *f, uint32_t index, double price, uint64_t time_ns, uint64_t seq) {
-    pf_view v = pf__view(f);
-    pf_core_write_change(&v, index, price, time_ns, seq);
-}
-
 /* Section 8, step 5: head_seq covers the changes up to `seq`. */
 static inline void pf__set_head(pf_feed *f, uint64_t seq) {
     pf_view v = pf__view(f);
     pf_core_store_head(&v, seq);
 }
 
+/* Do two records hold the same values? A f64 compares as a number (0.0 equals -0.0), an i64
+   as its bits: what makes a publish a change. */
+static inline int pf__same_value(const pf_feed *f, uint32_t k, uint64_t a, uint64_t b) {
+    if (!(f->f64_mask >> k & 1u)) return a == b;
+    pf_value x, y;
+    x.bits = a;
+    y.bits = b;
+    return x.f64 == y.f64;
+}
+static inline int pf__same_values(const pf_feed *f, const uint64_t *a, const uint64_t *b) {
+    for (uint32_t k = 0; k < f->field_count; k++)
+        if (!pf__same_value(f, k, a[k], b[k])) return 0;
+    return 1;
+}
+
 /* Repair on takeover (section 10): a publisher killed mid-change can leave, in a slot in
    use, an odd lock or a seq above head. Put back the slot's newest published change if the
-   slot still holds its price; otherwise publish the price it holds as a new change. */
+   slot still holds its values (or holds a f64 that is not finite); otherwise publish the
+   values it holds, each whole since every field is one store, as a new change of every field
+   (which ones the dead publisher changed is not known): pricefeed/_roles/publisher.py's
+   _repair, step for step, so both number the repairs alike. */
 static inline int pf__repair(pf_feed *f, pf_error *err) {
+    pf_view v = pf__view(f);
     uint64_t head = f->head, start_head = f->head;
     uint64_t now = pf_now_ns();
+    uint32_t n = f->field_count, all = (UINT32_C(1) << n) - 1u;
     f->repaired = 0;
     for (uint32_t i = 0; i < f->names.count; i++) {
-        unsigned char *slot = f->base + pf_slot_offset(i);
-        uint64_t lock = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_LOCK));
+        unsigned char *slot = pf_core_slot(&v, i);
+        uint64_t *lockp = (uint64_t *)(void *)(slot + PF_SLOT_LOCK);
+        uint64_t lock = PF__LOAD(lockp);
         uint64_t seq = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_SEQ));
         if (!(lock & 1u) && seq <= start_head) continue;
         f->repaired++;
-        double price = pf__load_double((uint64_t *)(void *)(slot + PF_SLOT_PRICE));
+        uint64_t values[PF_MAX_FIELDS], known_values[PF_MAX_FIELDS];
+        for (uint32_t k = 0; k < n; k++)
+            values[k] = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_VALUES + (uint64_t)PF_VALUE_SIZE * k));
+        int whole = pf__not_finite(f, values) < 0;
         pf_quote known;
         memset(&known, 0, sizeof known);
         int found = pf__newest_record(f, i, start_head, &known, err);
         if (found < 0) return -found;
-        if (lock & 1u) /* forward to even, never back to a value readers saw */
-            PF__STORE((uint64_t *)(void *)(slot + PF_SLOT_LOCK), (lock & PF__LOCK_MASK) + 1u);
-        if (found && (known.price == price || !isfinite(price))) {
-            pf__write_slot(f, i, known.price, known.time_ns, known.seq); /* no new change */
-        } else if (!isfinite(price)) {
+        for (uint32_t k = 0; k < n; k++) known_values[k] = known.values[k].bits;
+        if (lock & 1u) PF__STORE(lockp, (lock & PF__LOCK_MASK) + 1u); /* forward to even, never back to a value readers saw */
+        if (found && (pf__same_values(f, known_values, values) || !whole)) {
+            pf_core_write_slot(&v, i, known_values, known.changed, known.time_ns, known.seq); /* no new change */
+        } else if (!whole) {
             return pf__fail(err, PF_EBADSEG, 0,
-                            "feed '%s': slot %u holds no valid price and none is left in the ring", f->name, i);
+                            "feed '%s': slot %u holds no valid values and none is left in the ring", f->name, i);
         } else {
             head++;
-            pf__write_change(f, i, price, now, head); /* the symbol's final state, announced */
+            pf_core_write_change(&v, i, values, all, now, head); /* the symbol's final state, announced */
         }
     }
     if (head != start_head) {
@@ -2084,11 +2614,12 @@ static inline int pf__repair(pf_feed *f, pf_error *err) {
 /* 1 when no slot in use is odd or ahead of the head (nothing for a takeover to repair), 0 when
    one is, -1 when slot_count itself is damaged. Only the lock holder asks: nothing moves. */
 static inline int pf__intact(pf_feed *f) {
+    pf_view v = pf__view(f);
     uint64_t head = PF__LOAD(pf__u64(f, PF_OFF_HEAD_SEQ));
     uint32_t n = PF__LOAD(pf__u32(f, PF_OFF_SLOT_COUNT));
     if (n > f->capacity) return -1;
     for (uint32_t i = 0; i < n; i++) {
-        unsigned char *slot = f->base + pf_slot_offset(i);
+        unsigned char *slot = pf_core_slot(&v, i);
         if ((PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_LOCK)) & 1u) ||
             PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_SEQ)) > head)
             return 0;
@@ -2122,10 +2653,15 @@ static inline int pf__take(pf_feed *f, pf_error *err) {
     if (e) return pf__fail(err, PF_ERROR, e, "feed '%s': FUTEX_WAKE failed: %s", f->name, strerror(e));
     int rc = pf__head_checked(f, &f->head, err);
     if (rc || (rc = pf__refresh(f, err)) != 0 || (rc = pf__repair(f, err)) != 0) return rc;
-    f->last = (double *)malloc((size_t)f->capacity * sizeof *f->last);
+    uint32_t n = f->field_count;
+    f->last = (uint64_t *)calloc((size_t)f->capacity * n, sizeof *f->last);
     if (f->last == NULL) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < f->names.count; i++)
-        f->last[i] = pf__load_double(pf__u64(f, pf_slot_offset(i) + PF_SLOT_PRICE));
+    pf_view v = pf__view(f);
+    for (uint32_t i = 0; i < f->names.count; i++) {
+        unsigned char *slot = pf_core_slot(&v, i);
+        for (uint32_t k = 0; k < n; k++)
+            f->last[(size_t)i * n + k] = PF__LOAD((uint64_t *)(void *)(slot + PF_SLOT_VALUES + (uint64_t)PF_VALUE_SIZE * k));
+    }
     f->took_over = 1;
     return PF_OK;
 }
@@ -2141,29 +2677,36 @@ static inline void pf__close_cleanly(pf_feed *f) {
     PF__STORE_REL(statep, pf__pack_state(f->epoch, PF_PUBLISHER_CLOSED, pf__state_handovers(PF__LOAD(statep))));
 }
 
-/* Take existing feed `feed` over: its values stay, its sequence continues. PF_EBUSY while
-   another process publishes, PF_EENDED if it was ended for good. */
+/* Take existing feed `feed` over: its values stay, its sequence continues, its schema is the
+   one it was created with. PF_EBUSY while another process publishes, PF_EENDED if it was
+   ended for good. */
 static inline int pf_open_publisher(pf_feed *f, const char *feed, pf_error *err) { return pf__attach(f, feed, 1, err); }
 
-/* Create feed `feed` (PF_EEXISTS if the name is taken) and become its publisher. `mode`
-   must let the owner read and write (0600 to 0777); it is applied exactly (fchmod), not
-   narrowed by the umask. */
-static inline int pf_create(pf_feed *f, const char *feed, uint32_t capacity, uint32_t ring_size, unsigned mode,
-                            pf_error *err) {
+/* Create feed `feed` (PF_EEXISTS if the name is taken) with the schema `fields` and become
+   its publisher. `fields` is "bid:f64,ask:f64,bid_size:i64" (NAME or NAME:TYPE, a bare name
+   is a f64; 1 to 16 fields, names of a letter then letters, digits or _, distinct ignoring
+   case), or NULL for the default: one f64 named price. `mode` must let the owner read and
+   write (0600 to 0777); it is applied exactly (fchmod), not narrowed by the umask. */
+static inline int pf_create_fields(pf_feed *f, const char *feed, const char *fields, uint32_t capacity,
+                                   uint32_t ring_size, unsigned mode, pf_error *err) {
     pf__init(f);
     int rc = pf__check_name(feed, err);
     if (rc) return rc;
     snprintf(f->name, sizeof f->name, "%s", feed);
-    char why[160];
+    char why[240];
     if (!pf__check_geometry(capacity, ring_size, why, sizeof why)) return pf__fail(err, PF_EINVAL, 0, "%s", why);
+    pf_field schema[PF_MAX_FIELDS];
+    uint32_t n;
+    if ((rc = pf__parse_fields(fields, schema, &n, err)) != 0) return rc;
     if ((mode & ~0777u) || (mode & 0600u) != 0600u)
         return pf__fail(err, PF_EINVAL, 0,
                         "mode must be a permission from 0o600 to 0o777 that lets the owner read and write: mode=0o%o",
                         mode);
-    uint64_t size = pf_segment_size(capacity, ring_size);
+    uint64_t size = pf_segment_size(capacity, ring_size, n);
     if (size > (uint64_t)SIZE_MAX || size > (uint64_t)INT64_MAX)
-        return pf__fail(err, PF_EINVAL, 0, "a feed of capacity %u and ring size %u (%llu bytes) is too large to map here",
-                        capacity, ring_size, (unsigned long long)size);
+        return pf__fail(err, PF_EINVAL, 0,
+                        "a feed of capacity %u, ring size %u and %u field(s) (%llu bytes) is too large to map here",
+                        capacity, ring_size, n, (unsigned long long)size);
     char shm[32];
     pf__shm_name(feed, shm);
     f->fd = shm_open(shm, O_CREAT | O_EXCL | O_RDWR, (mode_t)mode);
@@ -2198,17 +2741,26 @@ static inline int pf_create(pf_feed *f, const char *feed, uint32_t capacity, uin
         if (getrandom(&incarnation, sizeof incarnation, 0) != (ssize_t)sizeof incarnation)
             incarnation = pf_now_ns() ^ ((uint64_t)getpid() << 32);
         incarnation = (incarnation & PF__LOCK_MASK) | 1u; /* 63 random bits, lowest set */
+        /* The schema table: read by nobody before version says the header is complete. */
+        for (uint32_t k = 0; k < n; k++) {
+            unsigned char *entry = f->base + pf_schema_entry_offset(k);
+            memcpy(entry + PF_FIELD_NAME, schema[k].name, strnlen(schema[k].name, PF_FIELD_NAME_MAX));
+            PF__STORE((uint32_t *)(void *)(entry + PF_FIELD_TYPE), schema[k].type);
+        }
         PF__STORE(pf__u64(f, PF_OFF_MAGIC), PF_MAGIC);
         PF__STORE(pf__u32(f, PF_OFF_HEADER_SIZE), PF_HEADER_SIZE);
         PF__STORE(pf__u64(f, PF_OFF_INCARNATION), incarnation);
         PF__STORE(pf__u32(f, PF_OFF_CAPACITY), capacity);
         PF__STORE(pf__u32(f, PF_OFF_RING_SIZE), ring_size);
-        PF__STORE(pf__u32(f, PF_OFF_SLOT_SIZE), PF_SLOT_SIZE);
-        PF__STORE(pf__u32(f, PF_OFF_RECORD_SIZE), PF_RECORD_SIZE);
+        PF__STORE(pf__u32(f, PF_OFF_SLOT_SIZE), (uint32_t)pf_slot_size(n));
+        PF__STORE(pf__u32(f, PF_OFF_RECORD_SIZE), (uint32_t)pf_record_size(n));
         PF__STORE(pf__u64(f, PF_OFF_CREATED_NS), pf_now_ns());
-        PF__STORE(pf__u64(f, PF_OFF_SLOTS_OFFSET), (uint64_t)PF_SLOTS_OFFSET);
-        PF__STORE(pf__u64(f, PF_OFF_RING_OFFSET), pf_ring_offset(capacity));
+        PF__STORE(pf__u64(f, PF_OFF_SLOTS_OFFSET), pf_slots_offset(capacity));
+        PF__STORE(pf__u64(f, PF_OFF_RING_OFFSET), pf_ring_offset(capacity, n));
         PF__STORE(pf__u32(f, PF_OFF_WAKE_WORDS), PF_WAKE_WORDS);
+        PF__STORE(pf__u32(f, PF_OFF_FIELD_COUNT), n);
+        PF__STORE(pf__u64(f, PF_OFF_SCHEMA_OFFSET), (uint64_t)PF_SCHEMA_OFFSET);
+        PF__STORE(pf__u64(f, PF_OFF_SYMBOLS_OFFSET), (uint64_t)PF_SYMBOLS_OFFSET);
         /* version is written last, with release: pairs with the reader's acquire load of it. */
         PF__STORE_REL(pf__u32(f, PF_OFF_VERSION), PF_LAYOUT_VERSION);
     }
@@ -2225,17 +2777,28 @@ fail:
     return rc;
 }
 
-/* Open `feed` as its publisher if it exists (capacity, ring_size and mode are then
-   ignored), else create it. */
-static inline int pf_open_or_create(pf_feed *f, const char *feed, uint32_t capacity, uint32_t ring_size, unsigned mode,
-                                    pf_error *err) {
+/* Create feed `feed` of the default schema (one f64 named price): pf_create_fields(..., NULL, ...). */
+static inline int pf_create(pf_feed *f, const char *feed, uint32_t capacity, uint32_t ring_size, unsigned mode,
+                            pf_error *err) {
+    return pf_create_fields(f, feed, NULL, capacity, ring_size, mode, err);
+}
+
+/* Open `feed` as its publisher if it exists (fields, capacity, ring_size and mode are then
+   ignored: it keeps its own), else create it with them. */
+static inline int pf_open_or_create_fields(pf_feed *f, const char *feed, const char *fields, uint32_t capacity,
+                                           uint32_t ring_size, unsigned mode, pf_error *err) {
     for (int i = 0; i < 3; i++) { /* another process may create or remove it between our calls */
         int rc = pf_open_publisher(f, feed, err);
         if (rc != PF_ENOTFOUND) return rc;
-        rc = pf_create(f, feed, capacity, ring_size, mode, err);
+        rc = pf_create_fields(f, feed, fields, capacity, ring_size, mode, err);
         if (rc != PF_EEXISTS) return rc;
     }
     return pf_open_publisher(f, feed, err);
+}
+
+static inline int pf_open_or_create(pf_feed *f, const char *feed, uint32_t capacity, uint32_t ring_size, unsigned mode,
+                                    pf_error *err) {
+    return pf_open_or_create_fields(f, feed, NULL, capacity, ring_size, mode, err);
 }
 
 static inline int pf__writer(pf_feed *f, pf_error *err) {
@@ -2247,20 +2810,114 @@ static inline int pf__writer(pf_feed *f, pf_error *err) {
     return PF_OK;
 }
 
-/* Set `symbol` to `price` with time stamp `time_ns`. *changed (if not NULL) is 0 when the
-   price equals the current one (0.0 and -0.0 are equal): no event, no sequence, no wake-up.
-   PF_EINVAL for a bad symbol or a NaN or infinite price; PF_EFULL when a new symbol does
-   not fit; nothing is written then. */
-static inline int pf_publish_at(pf_feed *f, const char *symbol, double price, uint64_t time_ns, int *changed,
-                                pf_error *err) {
+/* ---------------------------------------------------------------------------------------
+ * Records: any subset of a feed's fields, published as one change
+ * --------------------------------------------------------------------------------------- */
+/* An empty record for feed `f` (its schema names the fields). Reuse it for another publish
+   with pf_record_init again: a field set stays set until then. */
+static inline void pf_record_init(pf_record *r, const pf_feed *f) {
+    memset(r, 0, sizeof *r);
+    r->feed = f;
+}
+
+__attribute__((format(printf, 2, 3))) static inline int pf__record_bad(pf_record *r, const char *fmt, ...) {
+    if (!r->bad) { /* the first mistake is the one reported */
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->why, sizeof r->why, fmt, ap);
+        va_end(ap);
+        r->bad = 1;
+    }
+    return PF_EINVAL;
+}
+
+/* Set field number `field` (pf_field_index) to `value`. A f64 field takes a double; an i64
+   field refuses one (a double cannot hold every i64, and 3.0 for a size is more likely a
+   mistake than a size): use pf_record_i64_at. PF_OK, or PF_EINVAL with the mistake kept in
+   the record, which pf_publish_record then refuses. A NaN or an infinity is refused there. */
+static inline int pf_record_f64_at(pf_record *r, uint32_t field, double value) {
+    const pf_feed *f = r->feed;
+    if (f == NULL || field >= f->field_count)
+        return pf__record_bad(r, "feed '%s' has no field number %u; it has %u", f ? f->name : "(none)", field,
+                              f ? f->field_count : 0u);
+    if (f->fields[field].type != PF_TYPE_F64)
+        return pf__record_bad(r, "field '%s' of feed '%s' is an i64: set it with pf_record_i64 (a double is not a whole "
+                              "number): %s=%g", f->fields[field].name, f->name, f->fields[field].name, value);
+    r->values[field].f64 = value;
+    r->set |= UINT32_C(1) << field;
+    return PF_OK;
+}
+
+/* Set field number `field` to `value`: an i64 field as it is, a f64 field as the nearest
+   double (as the Python publisher takes an int for a f64). */
+static inline int pf_record_i64_at(pf_record *r, uint32_t field, int64_t value) {
+    const pf_feed *f = r->feed;
+    if (f == NULL || field >= f->field_count)
+        return pf__record_bad(r, "feed '%s' has no field number %u; it has %u", f ? f->name : "(none)", field,
+                              f ? f->field_count : 0u);
+    if (f->fields[field].type == PF_TYPE_F64)
+        r->values[field].f64 = (double)value;
+    else
+        r->values[field].i64 = value;
+    r->set |= UINT32_C(1) << field;
+    return PF_OK;
+}
+
+static inline int pf__record_field(pf_record *r, const char *name) {
+    const pf_feed *f = r->feed;
+    int k = f == NULL ? -1 : pf_field_index(f, name);
+    if (k < 0) {
+        char names[400] = "";
+        if (f != NULL) pf_format_mask(f, UINT32_MAX, ", ", names, sizeof names);
+        pf__record_bad(r, "feed '%s' has no field '%.40s'; its fields are %s", f ? f->name : "(none)",
+                       name == NULL ? "(null)" : name, names);
+    }
+    return k;
+}
+
+/* Set the field named `name` (as pf_record_f64_at and pf_record_i64_at; PF_EINVAL, kept in
+   the record, for a name the feed's schema lacks). */
+static inline int pf_record_f64(pf_record *r, const char *name, double value) {
+    int k = pf__record_field(r, name);
+    return k < 0 ? PF_EINVAL : pf_record_f64_at(r, (uint32_t)k, value);
+}
+static inline int pf_record_i64(pf_record *r, const char *name, int64_t value) {
+    int k = pf__record_field(r, name);
+    return k < 0 ? PF_EINVAL : pf_record_i64_at(r, (uint32_t)k, value);
+}
+
+/* Publish record `r` of `symbol` with time stamp `time_ns`: the fields it sets take its
+   values, the others keep theirs (a new symbol's start at 0). It is one change (one seqlock
+   write, one sequence number, one ring record, one wake-up) when at least one field differs
+   from its current value, and the change's mask names the fields that do (every field for a
+   symbol's first); *changed (if not NULL) is then 1, else 0 with no event at all. A value
+   equal to the current one (0.0 and -0.0 are equal) leaves it as it was. PF_EINVAL for a mistake kept in the record (a field the feed lacks, a
+   double for an i64), a record that sets no field, a NaN or infinite f64, a bad symbol;
+   PF_EFULL when a new symbol does not fit: nothing is written then. */
+static inline int pf_publish_record_at(pf_feed *f, const char *symbol, const pf_record *r, uint64_t time_ns,
+                                       int *changed, pf_error *err) {
     if (changed != NULL) *changed = 0;
     int rc = pf__writer(f, err);
     if (rc) return rc;
-    if (!isfinite(price))
-        return pf__fail(err, PF_EINVAL, 0, "price for symbol '%.40s' must be a finite number (not NaN or infinite): price=%g",
-                        symbol == NULL ? "(null)" : symbol, price);
+    const char *shown = symbol == NULL ? "(null)" : symbol;
+    if (r == NULL || r->feed != f)
+        return pf__fail(err, PF_EINVAL, 0, "the record for '%.40s' was not made for feed '%s': pf_record_init(&r, &feed) "
+                        "with the feed it is published to", shown, f->name);
+    if (r->bad) return pf__fail(err, PF_EINVAL, 0, "%s", r->why);
+    uint32_t n = f->field_count, set = r->set & ((UINT32_C(1) << n) - 1u);
+    if (set == 0) {
+        char names[400];
+        pf_format_mask(f, UINT32_MAX, ", ", names, sizeof names);
+        return pf__fail(err, PF_EINVAL, 0, "a publish of '%.40s' sets no field; feed '%s' has %s", shown, f->name, names);
+    }
+    for (uint32_t k = 0; k < n; k++)
+        if ((set >> k & 1u) && (f->f64_mask >> k & 1u) && !isfinite(r->values[k].f64))
+            return pf__fail(err, PF_EINVAL, 0, "%s for symbol '%.40s' must be a finite number (not NaN or infinite): %s=%g",
+                            f->fields[k].name, shown, f->fields[k].name, r->values[k].f64);
     uint32_t index = symbol == NULL ? UINT32_MAX : pf__names_find(&f->names, symbol);
     int fresh = index == UINT32_MAX;
+    uint64_t values[PF_MAX_FIELDS];
+    uint32_t mask = 0;
     if (fresh) {
         if ((rc = pf__check_symbol(symbol, err)) != 0) return rc;
         if (f->names.count >= f->capacity)
@@ -2268,31 +2925,66 @@ static inline int pf_publish_at(pf_feed *f, const char *symbol, double price, ui
                             "feed '%s' is full: %u of %u slots hold a symbol and 1 more was asked for (create the "
                             "feed with a larger --capacity)",
                             f->name, f->names.count, f->capacity);
+        memset(values, 0, sizeof values); /* the fields a first record does not set start at 0 */
+    } else {
+        memcpy(values, f->last + (size_t)index * n, n * sizeof *values);
+    }
+    /* A value equal to the current one (-0.0 to 0.0) is no change and leaves it as it was. */
+    for (uint32_t k = 0; k < n; k++)
+        if ((set >> k & 1u) && !pf__same_value(f, k, values[k], r->values[k].bits)) {
+            mask |= UINT32_C(1) << k;
+            values[k] = r->values[k].bits;
+        }
+    if (fresh)
+        mask = (UINT32_C(1) << n) - 1u; /* a first record changes every field */
+    else if (mask == 0)
+        return pf__ok(err); /* nothing differs: no change, nobody wakes */
+    if (fresh) {
         index = f->names.count;
         if (pf__names_add(&f->names, symbol) != 0) return pf__fail(err, PF_ERROR, ENOMEM, "out of memory");
-    } else if (f->last[index] == price) {
-        return pf__ok(err);
-    }
-    uint64_t seq = f->head + 1u;
-    if (fresh) {
-        /* Step 1: name the slot. No reader looks at a slot slot_count does not cover, so it
-           is reset whole, odd lock and all (a publisher may have died while adding it). */
-        unsigned char *slot = f->base + pf_slot_offset(index);
-        for (uint32_t k = 0; k < PF_SLOT_SYMBOL; k += 8) PF__STORE((uint64_t *)(void *)(slot + k), (uint64_t)0);
-        memset(slot + PF_SLOT_SYMBOL, 0, PF_SYMBOL_FIELD);
-        memcpy(slot + PF_SLOT_SYMBOL, symbol, strlen(symbol));
     }
     pf_view v = pf__view(f);
-    pf_core_write_change(&v, index, price, time_ns, seq);          /* steps 2 and 3 */
-    if (fresh) pf_core_store_slot_count(&v, index + 1u);           /* step 4 */
-    pf_core_store_head(&v, seq);                                   /* step 5 */
+    uint64_t seq = f->head + 1u;
+    if (fresh) pf_core_write_symbol(&v, index, symbol);             /* step 1: name the slot */
+    pf_core_write_change(&v, index, values, mask, time_ns, seq);    /* steps 2 and 3 */
+    if (fresh) pf_core_store_slot_count(&v, index + 1u);            /* step 4 */
+    pf_core_store_head(&v, seq);                                    /* step 5 */
     f->head = seq;
-    f->last[index] = price;
-    pf_core_announce_slot(&v, index);                              /* step 6 */
+    memcpy(f->last + (size_t)index * n, values, n * sizeof *values);
+    pf_core_announce_slot(&v, index);                               /* step 6 */
     int e = pf_core_wake_slot(&v, index); /* step 7: always, since we keep no count of waiters */
     if (changed != NULL) *changed = 1;
     if (e) return pf__fail(err, PF_ERROR, e, "feed '%s': FUTEX_WAKE_OP failed: %s", f->name, strerror(e));
     return pf__ok(err);
+}
+
+static inline int pf_publish_record(pf_feed *f, const char *symbol, const pf_record *r, int *changed, pf_error *err) {
+    return pf_publish_record_at(f, symbol, r, pf_now_ns(), changed, err);
+}
+
+/* The one-field convenience: set `symbol` to `price` on a feed of one f64 field (the default
+   schema's price), with time stamp `time_ns`. *changed (if not NULL) is 0 when the price
+   equals the current one (0.0 and -0.0 are equal): no event, no sequence, no wake-up.
+   PF_EINVAL on a feed of more fields (publish a pf_record) or of one i64 field, for a bad
+   symbol, or a NaN or infinite price; PF_EFULL when a new symbol does not fit; nothing is
+   written then. */
+static inline int pf_publish_at(pf_feed *f, const char *symbol, double price, uint64_t time_ns, int *changed,
+                                pf_error *err) {
+    if (changed != NULL) *changed = 0;
+    int rc = pf__writer(f, err);
+    if (rc) return rc;
+    if (f->field_count != 1) {
+        char names[400];
+        pf_format_mask(f, UINT32_MAX, ", ", names, sizeof names);
+        return pf__fail(err, PF_EINVAL, 0,
+                        "feed '%s' has fields %s: name the ones to set with a pf_record (pf_publish sets the field of "
+                        "a feed that has one); got the value %g for '%.40s' without a name",
+                        f->name, names, price, symbol == NULL ? "(null)" : symbol);
+    }
+    pf_record r;
+    pf_record_init(&r, f);
+    pf_record_f64_at(&r, 0, price);
+    return pf_publish_record_at(f, symbol, &r, time_ns, changed, err);
 }
 
 static inline int pf_publish(pf_feed *f, const char *symbol, double price, int *changed, pf_error *err) {

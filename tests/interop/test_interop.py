@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -23,9 +24,11 @@ import pytest
 
 if sys.platform != "win32":
     import posix_ipc  # POSIX shared memory: the tests that use it are marked posix_only
-from conftest import ROOT, Proc, blocked_in_futex, cli, kill_hard, peek, poke, wait_until, worker
+from conftest import ROOT, Proc, blocked_in_futex, cli, kill_hard, peek, poke, unlink_feed, wait_until, worker
 
-from pricefeed import Publisher, PublisherRestarted, Subscriber
+from pricefeed import Publisher, PublisherRestarted, Quote, Subscriber
+from pricefeed._errors import BadSegment
+from pricefeed._protocol import accel
 from pricefeed._protocol import layout as L
 from pricefeed._segment import NAME_MAX, segment_name
 
@@ -169,6 +172,77 @@ def shm_path(feed: str) -> str:
     return f"/dev/shm{segment_name(feed)}"
 
 
+@pytest.fixture(autouse=True)
+def _python_children_run_a_built_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python child (pricefeed subscribe, a worker) runs the pure implementation while the C
+    accelerator here is not built, or was built from another layout (it would warn on stderr)."""
+    if not accel.AVAILABLE:
+        monkeypatch.setenv("PRICEFEED_PURE", "1")
+
+
+# -- records: a schema of four fields --------------------------------------------------------------
+SCHEMA = "bid:f64,ask:f64,bid_size:i64,ask_size:i64"
+NAMES = ("bid", "ask", "bid_size", "ask_size")
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+#: A change as the tests compare it: (seq, symbol, every field's value, the names it changed).
+Change = Tuple[int, str, Dict[str, float], List[str]]
+
+
+def random_records(count: int, symbols: int = 5, seed: int = 7) -> List[Tuple[str, Dict[str, float]]]:
+    """(symbol, {field: value}) records that set 1 to 4 fields each, from few enough values that
+    many of them change nothing, or only some of the fields they set."""
+    rng = random.Random(seed)
+    floats = [100.0, 100.25, -0.0, 0.0, 1e-300, 2.0**60, -5201.5]
+    ints = [0, 1, 12, -3, 2**40, I64_MIN, I64_MAX]
+    out = []
+    for _ in range(count):
+        names = rng.sample(NAMES, rng.randint(1, len(NAMES)))
+        given = {n: rng.choice(floats if n in ("bid", "ask") else ints) for n in sorted(names, key=NAMES.index)}
+        out.append((f"S{rng.randrange(symbols)}", given))
+    return out
+
+
+def record_changes(items: List[Tuple[str, Dict[str, float]]], first_seq: int = 1) -> List[Change]:
+    """What publishing these records one by one must produce: a symbol's first record changes
+    every field (the ones it does not set start at 0), a later one the fields it sets to a
+    value that differs; one that changes nothing is no change. A value equal to the current
+    one (-0.0 to 0.0) leaves it as it was."""
+    current: Dict[str, Dict[str, float]] = {}
+    out: List[Change] = []
+    seq = first_seq
+    for symbol, given in items:
+        fresh = symbol not in current
+        values = dict(current.get(symbol) or {n: (0.0 if n in ("bid", "ask") else 0) for n in NAMES})
+        changed = [n for n in NAMES if n in given and given[n] != values[n]]
+        values.update((n, given[n]) for n in changed)
+        if fresh:
+            changed = list(NAMES)
+        elif not changed:
+            continue
+        current[symbol] = values
+        out.append((seq, symbol, values, changed))
+        seq += 1
+    return out
+
+
+def record_lines(items: List[Tuple[str, Dict[str, float]]]) -> List[str]:
+    """The records as "SYMBOL NAME=VALUE ..." lines (a float as repr writes it)."""
+    return [symbol + "".join(f" {n}={v!r}" for n, v in given.items()) for symbol, given in items]
+
+
+def from_json(lines: List[dict]) -> List[Change]:
+    return [(d["seq"], d["symbol"], {n: d[n] for n in NAMES}, d["changed"]) for d in lines if "event" not in d]
+
+
+def from_quotes(qs: List[Quote]) -> List[Change]:
+    return [(q.seq, q.symbol, dict(q.fields), list(q.changed)) for q in qs]
+
+
+def exact(changes: List[Change]) -> List[tuple]:
+    """The changes with every float as its bits' repr, so that -0.0 and 0.0 are told apart."""
+    return [(seq, s, {n: repr(v) for n, v in values.items()}, changed) for seq, s, values, changed in changes]
+
+
 # -- (a) the constants of every client equal pricefeed._protocol.layout ------------------------------------
 @pytest.mark.parametrize("program", ["layout_check", "layout_check_cxx", "layout_check_m32", "publisher"])
 def test_layout_constants_match_the_python_layout(build: Builds, program: str) -> None:
@@ -178,11 +252,25 @@ def test_layout_constants_match_the_python_layout(build: Builds, program: str) -
     assert set(python) - set(got) == set(), "constants of pricefeed._protocol.layout that the client does not have"
     for name, value in got.items():
         if name == "geometries":
-            for capacity, ring, ring_off, size in value:
-                assert (ring_off, size) == (L.ring_offset(capacity), L.segment_size(capacity, ring)), (capacity, ring)
+            assert {n for _, _, n, *_ in value} >= {1, 4, 5, 16}, "schemas of one field, one line, more, the most"
+            for capacity, ring, n, slot_size, record_size, slots_off, ring_off, size in value:
+                assert (slot_size, record_size, slots_off, ring_off, size) == (
+                    L.slot_size(n),
+                    L.record_size(n),
+                    L.slots_offset(capacity),
+                    L.ring_offset(capacity, n),
+                    L.segment_size(capacity, ring, n),
+                ), (capacity, ring, n)
         elif name == "slots":
-            for slot, offset, word, word_offset in value:
-                assert (offset, word, word_offset) == (L.slot_offset(slot), L.wake_word_of(slot), L.wake_offset(word))
+            for slot, capacity, n, offset, symbol, word, word_offset in value:
+                assert (offset, symbol, word, word_offset) == (
+                    L.slot_offset(slot, capacity, n),
+                    L.symbol_offset(slot),
+                    L.wake_word_of(slot),
+                    L.wake_offset(word),
+                ), (slot, capacity, n)
+        elif name == "schema":
+            assert [(k, off) for k, off in value] == [(k, L.schema_entry_offset(k)) for k, _ in value]
         elif name == "NAME_MAX":
             assert value == NAME_MAX
         else:
@@ -277,9 +365,9 @@ def test_cpp_subscriber_events_and_exit_codes(build: Builds, feed: str, procs: L
     wait_blocked(interrupted)
     os.kill(interrupted.pid, signal.SIGINT)
     assert interrupted.finish(10)[0] == 130
-    poke(feed, L.OFF_VERSION, "I", 1)
+    poke(feed, L.OFF_VERSION, "I", 2)
     old = subprocess.run([sub, feed], capture_output=True, text=True, timeout=30)
-    assert old.returncode == 9 and "layout version 1; this reader reads version 2" in old.stderr, old.stderr
+    assert old.returncode == 9 and "layout version 2; this reader reads version 3" in old.stderr, old.stderr
 
 
 # -- (c) Rust publisher -> Python subscriber ----------------------------------------------------------
@@ -394,15 +482,26 @@ CORRUPTIONS = {
     "missing": (lambda feed: None, "PF_ENOTFOUND", 3, "no feed named"),
     "foreign": (lambda feed: make_segment(feed, b"hello, world\n" * 100), "PF_EBADSEG", 9, "not a pricefeed segment"),
     "tiny": (lambda feed: make_segment(feed, b"PRCFEED\0"), "PF_EBADSEG", 9, "smaller than the 256-byte header"),
-    "version 1": (
-        lambda feed: damage(feed, L.OFF_VERSION, "I", 1),
+    "version 2": (
+        lambda feed: damage(feed, L.OFF_VERSION, "I", 2),
         "PF_EVERSION",
         9,
-        "segment has layout version 1; this reader reads version 2",
+        "segment has layout version 2; this reader reads version 3",
     ),
-    "version 3": (lambda feed: damage(feed, L.OFF_VERSION, "I", 3), "PF_EVERSION", 9, "layout version 3;"),
+    "version 4": (lambda feed: damage(feed, L.OFF_VERSION, "I", 4), "PF_EVERSION", 9, "layout version 4;"),
     "ring size": (lambda feed: damage(feed, L.OFF_RING_SIZE, "I", 24), "PF_EBADSEG", 9, "ring_size=24"),
-    "slot size": (lambda feed: damage(feed, L.OFF_SLOT_SIZE, "I", 32), "PF_EBADSEG", 9, "slot_size is 32, expected 64"),
+    "slot size": (
+        lambda feed: damage(feed, L.OFF_SLOT_SIZE, "I", 32),
+        "PF_EBADSEG",
+        9,
+        "slot_size is 32, expected 64 for capacity 8 and 1 field(s)",
+    ),
+    "symbols offset": (
+        lambda feed: damage(feed, L.OFF_SYMBOLS_OFFSET, "Q", 768),
+        "PF_EBADSEG",
+        9,
+        "symbols_offset is 768, expected 1280",
+    ),
     "truncated": (
         lambda feed: (made_by_python(feed), os.truncate(shm_path(feed), L.segment_size(8, 16) - 32)),
         "PF_EBADSEG",
@@ -454,7 +553,7 @@ def test_c_api_refuses_bad_input(build: Builds, feed: str, procs: List[Proc]) ->
 # -- the C header's publisher, and takeover ------------------------------------------------------------
 def test_c_publisher_to_python_subscriber(build: Builds, feed: str, procs: List[Proc]) -> None:
     c = start(procs, [build("pfcat"), "publish", feed, "--capacity", "8", "--end"], subprocess.PIPE)
-    assert c.json_line() == {"ready": True, "head_seq": 0, "epoch": 1, "repaired": 0}
+    assert c.json_line() == {"ready": True, "head_seq": 0, "epoch": 1, "repaired": 0, "fields": "price:f64"}
     py = start(procs, cli("subscribe", feed, "--json", "--timeout", "30"))
     wait_blocked(py)
     pairs = [(f"C{k % 4}", float(k % 3)) for k in range(60)] + [("C0", -0.0), ("C0", 0.0)]
@@ -470,14 +569,18 @@ def test_c_publisher_takes_over_and_repairs_a_half_written_feed(build: Builds, f
     # Died inside A's write (lock odd, the new price stored), and after writing C=5.0 as
     # change 4 without moving the head: layout.md, section 10.
     with Subscriber(feed) as sub:
-        lock_a = L.slot_offset(0) + L.SLOT_LOCK
+        lock_a = L.slot_offset(0, L.DEFAULT_CAPACITY) + L.SLOT_LOCK
         poke(feed, lock_a, "Q", 3)
-        poke(feed, L.slot_offset(0) + L.SLOT_PRICE, "d", 1.5)
-        poke(feed, L.slot_offset(2) + L.SLOT_PRICE, "dQQ", 5.0, 123, 4)
+        poke(feed, L.slot_offset(0, L.DEFAULT_CAPACITY) + L.SLOT_VALUES, "d", 1.5)
+        slot_c = L.slot_offset(2, L.DEFAULT_CAPACITY)
+        poke(feed, slot_c + L.SLOT_SEQ, "QQI", 4, 123, 1)
+        poke(feed, slot_c + L.SLOT_VALUES, "d", 5.0)
         it = sub.updates(timeout=10)
-        p = subprocess.run([build("pfcat"), "publish", feed], input="B 2\nB 2.5\n", capture_output=True, text=True)
+        p = subprocess.run(
+            [build("pfcat"), "publish", feed], input="B 2\nB 2.5\n", capture_output=True, text=True, timeout=30
+        )
         lines = [json.loads(line) for line in p.stdout.splitlines()]
-        assert lines[0] == {"ready": True, "head_seq": 5, "epoch": 2, "repaired": 2}, p.stdout
+        assert lines[0] == {"ready": True, "head_seq": 5, "epoch": 2, "repaired": 2, "fields": "price:f64"}, p.stdout
         assert lines[1:] == [{"changed": False, "seq": 5}, {"changed": True, "seq": 6}]
         restarted = next(it)
         assert isinstance(restarted, PublisherRestarted) and restarted.epoch == 2
@@ -493,11 +596,351 @@ def test_c_publisher_takes_over_and_repairs_a_half_written_feed(build: Builds, f
 
 def test_rust_publisher_refuses_a_half_written_feed(build: Builds, feed: str) -> None:
     made_by_python(feed)
-    poke(feed, L.slot_offset(0) + L.SLOT_LOCK, "Q", 3)
+    poke(feed, L.slot_offset(0, 8) + L.SLOT_LOCK, "Q", 3)
     p = subprocess.run([build("publisher"), feed], capture_output=True, text=True, timeout=30)
     assert p.returncode == 9 and "slot 0 ('A') was left mid-change" in p.stderr and "lock is odd (3)" in p.stderr
     with Subscriber(feed) as sub:
         assert sub.status().publisher_epoch == 1, "a refusal leaves the feed as it was"
+
+
+# -- (h) records: a schema of several fields, each change setting any of them ---------------------------
+def test_python_records_to_cpp_subscribers_and_c_reader(build: Builds, feed: str, procs: List[Proc]) -> None:
+    """Python publishes records of a four-field schema; two C++ subscribers (everything; two
+    symbols and only changes of the sizes, --on) and the C reader (pfcat follow) each see every
+    wanted change once, in order, with the values and the changed mask the Python subscriber sees."""
+    sub, pfcat = build("subscriber"), build("pfcat")
+    items = random_records(1500)
+    with Publisher.create(feed, capacity=16, ring_size=4096, fields=SCHEMA) as pub:
+        everything = start(procs, [sub, feed, "--timeout", "30"])
+        sizes = start(procs, [sub, feed, "S1", "S3", "--on", "bid_size,ask_size", "--timeout", "30"])
+        reader = start(procs, [pfcat, "follow", feed, "--timeout", "30"])
+        wait_blocked(everything, sizes, reader)
+        with Subscriber(feed) as check:
+            it = check.updates(timeout=30)
+            changes = sum(
+                pub.publish(symbol, time_ns=1_000_000 + k, **given) for k, (symbol, given) in enumerate(items)
+            )
+            batch = {"S0": {"bid": 1.5, "ask_size": 7}, "NEW": {"ask": 3.25}, "S1": {"bid_size": -1}}
+            changes += pub.publish_many(batch)
+            pub.end()
+            seen = [q for q in it if isinstance(q, Quote)]
+    python = from_quotes(seen)
+    want = record_changes(items + list(batch.items()))
+    assert changes == len(want) and len(want) > 500, "many changes, and many records that changed nothing"
+    assert any(len(c[3]) not in (1, len(NAMES)) for c in want), "changes of some of the fields, not one nor all"
+    assert exact(python) == exact(want), "the Python subscriber sees what the model says"
+    got = read_until_ended(everything)
+    assert exact(from_json(got)) == exact(want), "the C++ subscriber: every change once, in order, values and masks"
+    assert [d["time_ns"] for d in got] == [q.time_ns for q in seen], "the same time stamps"
+    assert exact(from_json(read_until_ended(reader))) == exact(want), "the C reader (pfcat follow) likewise"
+    wanted = [c for c in want if c[1] in ("S1", "S3") and {"bid_size", "ask_size"} & set(c[3])]
+    assert exact(from_json(read_until_ended(sizes))) == exact(wanted), "--on: only changes of those fields"
+    p = subprocess.run([pfcat, "get", feed, "S0", "S1", "NEW"], capture_output=True, text=True, timeout=30)
+    final = {c[1]: c for c in want}
+    assert exact(from_json([json.loads(line) for line in p.stdout.splitlines()])) == exact(
+        [final["S0"], final["S1"], final["NEW"]]
+    ), "pf_get: each symbol's last record and the mask of its last change"
+
+
+#: Lines no publisher may apply, with what the error says: each is refused whole, nothing of it written.
+BAD_RECORD_LINES = [
+    ("S1 bid=nan ask=1.5", "must be a finite number"),
+    ("S1 ask=inf", "must be a finite number"),
+    ("S1 bid=1.5 nope=1", "no field"),
+    ("S1 bid_size=1.5", "bid_size"),
+    ("S1 5.0", "bid, ask, bid_size, ask_size"),
+    ("S9 bid=nan", "must be a finite number"),
+]
+
+
+def test_rust_records_to_python_subscriber(build: Builds, feed: str, procs: List[Proc]) -> None:
+    """The Rust publisher creates a four-field feed (--fields) and publishes records from stdin,
+    several fields per change, then generated ones; the Python subscriber sees each change once,
+    in order, with its values and mask. A bad line is reported with its number, nothing of it
+    written."""
+    rust = start(
+        procs,
+        [build("publisher"), feed, "--fields", SCHEMA, "--capacity", "16", "--stdin", "--generate", "30",
+         "--symbols", "3", "--end"],
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    ready = rust.json_line()
+    assert ready["ready"] and ready["head_seq"] == 0 and ready["fields"] == SCHEMA
+    items = random_records(1200, seed=11)
+    lines = record_lines(items)
+    bad_at = {}
+    for k, (line, words) in enumerate(BAD_RECORD_LINES):
+        at = 100 * (k + 1) + k  # among the good lines; line numbers count from 1
+        lines.insert(at, line)
+        bad_at[at + 1] = words
+    with Subscriber(feed) as sub:
+        assert sub.fields == (("bid", 1), ("ask", 1), ("bid_size", 2), ("ask_size", 2))
+        it = sub.updates(timeout=30)
+        rust.stdin.write("".join(line + "\n" for line in lines))
+        code, out, err = rust.finish()
+        got = from_quotes([q for q in it if isinstance(q, Quote)])
+    assert code == 7, (code, err)
+    reported = [line for line in err.splitlines() if line.startswith("publisher: line ")]
+    assert [int(line.split()[2].rstrip(":")) for line in reported] == sorted(bad_at), err
+    for line, (number, words) in zip(reported, sorted(bad_at.items())):
+        assert words in line, (number, line)
+    want = record_changes(items)
+    generated = [(f"G{(k - 1) % 3}", {"bid": 100 + k / 4, "ask": 101 + k / 4, "bid_size": k + 2, "ask_size": k + 3})
+                 for k in range(1, 31)]  # fmt: skip
+    want += record_changes(generated, len(want) + 1)
+    assert json.loads(out) == {"published": len(want), "head_seq": len(want)}
+    assert exact(got) == exact(want), "every change once, in order, the values and masks the Rust publisher made"
+
+
+def test_c_records_to_python_subscriber(build: Builds, feed: str, procs: List[Proc]) -> None:
+    """The header's publisher (pf_create_fields, pf_record, pf_publish_record through pfcat)
+    on a four-field feed, to the Python subscriber: every change once, in order, values and
+    masks; each line's answer says whether it was a change and its sequence."""
+    c = start(procs, [build("pfcat"), "publish", feed, "--fields", SCHEMA, "--capacity", "8", "--end"], subprocess.PIPE)
+    assert c.json_line() == {"ready": True, "head_seq": 0, "epoch": 1, "repaired": 0, "fields": SCHEMA}
+    items = random_records(1200, symbols=6, seed=5)
+    with Subscriber(feed) as sub:
+        it = sub.updates(timeout=30)
+        c.stdin.write("".join(line + "\n" for line in record_lines(items)))
+        code, out, err = c.finish()
+        got = from_quotes([q for q in it if isinstance(q, Quote)])
+    assert code == 0, err
+    want = record_changes(items)
+    assert exact(got) == exact(want)
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [a["seq"] for a in answers if a["changed"]] == [w[0] for w in want]
+    assert len(answers) == len(items) and sum(a["changed"] for a in answers) == len(want)
+
+
+def test_c_api_refuses_bad_records(build: Builds, feed: str) -> None:
+    """pf_record and pf_publish_record refuse an unknown field, a NaN or infinite f64, a double
+    for an i64, pf_publish on a feed of several fields, and a bad symbol, each with PF_EINVAL
+    and nothing written (not even a new symbol); pf_create_fields refuses a bad schema and
+    leaves nothing behind."""
+    pfcat = build("pfcat")
+
+    def run(*args: str, stdin: str = "") -> Tuple[int, List[dict]]:
+        p = subprocess.run([pfcat, *args], input=stdin, capture_output=True, text=True, timeout=30)
+        return p.returncode, [json.loads(line) for line in p.stdout.splitlines()]
+
+    lines = ["ES bid=1 ask=2 bid_size=3"] + [line for line, _ in BAD_RECORD_LINES]
+    lines += ["bad\x7fsym bid=1", "ES bid=1 bid_size=3", "ES ask_size=-4"]
+    code, got = run("publish", feed, "--fields", SCHEMA, "--capacity", "4", stdin="".join(x + "\n" for x in lines))
+    assert code == 7 and got[0]["ready"] and got[0]["fields"] == SCHEMA
+    assert got[1] == {"changed": True, "seq": 1}
+    refused = got[2 : 2 + len(BAD_RECORD_LINES) + 1]
+    assert [d.get("error") for d in refused] == ["PF_EINVAL"] * len(refused), refused
+    for d, (line, words) in zip(refused, BAD_RECORD_LINES):
+        assert words in d["message"], (line, d["message"])
+    assert "symbol must be" in refused[-1]["message"]
+    assert got[-2:] == [{"changed": False, "seq": 1}, {"changed": True, "seq": 2}], "nothing of the refused lines"
+    with Subscriber(feed) as sub:
+        assert sub.symbols() == ["ES"] and sub.head == 2, "no symbol added by a refused record"
+        es = sub["ES"]
+        assert (es.bid, es.ask, es.bid_size, es.ask_size, es.changed) == (1.0, 2.0, 3, -4, ("ask_size",))
+
+    schemas = {
+        "1bid:f64": "a field name is 1 to 23 characters",
+        "bid:f32": "has type 'f32'; expected f64 or i64",
+        "bid,ask,BID": "fields 'bid' and 'BID' have the same name (ignoring case)",
+        ",".join(f"f{k}" for k in range(17)): "a schema has 1 to 16 fields: got 17",
+        "bid,seq:i64": "is taken by every quote",
+        "x" * 24: "a field name is 1 to 23 characters",
+        " ": "a schema has 1 to 16 fields: got 0",
+    }
+    for spec, words in schemas.items():
+        code, got = run("publish", feed + "x", "--fields", spec)
+        assert code == 7 and got[0]["error"] == "PF_EINVAL", (spec, got)
+        assert got[0]["message"].startswith("bad schema: ") and words in got[0]["message"], (spec, got)
+        assert not os.path.exists(shm_path(feed + "x")), spec
+    code, got = run("publish", feed + "x", "--fields", " bid , size : i64 ")  # spaces around the parts
+    try:
+        assert code == 0 and got[0]["fields"] == "bid:f64,size:i64", got
+    finally:
+        unlink_feed(feed + "x")
+
+
+def made_with_fields(feed: str) -> None:
+    with Publisher.create(feed, capacity=8, ring_size=16, fields=SCHEMA) as pub:
+        pub.publish("ES", bid=5201.25, ask=5201.5, bid_size=12, ask_size=3)
+
+
+def entry(field: int, at: int = 0) -> int:
+    return L.schema_entry_offset(field) + at
+
+
+#: name -> (what to write: [(offset, struct format, value)], what the message says, and whether
+#: the Python reader's message is the same, word for word)
+SCHEMA_DAMAGE = {
+    "field_count 0": ([(L.OFF_FIELD_COUNT, "I", 0)], "damaged header: field_count is 0, expected 1 to 16", True),
+    "field_count 17": ([(L.OFF_FIELD_COUNT, "I", 17)], "damaged header: field_count is 17, expected 1 to 16", True),
+    "field_count 3": (
+        [(L.OFF_FIELD_COUNT, "I", 3)],
+        "damaged schema: entry 3 is not zero, but the schema has 3 field(s)",
+        True,
+    ),
+    "unused entry": (
+        [(entry(5, 7), "B", 1)],
+        "damaged schema: entry 5 is not zero, but the schema has 4 field(s)",
+        True,
+    ),
+    "bad name": ([(entry(0), "4s", b"1bid")], "damaged schema: entry 0 has name ", False),
+    "reserved name": ([(entry(1), "4s", b"seq\0")], "damaged schema: entry 1 has name ", False),
+    "empty name": ([(entry(2), "8s", bytes(8))], "damaged schema: entry 2 has name ", False),
+    "bytes after the NUL": (
+        [(entry(0, 5), "B", ord("x"))],
+        "damaged schema: entry 0 has bytes after its name's NUL or in its reserved word",
+        True,
+    ),
+    "reserved word": (
+        [(entry(2, L.FIELD_RESERVED), "I", 1)],
+        "damaged schema: entry 2 has bytes after its name's NUL or in its reserved word",
+        True,
+    ),
+    "bad type": (
+        [(entry(2, L.FIELD_TYPE), "I", 3)],
+        "damaged schema: field 'bid_size' has type 3, expected 1 (f64) or 2 (i64)",
+        True,
+    ),
+    "same name": (
+        [(entry(1), "4s", b"BID\0")],
+        "damaged schema: fields 'bid' and 'BID' have the same name (ignoring case)",
+        True,
+    ),
+    "a fifth field": (
+        [(L.OFF_FIELD_COUNT, "I", 5), (entry(4), "5s", b"extra"), (entry(4, L.FIELD_TYPE), "I", 1)],
+        "damaged header: slot_size is 64, expected 128 for capacity 8 and 5 field(s)",
+        True,
+    ),
+    "schema offset": ([(L.OFF_SCHEMA_OFFSET, "Q", 512)], "damaged header: schema_offset is 512, expected 256", True),
+    "version 2": ([(L.OFF_VERSION, "I", 2)], "segment has layout version 2; this reader reads version 3", False),
+}
+
+
+@pytest.mark.parametrize("case", list(SCHEMA_DAMAGE))
+def test_c_reader_refuses_a_damaged_schema(build: Builds, feed: str, case: str) -> None:
+    """pf_open validates the schema as pricefeed/_protocol/header.py does (and words it alike),
+    and refuses a version-2 segment naming both versions."""
+    pokes, words, same = SCHEMA_DAMAGE[case]
+    made_with_fields(feed)
+    for offset, fmt, value in pokes:
+        poke(feed, offset, fmt, value)
+    p = subprocess.run([build("pfcat"), "check", feed], capture_output=True, text=True, timeout=30)
+    got = json.loads(p.stdout)
+    code = "PF_EVERSION" if case == "version 2" else "PF_EBADSEG"
+    assert (got["error"], p.returncode) == (code, 9), got
+    assert got["message"].startswith(f"feed {feed!r}: ") and words in got["message"], got["message"]
+    with pytest.raises(BadSegment) as python:
+        Subscriber(feed).close()
+    if same:
+        assert got["message"] == str(python.value), "the words of pricefeed/_protocol/header.py"
+
+
+@pytest.mark.parametrize("case", ["bad type", "version 2"])
+def test_rust_publisher_refuses_a_damaged_schema(build: Builds, feed: str, case: str) -> None:
+    pokes, words, _ = SCHEMA_DAMAGE[case]
+    made_with_fields(feed)
+    for offset, fmt, value in pokes:
+        poke(feed, offset, fmt, value)
+    p = subprocess.run([build("publisher"), feed], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 9, p.stderr
+    assert words.replace("this reader reads", "this publisher writes") in p.stderr
+    assert peek(feed, L.OFF_PUBLISHER_EPOCH, "I") == (1,), "a refusal leaves the feed as it was"
+
+
+@pytest.mark.parametrize("fields", [None, SCHEMA], ids=["one-field", "four-fields"])
+def test_cpp_and_c_print_what_the_cli_prints(
+    build: Builds, feed: str, procs: List[Proc], fields: Optional[str]
+) -> None:
+    """The C++ subscriber (JSON, and --text) and pfcat follow --text print, line for line, what
+    `pricefeed subscribe` prints with and without --json: one value on a feed of one field,
+    NAME=VALUE... changed=... on a feed of more."""
+    sub, pfcat = build("subscriber"), build("pfcat")
+    pub = Publisher.create(feed, capacity=8, ring_size=64, fields=fields)
+    try:
+        pairs = {
+            "json": ([sub, feed, "--timeout", "30"], cli("subscribe", feed, "--json", "--timeout", "30")),
+            "text": ([sub, feed, "ES", "NQ", "--text", "--timeout", "30"], cli("subscribe", feed, "ES", "NQ", "--timeout", "30")),
+            "pfcat": ([pfcat, "follow", feed, "--text", "--timeout", "30"], cli("subscribe", feed, "--timeout", "30")),
+        }  # fmt: skip
+        running = {name: (start(procs, ours), start(procs, theirs)) for name, (ours, theirs) in pairs.items()}
+        wait_blocked(*(p for both in running.values() for p in both))
+        if fields is None:
+            for symbol, price in [("ES", 5201.25), ("NQ", -0.5), ("ES", 1e-05), ("OTHER", 2.0**60), ("ES", 1e16)]:
+                pub.publish(symbol, price)
+        else:
+            pub.publish("ES", bid=5201.25, ask=5201.5, bid_size=12, ask_size=3)
+            pub.publish("ES", bid=5201.5, ask_size=I64_MIN)
+            pub.publish("OTHER", ask=0.1)
+            pub.publish("NQ", bid=1e-05, bid_size=I64_MAX)
+            pub.publish_many({"ES": {"ask": 1e16}, "NQ": {"bid": -0.5}})
+        pub.end()
+    finally:
+        pub.close()
+    for name, (ours, theirs) in running.items():
+        mine, cli_out = ours.finish(), theirs.finish()
+        assert mine[0] == cli_out[0] == 0, (name, mine, cli_out)
+        assert mine[1].splitlines() == cli_out[1].splitlines() and mine[1].count("\n") >= 4, name
+
+
+def test_32_bit_c_reader_of_records(build: Builds, feed: str, procs: List[Proc]) -> None:
+    """A 32-bit pfcat reads and follows a four-field feed: every i64 and f64 whole (both halves
+    of each 8-byte word), the masks as published."""
+    pfcat32 = build("pfcat_m32")
+    items = [
+        ("A", {"bid": 0.1, "ask": 1e300, "bid_size": I64_MIN, "ask_size": I64_MAX}),
+        ("B", {"ask": -2.5, "ask_size": (1 << 32) + 1}),
+        ("A", {"bid_size": -(1 << 33)}),
+    ]
+    follow_items = random_records(300, symbols=3, seed=3)
+    with Publisher.create(feed, capacity=8, ring_size=1024, fields=SCHEMA) as pub:
+        for k, (symbol, given) in enumerate(items):
+            pub.publish(symbol, time_ns=(1 << 63) + k, **given)
+        check = json.loads(subprocess.run([pfcat32, "check", feed], capture_output=True, text=True, timeout=30).stdout)
+        assert check["pointer_bits"] == 32 and check["fields"] == SCHEMA and check["head_seq"] == 3
+        p = subprocess.run([pfcat32, "get", feed, "A", "B"], capture_output=True, text=True, timeout=30)
+        got = [json.loads(line) for line in p.stdout.splitlines()]
+        want = record_changes(items)
+        assert exact(from_json(got)) == exact([want[2], want[1]])
+        assert [d["time_ns"] for d in got] == [(1 << 63) + 2, (1 << 63) + 1]
+        follower = start(procs, [pfcat32, "follow", feed, "--timeout", "30"])
+        wait_blocked(follower)
+        for symbol, given in follow_items:
+            pub.publish(symbol, **given)
+        pub.end()
+    followed = record_changes(items + follow_items)[len(want) :]
+    assert len(followed) > 100 and exact(from_json(read_until_ended(follower))) == exact(followed)
+
+
+def test_cpp_subscriber_lapped_on_records(build: Builds, feed: str, procs: List[Proc]) -> None:
+    """Lapped on a four-field feed: a gap with the exact count, then each symbol's last record
+    once, in feed order, with the mask of its last change; then the live changes."""
+    sub = build("subscriber")
+    with Publisher.create(feed, capacity=16, ring_size=16, fields=SCHEMA) as pub:
+        pub.publish("A0", bid=0.5)
+        cpp = start(procs, [sub, feed, "--timeout", "30"])
+        wait_blocked(cpp)
+        os.kill(cpp.pid, signal.SIGSTOP)
+        try:
+            items = random_records(600, symbols=6, seed=13)
+            for symbol, given in items:
+                pub.publish(symbol, **given)
+            lap_head = pub.head
+        finally:
+            os.kill(cpp.pid, signal.SIGCONT)
+        want = record_changes([("A0", {"bid": 0.5}), *items])
+        final = {c[1]: c for c in want}
+        del final["A0"]  # published before the subscriber started, never since
+        gap = cpp.json_line()
+        assert gap == {"event": "gap", "missed": lap_head - 1 - len(final), "first_seq": 2, "last_seq": lap_head}
+        catch_up = from_json([cpp.json_line() for _ in final])
+        assert exact(catch_up) == exact(sorted(final.values())), "each symbol's last record and mask, in feed order"
+        wait_blocked(cpp)
+        pub.publish("S0", bid=-7.25, ask_size=9)
+        pub.end()
+    (live,) = from_json(read_until_ended(cpp))
+    assert live[0] == lap_head + 1 and live[2]["bid"] == -7.25 and live[2]["ask_size"] == 9
+    assert set(live[3]) <= {"bid", "ask_size"} and live[3]
 
 
 # -- (g) one C core: the generated files are current, and the core stands on its own -------------
