@@ -89,7 +89,7 @@ def hammer_records(feed: str, reads: str) -> None:
                 rec = r.read_record(seq)
                 if rec is None:
                     lapped += 1
-                elif rec[1] != float(seq) or rec[2] != seq:
+                elif rec[1] != (float(seq),) or rec[2] != seq:
                     torn += 1
                 else:
                     got += 1

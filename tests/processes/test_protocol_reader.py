@@ -239,9 +239,9 @@ def test_opening_calls_a_zero_magic_with_a_version_damage(
     t, box = in_thread(lambda: Subscriber(feed))
     t.join(timeout=30)
     assert box and isinstance(box[0], BadSegment), f"zero magic was waited for: {box}"
-    assert "magic is 0 but version is 2" in str(box[0])
+    assert "magic is 0 but version is 3" in str(box[0])
     code, got = run_c(pfcat("pfcat_slow_init"), "check", feed)
-    assert (code, got[0]["error"]) == (9, "PF_EBADSEG") and "magic is 0 but version is 2" in got[0]["message"]
+    assert (code, got[0]["error"]) == (9, "PF_EBADSEG") and "magic is 0 but version is 3" in got[0]["message"]
     os.unlink(segment_path(feed))
 
     for reader in ("python", "c"):

@@ -28,8 +28,6 @@ def path(feed: str) -> str:
     return segment_path(feed)
 
 
-
-
 def test_odd_lock_with_the_published_price_is_put_back_silently(feed: str) -> None:
     with Publisher.create(feed, ring_size=16) as pub:
         pub.publish_many({"A": 1.0, "B": 2.0})
