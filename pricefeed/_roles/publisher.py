@@ -316,7 +316,7 @@ class Publisher:
                 return False
             values, changed = update, 1
         else:
-            merged = w.merge(self._last[index], fields, self._spec) if value is _NOTHING else None
+            merged = w.merge(self._last[index], fields, self._spec) if value is _NOTHING and fields else None
             if merged is None:  # something to convert, or to refuse: the full checks
                 merged = self._merge(self._last[index], self._given(symbol, value, fields))
             values, changed = merged

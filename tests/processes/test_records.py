@@ -12,7 +12,7 @@ import pytest
 from _workers import BOOK, WIDE
 from conftest import Proc, worker
 
-from pricefeed import Gap, InvalidField, Publisher, Subscriber
+from pricefeed import Gap, InvalidField, InvalidPrice, Publisher, Subscriber
 
 pytestmark = pytest.mark.usefixtures("impl")
 
@@ -156,3 +156,96 @@ def test_on_refuses_a_field_the_feed_does_not_have(feed: str) -> None:
         with pytest.raises(InvalidField, match="names no field"):
             sub.updates(on=[])
         assert not isinstance(sub.updates(on="bid"), Gap)
+
+
+# -- the library's records, in one process ---------------------------------------------------------
+def test_a_publish_sets_some_fields_and_keeps_the_others(feed: str) -> None:
+    with Publisher.create(feed, fields=BOOK) as pub, Subscriber(feed) as sub:
+        assert pub.fields == sub.fields == (("bid", 1), ("ask", 1), ("bid_size", 2), ("ask_size", 2))
+        it = sub.updates(timeout=5)
+        assert pub.publish("ES", bid=5201.25, ask=5201.5) is True
+        assert pub.publish("ES", bid_size=12) is True
+        assert pub.publish("ES", bid=5201.25, bid_size=12) is False, "the same values: no change"
+        assert pub.publish("ES", bid=-0.0 + 5201.25, ask=5201.5, bid_size=12, ask_size=0) is False
+        assert pub.publish("ES", ask=5201.75, ask_size=3) is True
+        assert pub.publish("ES", bid=1, ask_size=2**63 - 1) is True, "an int for a float field is a float"
+        got = [next(it) for _ in range(4)]
+        assert [(q.seq, q.changed) for q in got] == [
+            (1, ("bid", "ask", "bid_size", "ask_size")),  # a first value changes every field
+            (2, ("bid_size",)),
+            (3, ("ask", "ask_size")),
+            (4, ("bid", "ask_size")),
+        ]
+        last = got[-1]
+        assert last.fields == {"bid": 1.0, "ask": 5201.75, "bid_size": 12, "ask_size": 2**63 - 1}
+        assert type(last.bid) is float and type(last.bid_size) is int
+        assert sub["ES"] == last and sub["ES"].changed_mask == 0b1001
+        assert sub.snapshot() == {"ES": last}
+        assert pub.head == 4
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda p: p.publish("ES", bidd=1.0), InvalidField, "feed '.*' has no field 'bidd'; its fields are bid, ask"),
+        (lambda p: p.publish("ES", bid_size=1.5), InvalidField, r"bid_size for symbol 'ES' must be a whole number"),
+        (lambda p: p.publish("ES", bid_size=True), InvalidField, r"bid_size for symbol 'ES' must be a whole number"),
+        (lambda p: p.publish("ES", bid_size="3"), InvalidField, "must be a whole number"),
+        (lambda p: p.publish("ES", bid_size=2**63), InvalidField, r"must be from -9223372036854775808 to 9223"),
+        (lambda p: p.publish("ES", bid_size=-(2**63) - 1), InvalidField, r"must be from -9223372036854775808"),
+        (lambda p: p.publish("ES", ask=float("nan")), InvalidPrice, r"ask for symbol 'ES' must be a finite number"),
+        (lambda p: p.publish("ES", ask=float("-inf"), bid=1.0), InvalidPrice, "must be a finite number"),
+        (lambda p: p.publish("ES", ask="5"), InvalidPrice, "ask for symbol 'ES' must be a real number"),
+        (lambda p: p.publish("ES", 5.0), InvalidField, "has fields bid, ask, bid_size, ask_size: name the ones"),
+        (lambda p: p.publish("ES"), InvalidField, "publish of 'ES' sets no field"),
+        (lambda p: p.publish("NEW", bid=1.0, x=2), InvalidField, "has no field 'x'"),
+        (lambda p: p.publish_many([("ES", {"bid": 2.0}), ("ES", {"size": 1})]), InvalidField, "no field 'size'"),
+        (lambda p: p.publish_many({"ES": {"bid": 2.0}, "NQ": 3.0}), InvalidField, "name the ones to set"),
+        (lambda p: p.publish_many({"ES": {"ask_size": 0.5}}), InvalidField, "must be a whole number"),
+    ],
+)
+def test_bad_records_are_refused_naming_the_field_and_nothing_is_written(
+    feed: str, call: object, error: type, message: str
+) -> None:
+    with Publisher.create(feed, fields=BOOK) as pub, Subscriber(feed) as sub:
+        pub.publish("ES", bid=1.0, ask=2.0, bid_size=3, ask_size=4)
+        before = (pub.head, sub.snapshot(), sub.symbols())
+        with pytest.raises(error, match=message):
+            call(pub)  # type: ignore[operator]
+        assert (pub.head, sub.snapshot(), sub.symbols()) == before
+        assert pub.publish("ES", bid=1.5) is True, "the publisher goes on after a refusal"
+
+
+def test_a_field_may_be_named_value_or_price_on_any_feed(feed: str) -> None:
+    with Publisher.create(feed, fields="value:i64,price") as pub, Subscriber(feed) as sub:
+        assert pub.publish("X", value=3, price=1.5)
+        assert (sub["X"].value, sub["X"].price) == (3, 1.5)
+
+
+def test_conflated_quotes_name_every_field_changed_since_the_last_one_taken(feed: str) -> None:
+    with Publisher.create(feed, fields=BOOK) as pub, Subscriber(feed) as sub:
+        pub.publish("ES", bid=1.0, ask=2.0)
+        it = sub.updates(timeout=1, conflate=True)
+        pub.publish("ES", bid=1.5)
+        pub.publish("ES", ask_size=7)
+        pub.publish("NQ", bid=3.0)
+        pub.publish("ES", bid=1.25)
+        nq, es = next(it), next(it)  # in the order of their newest changes
+        assert (es.symbol, es.seq, es.changed) == ("ES", 5, ("bid", "ask_size"))
+        assert (es.bid, es.ask, es.ask_size) == (1.25, 2.0, 7)
+        assert (nq.symbol, nq.changed) == ("NQ", ("bid", "ask", "bid_size", "ask_size"))
+
+
+def test_quotes_of_a_schema_pickle_and_compare(feed: str) -> None:
+    import pickle
+
+    from pricefeed import Quote
+
+    with Publisher.create(feed, fields=BOOK) as pub, Subscriber(feed) as sub:
+        pub.publish("ES", bid=1.0, ask=2.0, bid_size=3, ask_size=4)
+        q = sub["ES"]
+        assert isinstance(q, Quote) and pickle.loads(pickle.dumps(q)) == q
+        assert repr(q).startswith("Quote(symbol='ES', bid=1.0, ask=2.0, bid_size=3, ask_size=4, time_ns=")
+        assert q._asdict()["changed"] == ["bid", "ask", "bid_size", "ask_size"]
+    one = Quote("A", 1.5, 7, 1)
+    assert (one.symbol, one.price, one.time_ns, one.seq, one.changed) == ("A", 1.5, 7, 1, ("price",))
