@@ -280,8 +280,10 @@ class Publisher:
 
     def publish(self, symbol: str, value: Any = _NOTHING, /, time_ns: Optional[int] = None, **fields: Any) -> bool:
         """Set fields of ``symbol``: ``publish("AAPL", 187.25)`` on a feed of one field,
-        ``publish("ES", bid=5201.25, ask=5201.5)`` on any. Fields not given keep their values.
-        Returns False, with no event and no wake-up, when no field differs from its current
+        ``publish("ES", bid=5201.25, ask=5201.5)`` on any (``symbol`` and ``value`` are
+        positional, so a field may be called anything the schema allows, ``value`` included).
+        Fields not given keep their values; a symbol's first publish starts them at 0. All the
+        fields given change as one change, with one sequence number. Returns False, with no event and no wake-up, when no field differs from its current
         value (0.0 and -0.0 are equal). Raises InvalidField (InvalidPrice for a float field),
         InvalidSymbol or FeedFull, having written nothing."""
         w = self._w
