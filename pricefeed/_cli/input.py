@@ -333,14 +333,37 @@ class _Object(List[Tuple[str, Any]]):
     """A JSON object's (key, value) pairs, in order, a key given twice included."""
 
 
+#: The deepest nesting a JSON line may have: a record is one flat object, so anything deeper is
+#: refused as nested too deep, the same on every Python (whose parser's own limit varies).
+MAX_JSON_DEPTH = 32
+
+
+def _too_deep(value: Any) -> bool:
+    """The parsed value nests objects or arrays deeper than MAX_JSON_DEPTH."""
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [v for item in level if isinstance(item, list) for v in _inside(item)]
+        if not level:
+            return False
+    return any(isinstance(item, list) for item in level)
+
+
+def _inside(item: List[Any]) -> List[Any]:
+    """What an array (a list) or an object (an _Object of pairs) holds."""
+    return [v for _, v in item] if isinstance(item, _Object) else item
+
+
 def _json(body: str) -> Any:
-    return json.loads(
+    value = json.loads(
         body,
         parse_float=lambda t: _Number(t, False),
         parse_int=lambda t: _Number(t, True),
         parse_constant=lambda t: _Number(t, None),
         object_pairs_hook=_Object,
     )
+    if _too_deep(value):  # where this Python's parser went deeper than another's would
+        raise RecursionError("nested too deep")
+    return value
 
 
 def _json_or_none(body: str) -> Any:

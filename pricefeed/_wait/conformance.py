@@ -1055,8 +1055,8 @@ def run(
         first, *rest = note.splitlines() or [""]
         timing = " " * 10 if status == "SKIP" else f"  {took:6.2f} s"  # reasons line up with notes
         say(f"{head}{timing}  {first}".rstrip())
-        for extra in rest:
-            say("      " + extra)
+        for more in rest:
+            say("      " + more)
         if status == "FAIL":
             failed.append(f"{check.name}[{b.name}]")
     total = sum(counts.values())

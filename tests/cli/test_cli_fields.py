@@ -26,7 +26,11 @@ I64_RULE = "must be a whole number (i64) such as 12 or -3"
 
 
 def run(*args: object, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(cli(*args), input=stdin, capture_output=True, text=True, timeout=timeout)
+    """The command with ``stdin`` as its input byte for byte (no newline translation, which
+    Windows' text mode would add), and its output as text with \n line ends."""
+    p = subprocess.run(cli(*args), input=stdin.encode(), capture_output=True, timeout=timeout)
+    out, err = (b.decode().replace("\r\n", "\n") for b in (p.stdout, p.stderr))
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def ok(*args: object, stdin: str = "") -> subprocess.CompletedProcess:
