@@ -150,6 +150,40 @@ static PyObject *steal_tuple(Py_ssize_t n, PyObject **items) {
 }
 
 /* Python's Reading: (values, time_ns, seq, changed). */
+/* A quote: an instance of `type` (the feed's Quote class, a tuple subclass) holding (symbol,
+   values..., time_ns, seq, changed), made in place as the Python class's _build() would. */
+static PyObject *new_quote(PyTypeObject *type, PyObject *symbol, const pf_view *v, const uint64_t *values,
+                           uint64_t time_ns, uint64_t seq, uint32_t changed) {
+    uint32_t n = v->fields;
+    PyObject *q = type->tp_alloc(type, (Py_ssize_t)n + 4);
+    if (q == NULL) return NULL;
+#if PY_VERSION_HEX >= 0x030E0000
+    ((PyTupleObject *)q)->ob_hash = -1; /* tuples cache their hash from 3.14; tp_alloc zeroed it */
+#endif
+    /* Until every item is set the tuple holds NULLs, which its traverse and dealloc skip. */
+    PyTuple_SET_ITEM(q, 0, Py_NewRefCompat(symbol));
+    for (uint32_t k = 0; k < n; k++) {
+        PyObject *x = value_object(v, k, values[k]);
+        if (x == NULL) goto fail;
+        PyTuple_SET_ITEM(q, (Py_ssize_t)k + 1, x);
+    }
+    PyObject *tail[3];
+    tail[0] = PyLong_FromUnsignedLongLong(time_ns);
+    tail[1] = PyLong_FromUnsignedLongLong(seq);
+    tail[2] = PyLong_FromUnsignedLong(changed);
+    for (int k = 0; k < 3; k++) {
+        if (tail[k] == NULL) {
+            for (int j = 0; j < 3; j++) Py_XDECREF(tail[j]);
+            goto fail;
+        }
+    }
+    for (int k = 0; k < 3; k++) PyTuple_SET_ITEM(q, (Py_ssize_t)n + 1 + k, tail[k]);
+    return q;
+fail:
+    Py_DECREF(q);
+    return NULL;
+}
+
 static PyObject *reading(const pf_view *v, const uint64_t *values, uint64_t time_ns, uint64_t seq, uint32_t changed) {
     PyObject *items[4];
     items[0] = values_tuple(v, values);
@@ -369,9 +403,43 @@ static PyObject *Feed_read_slot(Feed *self, PyObject *arg) {
     return reading(&self->view, values, time_ns, seq, changed);
 }
 
-static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
-    uint64_t count = PyLong_AsUnsignedLongLong(arg);
+static PyObject *Feed_read_quote(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* read_quote(index, symbol, quote): read_slot() as a quote of class `quote` (the feed's
+       Quote class), or None when every try met a write in progress. */
+    if (nargs != 3 || !PyType_Check(args[2]) || !PyType_IsSubtype((PyTypeObject *)args[2], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "read_quote(index, symbol, quote: a Quote class)");
+        return NULL;
+    }
+    uint64_t index = PyLong_AsUnsignedLongLong(args[0]);
     if (PyErr_Occurred() || closed(self)) return NULL;
+    if (index >= self->view.capacity) {
+        PyErr_SetString(PyExc_IndexError, "slot outside the table");
+        return NULL;
+    }
+    uint64_t values[PF_MAX_FIELDS], time_ns, seq;
+    uint32_t changed;
+    if (!pf_core_read_slot(&self->view, index, values, &time_ns, &seq, &changed, self->spin_tries)) Py_RETURN_NONE;
+    if (!pf_core_finite(&self->view, values)) return damaged_slot(self, index, values);
+    return new_quote((PyTypeObject *)args[2], args[1], &self->view, values, time_ns, seq, changed);
+}
+
+static PyObject *Feed_read_slots(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* read_slots(count, names=None, quote=None): read_slot() of slots [0, count), one try
+       each; with `names` (a list of at least count symbols) and `quote` (the feed's Quote
+       class), each as a quote, as read_quote() makes it. */
+    PyObject *names = nargs >= 2 && args[1] != Py_None ? args[1] : NULL;
+    PyObject *quote = nargs >= 3 && args[2] != Py_None ? args[2] : NULL;
+    if (nargs < 1 || nargs > 3 || (names == NULL) != (quote == NULL) || (names && !PyList_CheckExact(names)) ||
+        (quote && (!PyType_Check(quote) || !PyType_IsSubtype((PyTypeObject *)quote, &PyTuple_Type)))) {
+        PyErr_SetString(PyExc_TypeError, "read_slots(count, names: list = None, quote: a Quote class = None)");
+        return NULL;
+    }
+    uint64_t count = PyLong_AsUnsignedLongLong(args[0]);
+    if (PyErr_Occurred() || closed(self)) return NULL;
+    if (names && (uint64_t)PyList_GET_SIZE(names) < count) {
+        PyErr_SetString(PyExc_IndexError, "fewer names than slots to read");
+        return NULL;
+    }
     if (count > self->view.capacity) {
         PyErr_SetString(PyExc_IndexError, "more slots than the table has");
         return NULL;
@@ -392,7 +460,9 @@ static PyObject *Feed_read_slots(Feed *self, PyObject *arg) {
             Py_DECREF(out);
             return damaged_slot(self, i, values);
         } else {
-            x = reading(&self->view, values, time_ns, seq, changed);
+            x = quote ? new_quote((PyTypeObject *)quote, PyList_GET_ITEM(names, (Py_ssize_t)i), &self->view, values,
+                                  time_ns, seq, changed)
+                      : reading(&self->view, values, time_ns, seq, changed);
             if (x == NULL) {
                 Py_DECREF(out);
                 return NULL;
@@ -535,12 +605,18 @@ static PyGetSetDef Feed_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static PyObject *Feed_commit_merge(Feed *self, PyObject *const *args, Py_ssize_t nargs);
+
 static PyMethodDef Feed_methods[] = {
     {"wait_head", (PyCFunction)(void (*)(void))Feed_wait_head, METH_FASTCALL, "Sleep until the head moves."},
     {"commit", (PyCFunction)(void (*)(void))Feed_commit, METH_FASTCALL, "One change, whole, and its wake-up."},
     {"commit_many", (PyCFunction)(void (*)(void))Feed_commit_many, METH_FASTCALL, "A batch, whole, and its wake-ups."},
+    {"commit_merge", (PyCFunction)(void (*)(void))Feed_commit_merge, METH_FASTCALL,
+     "merge(), then commit() of the record it makes: the record, current (no change) or None."},
     {"read_slot", (PyCFunction)Feed_read_slot, METH_O, "(values, time_ns, seq, changed) or None."},
-    {"read_slots", (PyCFunction)Feed_read_slots, METH_O, "read_slot() of slots [0, n), one try each."},
+    {"read_slots", (PyCFunction)(void (*)(void))Feed_read_slots, METH_FASTCALL,
+     "read_slot() of slots [0, n), one try each; as quotes, given names and the Quote class."},
+    {"read_quote", (PyCFunction)(void (*)(void))Feed_read_quote, METH_FASTCALL, "read_slot() as a Quote, or None."},
     {"read_record", (PyCFunction)Feed_read_record, METH_O, "(slot, values, time_ns, changed) or None when lapped."},
     {"spin", (PyCFunction)(void (*)(void))Feed_spin, METH_FASTCALL, "Poll the head; True once it moves."},
     {"close", (PyCFunction)Feed_close, METH_NOARGS, "Forget the mapping (before it is unmapped)."},
@@ -603,35 +679,8 @@ static PyObject *make_quote(Follow *self, const pf_view *v, const pf_change *c) 
         PyErr_SetString(PyExc_RuntimeError, "Follow.known is beyond its names");
         return NULL;
     }
-    PyTypeObject *type = (PyTypeObject *)self->quote;
-    uint32_t n = v->fields;
-    PyObject *q = type->tp_alloc(type, (Py_ssize_t)n + 4);
-    if (q == NULL) return NULL;
-#if PY_VERSION_HEX >= 0x030E0000
-    ((PyTupleObject *)q)->ob_hash = -1; /* tuples cache their hash from 3.14; tp_alloc zeroed it */
-#endif
-    /* Until every item is set the tuple holds NULLs, which its traverse and dealloc skip. */
-    PyTuple_SET_ITEM(q, 0, Py_NewRefCompat(PyList_GET_ITEM(self->names, c->slot)));
-    for (uint32_t k = 0; k < n; k++) {
-        PyObject *x = value_object(v, k, c->values[k]);
-        if (x == NULL) goto fail;
-        PyTuple_SET_ITEM(q, (Py_ssize_t)k + 1, x);
-    }
-    PyObject *tail[3];
-    tail[0] = PyLong_FromUnsignedLongLong(c->time_ns);
-    tail[1] = PyLong_FromUnsignedLongLong(c->seq);
-    tail[2] = PyLong_FromUnsignedLong(c->changed);
-    for (int k = 0; k < 3; k++) {
-        if (tail[k] == NULL) {
-            for (int j = 0; j < 3; j++) Py_XDECREF(tail[j]);
-            goto fail;
-        }
-    }
-    for (int k = 0; k < 3; k++) PyTuple_SET_ITEM(q, (Py_ssize_t)n + 1 + k, tail[k]);
-    return q;
-fail:
-    Py_DECREF(q);
-    return NULL;
+    return new_quote((PyTypeObject *)self->quote, PyList_GET_ITEM(self->names, c->slot), v, c->values, c->time_ns,
+                     c->seq, c->changed);
 }
 
 /* The caller's wait(cursor, seconds, words): its result, or -1 with an exception. */
@@ -915,31 +964,29 @@ static PyTypeObject FollowType = {
     .tp_getset = Follow_getset,
 };
 
-/* merge(current, fields, spec) -> (values, changed) or None: writer.merge() in one pass (see
-   there): the record after setting `fields` (name -> value) over `current` (a tuple), and the
-   mask of the fields that differ. `spec` maps each name to its position for a f64 field, to
-   ~position for an i64 one. None for anything but a known name with a value of its field's
-   own type (a finite float; an int in the i64 range): the caller then checks in full. */
-static PyObject *merge(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (nargs != 3 || !PyTuple_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2])) {
+/* The record after setting `fields` (name -> value) over `current` (a tuple) into *out, and
+   the mask of the fields that differ into *changed: 1. `spec` maps each name to its position
+   for a f64 field, to ~position for an i64 one. 0 (nothing made) for anything but a known name
+   with a value of its field's own type (a finite float; an int in the i64 range): the caller
+   then checks in full. -1 with an exception set. writer.merge() is the reference. */
+static int merge_into(PyObject *current, PyObject *fields, PyObject *spec, PyObject **out, unsigned long *changed) {
+    if (!PyTuple_CheckExact(current) || !PyDict_CheckExact(fields) || !PyDict_CheckExact(spec)) {
         PyErr_SetString(PyExc_TypeError, "merge(current: tuple, fields: dict, spec: dict)");
-        return NULL;
+        return -1;
     }
-    PyObject *current = args[0], *fields = args[1], *spec = args[2];
     Py_ssize_t n = PyTuple_GET_SIZE(current);
     if (n > PF_MAX_FIELDS) {
         PyErr_SetString(PyExc_ValueError, "merge: more values than a schema has fields");
-        return NULL;
+        return -1;
     }
-    PyObject *out = PyTuple_New(n);
-    if (out == NULL) return NULL;
+    PyObject *made = PyTuple_New(n);
+    if (made == NULL) return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(current, i);
         Py_INCREF(item);
-        PyTuple_SET_ITEM(out, i, item);
+        PyTuple_SET_ITEM(made, i, item);
     }
-    unsigned long changed = 0;
+    unsigned long mask = 0;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(fields, &pos, &key, &value)) {
@@ -970,19 +1017,71 @@ static PyObject *merge(PyObject *module, PyObject *const *args, Py_ssize_t nargs
                 if (!overflow && y == x) continue;
             }
         }
-        changed |= 1ul << k;
-        PyObject *prev = PyTuple_GET_ITEM(out, k);
+        mask |= 1ul << k;
+        PyObject *prev = PyTuple_GET_ITEM(made, k);
         Py_INCREF(value);
-        PyTuple_SET_ITEM(out, k, value);
+        PyTuple_SET_ITEM(made, k, value);
         Py_DECREF(prev);
     }
-    return Py_BuildValue("(Nk)", out, changed);
+    *out = made;
+    *changed = mask;
+    return 1;
 other:
-    Py_DECREF(out);
-    Py_RETURN_NONE;
+    Py_DECREF(made);
+    return 0;
 fail:
-    Py_DECREF(out);
-    return NULL;
+    Py_DECREF(made);
+    return -1;
+}
+
+/* merge(current, fields, spec) -> (values, changed) or None: writer.merge(), in one pass. */
+static PyObject *merge(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "merge(current: tuple, fields: dict, spec: dict)");
+        return NULL;
+    }
+    PyObject *out;
+    unsigned long changed;
+    int got = merge_into(args[0], args[1], args[2], &out, &changed);
+    if (got < 0) return NULL;
+    if (got == 0) Py_RETURN_NONE;
+    return Py_BuildValue("(Nk)", out, changed);
+}
+
+/* commit_merge(index, current, fields, spec, time_ns, seq): writer.commit_merge(), the
+   publisher's common case in one call: merge(), then commit() of the record it makes when
+   a field differs. Returns that record (committed), `current` itself (nothing differs:
+   nothing written), or None (merge() could not say: nothing written). */
+static PyObject *Feed_commit_merge(Feed *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "commit_merge(index, current, fields, spec, time_ns, seq)");
+        return NULL;
+    }
+    PyObject *out;
+    unsigned long changed;
+    int got = merge_into(args[1], args[2], args[3], &out, &changed);
+    if (got < 0) return NULL;
+    if (got == 0) Py_RETURN_NONE;
+    if (changed == 0) {
+        Py_DECREF(out);
+        Py_INCREF(args[1]);
+        return args[1];
+    }
+    PyObject *commit_args[5] = {args[0], out, NULL, args[4], args[5]};
+    commit_args[2] = PyLong_FromUnsignedLong(changed);
+    if (commit_args[2] == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    PyObject *done = Feed_commit(self, commit_args, 5);
+    Py_DECREF(commit_args[2]);
+    if (done == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    Py_DECREF(done);
+    return out;
 }
 
 static PyMethodDef module_methods[] = {

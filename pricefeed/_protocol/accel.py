@@ -53,6 +53,7 @@ def _bind(self: reader.FeedReader, buf: memoryview, geometry: Geometry, address:
     self.read_slot = fast.read_slot  # type: ignore[method-assign]
     self.read_slots = fast.read_slots  # type: ignore[method-assign]
     self.read_record = fast.read_record  # type: ignore[method-assign]
+    self.read_quote = fast.read_quote  # type: ignore[method-assign]
     return fast
 
 
@@ -90,6 +91,7 @@ class FeedWriter(writer.FeedWriter):
         self.commit = fast.commit  # type: ignore[method-assign]
         self.commit_many = fast.commit_many  # type: ignore[method-assign]
         self.merge = _speedups.merge  # type: ignore[method-assign]
+        self.commit_merge = fast.commit_merge  # type: ignore[method-assign]
         self.wakes = wake
 
     @property

@@ -237,15 +237,22 @@ class FeedReader:
                 return self._reading(index, got)
         return None
 
+    def read_quote(self, index: int, symbol: str, quote: Any) -> Any:
+        """read_slot() as a quote of class ``quote`` (the feed's Quote class: it has
+        ``_build``), or None as read_slot() gives it: get()'s path in one call."""
+        got = self.read_slot(index)
+        return None if got is None else quote._build(symbol, *got)
+
     def _reading(self, index: int, got: Tuple[Any, ...]) -> Reading:
         values = got[3:]
         if not self._finite(values):
             raise BadSegment(f"damaged slot {index}: a float field is {values}, not finite")
         return values, got[1], got[0], got[2]
 
-    def read_slots(self, count: int) -> List[Optional[Reading]]:
+    def read_slots(self, count: int, names: Optional[List[str]] = None, quote: Any = None) -> List[Any]:
         """read_slot() of slots [0, count), in one call (a snapshot's path): None where a slot
-        raced a write on the first try; the caller reads those again with read_slot()."""
+        raced a write on the first try; the caller reads those again with read_slot(). With
+        ``names`` and ``quote`` (the feed's Quote class), each as read_quote() gives it."""
         q = self._q
         buf = self._buf
         unpack = self._slot_struct.unpack_from
@@ -263,6 +270,9 @@ class FeedReader:
                 append(None)
             else:
                 append(self._reading(index, got))
+        if quote is not None and names is not None:
+            build = quote._build
+            return [None if got is None else build(names[i], *got) for i, got in enumerate(out)]
         return out
 
     def read_record(self, seq: int) -> Optional[Record]:

@@ -162,6 +162,21 @@ class FeedWriter(FeedReader):
                 merged[k] = v
         return tuple(merged), changed
 
+    def commit_merge(
+        self, index: int, current: Tuple[Any, ...], fields: Dict[str, Any], spec: Dict[str, int], time_ns: int, seq: int
+    ) -> Optional[Tuple[Any, ...]]:
+        """merge(), then commit() of the record it makes when a field differs: the publisher's
+        common case in one call. Returns that record (committed), ``current`` itself (nothing
+        differs: nothing written), or None (merge() could not say: nothing written)."""
+        merged = self.merge(current, fields, spec)
+        if merged is None:
+            return None
+        values, changed = merged
+        if not changed:
+            return current
+        self.commit(index, values, changed, time_ns, seq)
+        return values
+
     # -- repair after a publisher died mid-change (the caller holds the publisher lock) ------
     def slot_raw(self, index: int) -> Tuple[int, Tuple[Any, ...], int, int, int]:
         """(lock, values, time_ns, seq, changed) as they are, with no seqlock: only for the

@@ -52,6 +52,8 @@ FieldSpec = Union[str, Sequence[Any], None]
 
 #: No positional value was given to publish().
 _NOTHING: Any = object()
+#: How publish_many() holds a checked item (see there).
+_SINGLE, _FIELDS, _GIVEN = range(3)
 
 
 def _check_mode(mode: int, allow_world_writable: bool) -> int:
@@ -283,13 +285,38 @@ class Publisher:
         ``publish("ES", bid=5201.25, ask=5201.5)`` on any (``symbol`` and ``value`` are
         positional, so a field may be called anything the schema allows, ``value`` included).
         Fields not given keep their values; a symbol's first publish starts them at 0. All the
-        fields given change as one change, with one sequence number. Returns False, with no event and no wake-up, when no field differs from its current
-        value (0.0 and -0.0 are equal). Raises InvalidField (InvalidPrice for a float field),
-        InvalidSymbol or FeedFull, having written nothing."""
+        fields given change as one change, with one sequence number. Returns False, with no
+        event and no wake-up, when no field differs from its current value (0.0 and -0.0 are
+        equal). Raises InvalidField (InvalidPrice for a float field), InvalidSymbol or
+        FeedFull, having written nothing."""
         w = self._w
         if w is None or self._ended:
             w = self._writer()  # raises the right error
-        # The common case first, in line: one finite float, the time now, a known symbol.
+        if fields and value is _NOTHING:
+            # A record's common case first, in one call to the writer: named fields of a known
+            # symbol, each value of its field's own type. Anything else takes the full path below.
+            try:
+                index = self._index.get(symbol)
+            except TypeError:  # unhashable
+                index = None
+            if index is not None:
+                t = _time_ns() if time_ns is None else _check_time(time_ns)
+                current = self._last[index]
+                seq = self._head + 1
+                try:
+                    made = w.commit_merge(index, current, fields, self._spec, t, seq)
+                    if made is current:
+                        return False
+                    if made is not None:
+                        self._last[index] = made
+                        self._head = seq
+                        if not w.wakes:  # the C accelerator woke them already
+                            self._wake.change(index)
+                        return True
+                except BaseException:
+                    self._resync()
+                    raise
+        # The common case of a one-field feed, in line: one finite float, the time now, a known symbol.
         # p - p is 0.0 for a finite p and NaN (truthy) for NaN and the infinities.
         if not fields and len(self._kinds) == 1 and value is not _NOTHING:
             kind = self._kinds[0]
@@ -394,8 +421,14 @@ class Publisher:
         if one is invalid, or the new symbols do not fit, nothing is written."""
         w = self._writer()
         pairs = items.items() if isinstance(items, Mapping) else items
-        plan: List[Tuple[str, List[Tuple[int, Any]]]] = []
+        # Each item checked, as (symbol, how, what): a one-field value (SINGLE), a mapping of
+        # fields whose every value is already of its field's type (FIELDS: merged in one pass
+        # below), or the full check's (position, value) list (GIVEN).
+        plan: List[Tuple[str, int, Any]] = []
         new: Dict[str, bytes] = {}
+        single = len(self._kinds) == 1
+        simple = single and self._kinds[0] == L.TYPE_F64  # a finite float is the value as it is
+        spec, zero, merge = self._spec, self._zero, w.merge
         for pair in pairs:
             try:
                 symbol, value = pair
@@ -403,17 +436,23 @@ class Publisher:
                 raise InvalidInput(
                     f"publish_many takes (symbol, value) pairs or a mapping: got item {pair!r}"
                 ) from None
-            if isinstance(value, Mapping):
-                given = self._given(symbol, _NOTHING, value)
+            if simple and type(value) is float and not value - value:  # the common case first
+                plan.append((symbol, _SINGLE, value))
+            elif isinstance(value, Mapping):
+                if type(value) is dict and value and merge(zero, value, spec) is not None:
+                    plan.append((symbol, _FIELDS, value))
+                else:
+                    plan.append((symbol, _GIVEN, self._given(symbol, _NOTHING, value)))
+            elif single:
+                plan.append((symbol, _SINGLE, check_value(self._kinds[0], value, self._names[0], symbol)))
             else:
-                given = self._given(symbol, value, {})
+                self._given(symbol, value, {})  # raises: a value without a name
             try:
                 known = symbol in self._index or symbol in new
             except TypeError:  # unhashable
                 known = False
             if not known:
                 new[symbol] = check_symbol(symbol)
-            plan.append((symbol, given))
         if self._count + len(new) > self._capacity:
             raise FeedFull(self._full_message(len(new)))
         t = _time_ns() if time_ns is None else _check_time(time_ns)
@@ -423,15 +462,24 @@ class Publisher:
             for symbol, raw in new.items():
                 w.write_symbol(len(last), raw)
                 self._index[symbol] = len(last)
-                last.append(self._zero)
+                last.append(zero)
             # Which items are changes: compared with the values before, within the batch too.
             index_of = self._index
             changes: List[Tuple[int, Tuple[Any, ...], int]] = []
             fresh = set(range(first, len(last)))
-            for symbol, given in plan:
+            for symbol, how, what in plan:
                 index = index_of[symbol]
-                values, changed = self._merge(last[index], given)
-                if index in fresh:  # a first value changes every field
+                if how == _SINGLE:
+                    if last[index][0] == what and not fresh:  # the common case of a repeat
+                        continue
+                    values, changed = (what,), 1 if last[index][0] != what else 0
+                elif how == _FIELDS:  # checked above, so merge() says (else: the full path)
+                    values, changed = merge(last[index], what, spec) or self._merge(
+                        last[index], self._given(symbol, _NOTHING, what)
+                    )
+                else:
+                    values, changed = self._merge(last[index], what)
+                if fresh and index in fresh:  # a first value changes every field
                     fresh.discard(index)
                     changed = self._all
                 if changed:

@@ -280,10 +280,10 @@ class Subscriber:
             if index is None:
                 return None
         r = self._r
-        got = r.read_slot(index) if r is not None else None
-        if got is None:
-            got = self._read_stuck_slot(index)  # also raises if closed
-        return self._quote._build(symbol, *got)
+        quote = r.read_quote(index, symbol, self._quote) if r is not None else None
+        if quote is None:
+            quote = self._quote._build(symbol, *self._read_stuck_slot(index))  # also raises if closed
+        return quote
 
     def __getitem__(self, symbol: str) -> Quote:
         quote = self.get(symbol)
@@ -296,14 +296,12 @@ class Subscriber:
         the set is not one instant of the feed if the publisher writes meanwhile."""
         self._refresh()
         names = self._names
-        values = self._reader().read_slots(len(names))
-        out = {}
+        quotes = self._reader().read_slots(len(names), names, self._quote)
         build = self._quote._build
-        for index, got in enumerate(values):
-            if got is None:  # raced a write: read it again, patiently
-                got = self._read_slot(index)
-            out[names[index]] = build(names[index], *got)
-        return out
+        for index, quote in enumerate(quotes):
+            if quote is None:  # raced a write: read it again, patiently
+                quotes[index] = build(names[index], *self._read_slot(index))
+        return dict(zip(names, quotes))
 
     @property
     def head(self) -> int:
