@@ -479,7 +479,15 @@ def _field_publish_maker(fields: Optional[str], calls: int) -> Maker:
                         publish(symbol, price)
                     return len(pairs)
 
-            else:
+            elif fields == SCHEMAS["4 fields"]:  # the call as it is written: the fields named
+                quads = [(s, r["bid"], r["ask"], r["bid_size"], r["ask_size"]) for s, r in _records(feed, calls, start)]
+
+                def loop() -> int:
+                    for symbol, bid, ask, bid_size, ask_size in quads:
+                        publish(symbol, bid=bid, ask=ask, bid_size=bid_size, ask_size=ask_size)
+                    return len(quads)
+
+            else:  # sixteen fields: a record built elsewhere, as a dict
                 records = _records(feed, calls, start)
 
                 def loop() -> int:
@@ -514,7 +522,9 @@ def _field_get_maker(fields: Optional[str], calls: int) -> Maker:
 
 def field_costs(calls: int, reads: int, rounds: int, notes: List[str]) -> Result:
     """Cost of a publish that sets every field, and of a get(), for feeds of 1, 4 and 16
-    fields, each as a ratio to the one-field feed measured in the same rounds."""
+    fields, each as a ratio to the one-field feed measured in the same rounds. Each publish
+    is written as a program would: a positional price; four fields named in the call; sixteen
+    from a dict (``**record``, which copies it)."""
     makers: List[Tuple[str, Maker]] = []
     for label, fields in SCHEMAS.items():
         makers.append((f"publish, {label}", _field_publish_maker(fields, calls)))

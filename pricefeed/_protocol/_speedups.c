@@ -1068,19 +1068,32 @@ static PyObject *Feed_commit_merge(Feed *self, PyObject *const *args, Py_ssize_t
         Py_INCREF(args[1]);
         return args[1];
     }
-    PyObject *commit_args[5] = {args[0], out, NULL, args[4], args[5]};
-    commit_args[2] = PyLong_FromUnsignedLong(changed);
-    if (commit_args[2] == NULL) {
+    /* As commit(), without making and parsing its arguments again. */
+    uint64_t values[PF_MAX_FIELDS];
+    uint64_t index = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t time_ns = PyErr_Occurred() ? 0 : PyLong_AsUnsignedLongLong(args[4]);
+    uint64_t seq = PyErr_Occurred() ? 0 : PyLong_AsUnsignedLongLong(args[5]);
+    if (PyErr_Occurred() || convert_values(&self->view, out, values) < 0 || closed(self)) {
         Py_DECREF(out);
         return NULL;
     }
-    PyObject *done = Feed_commit(self, commit_args, 5);
-    Py_DECREF(commit_args[2]);
-    if (done == NULL) {
+    const pf_view *v = &self->view;
+    if (index >= v->capacity) {
         Py_DECREF(out);
+        PyErr_Format(PyExc_IndexError, "slot %llu is outside the table of %llu", (unsigned long long)index,
+                     (unsigned long long)v->capacity);
         return NULL;
     }
-    Py_DECREF(done);
+    pf_core_write_change(v, index, values, (uint32_t)changed, time_ns, seq);
+    pf_core_store_head(v, seq);
+    pf_core_announce_slot(v, index);
+    if (self->wake) {
+        int e = pf_core_wake_slot(v, index);
+        if (e) {
+            Py_DECREF(out);
+            return os_error(e);
+        }
+    }
     return out;
 }
 
