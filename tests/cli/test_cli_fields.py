@@ -6,6 +6,7 @@ on plain strings."""
 from __future__ import annotations
 
 import json
+import locale
 import os
 import subprocess
 from pathlib import Path
@@ -29,7 +30,8 @@ def run(*args: object, stdin: str = "", timeout: float = 60) -> subprocess.Compl
     """The command with ``stdin`` as its input byte for byte (no newline translation, which
     Windows' text mode would add), and its output as text with \n line ends."""
     p = subprocess.run(cli(*args), input=stdin.encode(), capture_output=True, timeout=timeout)
-    out, err = (b.decode().replace("\r\n", "\n") for b in (p.stdout, p.stderr))
+    encoding = locale.getpreferredencoding(False)  # what text mode would decode with (cp1252 on Windows)
+    out, err = (b.decode(encoding).replace("\r\n", "\n") for b in (p.stdout, p.stderr))
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
