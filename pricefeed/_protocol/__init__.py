@@ -13,9 +13,10 @@ The modules, each owning one thing (docs/architecture.md has the map):
 
 The rules every implementation keeps (docs/protocol.md states them in full):
 
-Rule 1 (slot seqlock). The writer makes ``lock`` odd, writes price, time and seq, then makes
-        ``lock`` even again (+2 in all). A reader's copy is consistent when it read the same even
-        ``lock`` before and after copying the fields.
+Rule 1 (slot seqlock). The writer makes ``lock`` odd, writes seq, time, changed and every
+        field's value, then makes ``lock`` even again (+2 in all). A reader's copy is
+        consistent (one change's record, whole) when it read the same even ``lock`` before and
+        after copying the fields.
 Rule 2 (ring record). The writer stores 0 in the record's ``seq``, writes the fields, then
         stores the change's sequence. A reader that wants change ``s`` copies the fields
         between two loads of ``seq``; unless both equal ``s`` the record was overwritten: the

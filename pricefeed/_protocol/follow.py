@@ -187,7 +187,7 @@ def latest_since(values: Iterable[Tuple[int, Optional[Reading]]], after: int, up
     """The catch-up after a lap: of these (slot, reading or None) read from the
     slot table, the ones whose change falls in (after, upto], in feed order. A slot changed
     again after ``upto`` is left out: that newer change is still ahead of the reader in the
-    ring, so giving the older value now would hand the caller a price that is already stale
+    ring, so giving the older value now would hand the caller a record that is already stale
     (and the symbol twice). None stands for a slot that could not be read (being written right
     now, its sequence will be > upto; or left mid-write by a dead writer): left out too."""
     out = [Change(seq, slot, v, t, c) for slot, got in values if got is not None for v, t, seq, c in [got]]

@@ -8,7 +8,7 @@ that happens the subscriber jumps to the head: it reports a Gap with the number 
 will never deliver, then the latest value of each symbol that changed in the skipped range,
 once each and in feed order, read from the slot table. A symbol whose slot has moved past the
 head it jumped to is left for the ring, where that newer change is still ahead of the cursor:
-so no price is delivered stale and none twice.
+so no value is delivered stale and none twice.
 
 It composes three things: the protocol's follow loop (``_protocol.follow.Follow``, of the
 implementation chosen when it attached), which gives each change or a code for what needs a
