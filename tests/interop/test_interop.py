@@ -836,6 +836,42 @@ def test_c_reader_refuses_a_damaged_schema(build: Builds, feed: str, case: str) 
         assert got["message"] == str(python.value), "the words of pricefeed/_protocol/header.py"
 
 
+def test_c_and_python_readers_agree_on_fuzzed_schemas(build: Builds, feed: str) -> None:
+    """300 schemas damaged at random (1 to 24 bytes of the schema table or of the header's
+    schema words): the C reader (pf_open, through pfcat check) and the Python one accept the
+    same ones, with the same fields, and refuse the others, each with a clear error."""
+    from pricefeed._protocol.header import read_geometry
+    from pricefeed._segment import segment_path
+    from pricefeed._values import format_fields
+
+    made_with_fields(feed)
+    path = segment_path(feed)
+    with open(path, "rb") as f:
+        image = f.read()
+    rng = random.Random(13)
+    spots = [*range(L.OFF_FIELD_COUNT, L.HEADER_SIZE), *range(L.SCHEMA_OFFSET, L.SCHEMA_OFFSET + L.SCHEMA_SIZE)]
+    accepted = refused = 0
+    for case in range(300):
+        damaged = bytearray(image)
+        at = rng.choice(spots)
+        junk = rng.choice([bytes([rng.randrange(256) for _ in range(rng.randint(1, 24))]), b"\0" * rng.randint(1, 8)])
+        damaged[at : at + len(junk)] = junk
+        with open(path, "r+b") as f:
+            f.write(damaged)
+        p = subprocess.run([build("pfcat"), "check", feed], capture_output=True, text=True, timeout=30)
+        got = json.loads(p.stdout)
+        try:
+            fields = format_fields(read_geometry(memoryview(bytes(damaged))).fields)
+        except BadSegment as exc:
+            assert p.returncode == 9 and got["error"] in ("PF_EBADSEG", "PF_EVERSION"), (case, at, junk, got, exc)
+            assert got["message"].startswith(f"feed {feed!r}: "), got
+            refused += 1
+        else:
+            assert p.returncode == 0 and got["fields"] == fields, (case, at, junk, got, fields)
+            accepted += 1
+    assert accepted > 10 and refused > 100, (accepted, refused)
+
+
 @pytest.mark.parametrize("case", ["bad type", "version 2"])
 def test_rust_publisher_refuses_a_damaged_schema(build: Builds, feed: str, case: str) -> None:
     pokes, words, _ = SCHEMA_DAMAGE[case]
