@@ -154,9 +154,10 @@ def parse_fields(spec: Union[str, Iterable[Any], None]) -> Fields:
             name, kind = item
             kind = L.TYPE_NAMES.get(kind, kind) if isinstance(kind, int) else kind  # (name, 1) as fields gives it
         else:
-            raise InvalidGeometry(f"a field is NAME or NAME:TYPE (f64 or i64): got {_short(item)}")
+            raise InvalidGeometry(f"a field is NAME or NAME:TYPE (f64 or i64): got {short_repr(item)}")
         if kind not in kinds:
-            raise InvalidGeometry(f"field {_short(str(name).strip())} has type {_short(kind)}; expected f64 or i64")
+            shown = short_repr(str(name).strip())
+            raise InvalidGeometry(f"field {shown} has type {short_repr(kind)}; expected f64 or i64")
         out.append((str(name).strip(), kinds[kind]))
     try:
         return L.check_fields(out)
@@ -164,7 +165,7 @@ def parse_fields(spec: Union[str, Iterable[Any], None]) -> Fields:
         raise InvalidGeometry(f"bad schema: {exc}") from None
 
 
-def _short(value: object) -> str:
+def short_repr(value: object) -> str:
     """repr(value), cut to 60 characters: messages quote what was given, never all of it."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -223,8 +224,7 @@ def _price_msg(price: object, symbol: object, rule: str, field: str = "price") -
     return f"{field}{where} must be {rule}: {field}={price!r}"
 
 
-I64_MIN = -(1 << 63)
-I64_MAX = (1 << 63) - 1
+I64_MIN, I64_MAX = L.I64_RANGE.start, L.I64_RANGE.stop - 1
 
 
 def check_value(kind: int, value: object, field: str, symbol: object = None) -> Any:

@@ -16,6 +16,7 @@ import secrets
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from .._values import I64_MAX
 from .._wait import select
 from .._wait.conformance import WAIT_LIMIT, BackendLike, Check, Skip, _Child
 
@@ -23,7 +24,7 @@ FIELDS = "bid:f64,ask:f64,bid_size:i64,ask_size:i64"
 NAMES = ("bid", "ask", "bid_size", "ask_size")
 #: The fields the second subscriber follows.
 ON = ("ask", "ask_size")
-I64_MAX = (1 << 63) - 1
+
 
 #: What the publisher does, in order: (symbol, fields) for a publish; a list of them for a batch.
 Step = Tuple[str, Dict[str, Any]]

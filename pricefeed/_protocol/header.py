@@ -46,15 +46,6 @@ class Geometry(NamedTuple):
         return L.ring_offset(self.capacity, len(self.fields))
 
 
-def geometry(
-    capacity: int, ring_size: int, incarnation: int, created_ns: int, fields: Tuple[Tuple[str, int], ...]
-) -> Geometry:
-    """The Geometry of a feed of this shape (its size derived from the rest)."""
-    return Geometry(
-        capacity, ring_size, incarnation, created_ns, L.segment_size(capacity, ring_size, len(fields)), fields
-    )
-
-
 class Initialising(BadSegment):
     """Layout version 0: the creator has not finished writing the header (yet)."""
 

@@ -109,6 +109,8 @@ TYPE_F64 = 1
 TYPE_I64 = 2
 #: Size of every field value in a slot or a record: a f64 or an i64.
 VALUE_SIZE = 8
+#: The values an i64 field holds (a range, not an int: no C constant is made of it).
+I64_RANGE = range(-(1 << 63), 1 << 63)
 
 MIN_CAPACITY = 1
 MAX_CAPACITY = 1 << 20

@@ -72,9 +72,7 @@ class Shape:
     struct that copies the fields of one in one call."""
 
     def __init__(self, geometry: Geometry) -> None:
-        n = len(geometry.fields)
         codes = "".join(_CODES[kind] for _, kind in geometry.fields)
-        self.fields = n
         self.slots = geometry.slots_offset // _Q  # first word of the slot table
         self.slot_words = geometry.slot_size // _Q
         self.ring = geometry.ring_offset // _Q
@@ -85,7 +83,6 @@ class Shape:
         self.record = struct.Struct("<IIQ" + codes)
         #: Positions of the f64 fields among the values: a reader checks they are finite.
         self.floats = tuple(k for k, (_, kind) in enumerate(geometry.fields) if kind == L.TYPE_F64)
-        self.all_changed = (1 << n) - 1
 
 
 def lapped(found_seq: int, wanted_seq: int) -> bool:

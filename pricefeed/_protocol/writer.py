@@ -40,8 +40,6 @@ from .reader import (  # the word indices are derived once, there
 )
 
 _LOCK_MASK = (1 << 63) - 1  # keeps lock + 2 inside a u64 whatever the word held
-_I64_MIN = -(1 << 63)
-_I64_MAX = (1 << 63) - 1
 
 
 class FeedWriter(FeedReader):
@@ -155,7 +153,7 @@ class FeedWriter(FeedReader):
                     return None
             else:
                 k = ~k
-                if type(v) is not int or not _I64_MIN <= v <= _I64_MAX:
+                if type(v) is not int or v not in L.I64_RANGE:
                     return None
             if current[k] != v:
                 changed |= 1 << k

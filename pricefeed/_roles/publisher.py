@@ -40,7 +40,7 @@ from .._protocol.writer import FeedWriter
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner
-from .._values import Fields, check_symbol, check_value, parse_fields
+from .._values import Fields, check_symbol, check_value, parse_fields, short_repr
 from .._wait import waker
 from .announce import Announcer
 
@@ -53,7 +53,7 @@ FieldSpec = Union[str, Sequence[Any], None]
 #: No positional value was given to publish().
 _NOTHING: Any = object()
 #: How publish_many() holds a checked item (see there).
-_SINGLE, _FIELDS, _GIVEN = range(3)
+_SINGLE, _FIELDS = range(2)
 
 
 def _check_mode(mode: int, allow_world_writable: bool) -> int:
@@ -335,7 +335,7 @@ class Publisher:
             index = None
         if index is None:
             raw = check_symbol(symbol)
-            values = update if update is not None else self._merge(self._zero, self._given(symbol, value, fields))[0]
+            values = update if update is not None else self._merge(self._zero, self._checked(symbol, value, fields))[0]
             if self._count >= self._capacity:
                 raise FeedFull(self._full_message(1))
             index = self._count
@@ -344,11 +344,8 @@ class Publisher:
             if self._last[index] == update:
                 return False
             values, changed = update, 1
-        else:
-            merged = w.merge(self._last[index], fields, self._spec) if value is _NOTHING and fields else None
-            if merged is None:  # something to convert, or to refuse: the full checks
-                merged = self._merge(self._last[index], self._given(symbol, value, fields))
-            values, changed = merged
+        else:  # what the two cases above could not take: converted, or refused, in full
+            values, changed = self._merge(self._last[index], self._checked(symbol, value, fields))
             if not changed:
                 return False
         # Past this point only an asynchronous exception (Ctrl-C) can interrupt, and then the
@@ -377,10 +374,10 @@ class Publisher:
             raise
         return True
 
-    def _given(self, symbol: object, value: Any, fields: Mapping[str, Any]) -> List[Tuple[int, Any]]:
-        """(field position, checked value) of what a publish gives; InvalidField naming an
-        unknown field, a value given twice or none at all."""
-        out: List[Tuple[int, Any]] = []
+    def _checked(self, symbol: object, value: Any, fields: Mapping[str, Any]) -> Dict[str, Any]:
+        """What a publish gives, field name -> value converted to its field's type (a float for
+        f64, an int for i64): what the writer's merge() takes without a second look.
+        InvalidField naming an unknown field, a value given twice or none at all."""
         if value is not _NOTHING:
             if len(self._kinds) != 1:
                 raise InvalidField(
@@ -389,30 +386,26 @@ class Publisher:
                 )
             if fields:
                 raise InvalidField(f"field {self._names[0]!r} is given twice: as a value and by name")
-            out.append((0, check_value(self._kinds[0], value, self._names[0], symbol)))
-            return out
+            return {self._names[0]: check_value(self._kinds[0], value, self._names[0], symbol)}
         if not fields:
             raise InvalidField(f"publish of {symbol!r} sets no field; feed {self.name!r} has {', '.join(self._names)}")
+        out: Dict[str, Any] = {}
         position = self._position
         for name, v in fields.items():
             k = position.get(name)
             if k is None:
-                shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
-                raise InvalidField(f"feed {self.name!r} has no field {shown}; its fields are {', '.join(self._names)}")
-            out.append((k, check_value(self._kinds[k], v, name, symbol)))
+                raise InvalidField(
+                    f"feed {self.name!r} has no field {short_repr(name)}; its fields are {', '.join(self._names)}"
+                )
+            out[name] = check_value(self._kinds[k], v, name, symbol)
         return out
 
-    @staticmethod
-    def _merge(current: Tuple[Any, ...], given: List[Tuple[int, Any]]) -> Tuple[Tuple[Any, ...], int]:
-        """The values after setting ``given`` over ``current``, and the mask of those that
-        differ (a value equal to the current one, as -0.0 to 0.0, leaves it as it was)."""
-        values = list(current)
-        changed = 0
-        for k, v in given:
-            if values[k] != v:
-                changed |= 1 << k
-                values[k] = v
-        return tuple(values), changed
+    def _merge(self, current: Tuple[Any, ...], checked: Dict[str, Any]) -> Tuple[Tuple[Any, ...], int]:
+        """The writer's merge() of values _checked() made (or that merge() already took once):
+        each of its field's own type, so merge() always has the answer."""
+        merged = self._writer_unchecked().merge(current, checked, self._spec)
+        assert merged is not None, "merge() refused values of their fields' own types"
+        return merged
 
     def publish_many(self, items: Items, time_ns: Optional[int] = None) -> int:
         """Publish a batch with one wake-up; returns how many were changes. Items are (symbol,
@@ -421,9 +414,9 @@ class Publisher:
         if one is invalid, or the new symbols do not fit, nothing is written."""
         w = self._writer()
         pairs = items.items() if isinstance(items, Mapping) else items
-        # Each item checked, as (symbol, how, what): a one-field value (SINGLE), a mapping of
-        # fields whose every value is already of its field's type (FIELDS: merged in one pass
-        # below), or the full check's (position, value) list (GIVEN).
+        # Each item checked, as (symbol, how, what): a one-field value (SINGLE), or a mapping of
+        # fields whose every value is of its field's type (FIELDS: as given when merge() takes
+        # it, else as _checked() converts it).
         plan: List[Tuple[str, int, Any]] = []
         new: Dict[str, bytes] = {}
         single = len(self._kinds) == 1
@@ -439,14 +432,12 @@ class Publisher:
             if simple and type(value) is float and not value - value:  # the common case first
                 plan.append((symbol, _SINGLE, value))
             elif isinstance(value, Mapping):
-                if type(value) is dict and value and merge(zero, value, spec) is not None:
-                    plan.append((symbol, _FIELDS, value))
-                else:
-                    plan.append((symbol, _GIVEN, self._given(symbol, _NOTHING, value)))
+                fine = type(value) is dict and value and merge(zero, value, spec) is not None
+                plan.append((symbol, _FIELDS, value if fine else self._checked(symbol, _NOTHING, value)))
             elif single:
                 plan.append((symbol, _SINGLE, check_value(self._kinds[0], value, self._names[0], symbol)))
             else:
-                self._given(symbol, value, {})  # raises: a value without a name
+                self._checked(symbol, value, {})  # raises: a value without a name
             try:
                 known = symbol in self._index or symbol in new
             except TypeError:  # unhashable
@@ -473,10 +464,6 @@ class Publisher:
                     if last[index][0] == what and not fresh:  # the common case of a repeat
                         continue
                     values, changed = (what,), 1 if last[index][0] != what else 0
-                elif how == _FIELDS:  # checked above, so merge() says (else: the full path)
-                    values, changed = merge(last[index], what, spec) or self._merge(
-                        last[index], self._given(symbol, _NOTHING, what)
-                    )
                 else:
                     values, changed = self._merge(last[index], what)
                 if fresh and index in fresh:  # a first value changes every field

@@ -43,7 +43,17 @@ from .._protocol.reader import FeedReader, Reading, symbols_of
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner, user_name
-from .._values import Fields, Gap, PublisherGone, PublisherRestarted, Quote, Reset, check_symbol, quote_type
+from .._values import (
+    Fields,
+    Gap,
+    PublisherGone,
+    PublisherRestarted,
+    Quote,
+    Reset,
+    check_symbol,
+    quote_type,
+    short_repr,
+)
 from .._wait import select
 from .listen import Listener
 from .watch import RECREATED, Watch
@@ -395,7 +405,9 @@ class Subscriber:
         for name in names:
             k = position.get(name) if isinstance(name, str) else None
             if k is None:
-                raise InvalidField(f"feed {self.name!r} has no field {name!r}; its fields are {', '.join(position)}")
+                raise InvalidField(
+                    f"feed {self.name!r} has no field {short_repr(name)}; its fields are {', '.join(position)}"
+                )
             mask |= 1 << k
         if not mask:
             raise InvalidField(f"on= names no field; feed {self.name!r} has {', '.join(position)}")
