@@ -12,13 +12,22 @@ wait returns at once (Rule 3 of ``_protocol``).
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple, Union
 
 from .._protocol import layout as L
 from .._protocol.reader import FeedReader
 from .._segment import Segment
 from .._wait import Backend, MultiWait, WakeWord
 from .announce import HEADER_INDEX, wake_key
+
+
+class Armed(NamedTuple):
+    """What a subscriber is about to sleep on: the words, a view of each one's value, and the
+    values they held when the head was last checked."""
+
+    words: List[WakeWord]
+    views: List[memoryview]
+    expected: List[int]
 
 
 class Listener:
@@ -32,6 +41,7 @@ class Listener:
         self._views: List[memoryview] = []
         self._table: Dict[int, WakeWord] = {}
         self._multis: Dict[Tuple[int, ...], MultiWait] = {}  # wake-table words -> their multi-wait
+        self._view_of: Dict[int, memoryview] = {}  # id of a word -> the view of its value
         self._header = self._word(L.OFF_FUTEX, HEADER_INDEX)
         #: How many waits ended because a word changed or was woken (not by a timeout).
         self.woken = 0
@@ -40,7 +50,9 @@ class Listener:
         view = self._seg.view[offset : offset + 4].cast("I")
         self._views.append(view)
         key = wake_key(self._space[0], self._space[1], index)
-        return self.backend.word(self._seg.address + offset, view, key)
+        word = self.backend.word(self._seg.address + offset, view, key)
+        self._view_of[id(word)] = view
+        return word
 
     def words_for(self, slots: Set[int]) -> Optional[Tuple[int, ...]]:
         """The words of the wake table to sleep on for changes of these slots, or None for the
@@ -58,25 +70,43 @@ class Listener:
             self._multis[words] = self.backend.multi([self._table[w] for w in words])
         return words
 
-    def wait(self, cursor: int, seconds: float, words: Optional[Tuple[int, ...]]) -> int:
-        """Sleep until the head may have passed ``cursor`` (1), the feed ended with nothing new
-        (2), or ``seconds`` passed (0); on ``words`` (from ``words_for``), or None: the
-        header's word. The follow loop's ``wait``."""
+    def arm(self, cursor: int, words: Optional[Tuple[int, ...]]) -> Union[int, Armed]:
+        """The first half of ``wait()``: load the words' values, then check the head one last
+        time. Returns 1 (the head passed ``cursor``) or 2 (the feed ended with nothing new)
+        when there is no need to sleep, else what to sleep on: the words, each one's view, and
+        the value it must still hold (a change published after this bumps one of them)."""
         r = self._reader
         if words is None:
-            expected = r.futex_value()
+            chosen = [self._header]
+            expected = [r.futex_value()]
         else:
-            values = r.wake_values(list(words))
+            chosen = [self._table[w] for w in words]
+            expected = r.wake_values(list(words))
         if r.head() != cursor:
             return 1
         if r.closed():
             return 1 if r.head() != cursor else 2
+        return Armed(chosen, [self._view_of[id(w)] for w in chosen], expected)
+
+    def head(self) -> int:
+        return self._reader.head()
+
+    def wait(self, cursor: int, seconds: float, words: Optional[Tuple[int, ...]]) -> int:
+        """Sleep until the head may have passed ``cursor`` (1), the feed ended with nothing new
+        (2), or ``seconds`` passed (0); on ``words`` (from ``words_for``), or None: the
+        header's word. The follow loop's ``wait``."""
+        armed = self.arm(cursor, words)
+        if not isinstance(armed, Armed):
+            return armed
         if seconds > 0:
-            woken = self._header.wait(expected, seconds) if words is None else self._multis[words].wait(values, seconds)
+            if words is None:
+                woken = self._header.wait(armed.expected[0], seconds)
+            else:
+                woken = self._multis[words].wait(armed.expected, seconds)
             if woken:
                 self.woken += 1
                 return 1
-        return 1 if r.head() != cursor else 0
+        return 1 if self._reader.head() != cursor else 0
 
     def close(self) -> None:
         for multi in self._multis.values():  # before the words: a live iterator may hold one
@@ -86,6 +116,7 @@ class Listener:
         for word in self._table.values():
             word.close()
         self._table.clear()
+        self._view_of.clear()
         for view in self._views:
             view.release()
         self._views.clear()

@@ -21,9 +21,24 @@ segment (a re-created feed: re-attach, Reset). ``status()`` tells how the feed s
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
-from typing import Any, Dict, Generator, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union, overload
+from typing import (
+    Any,
+    AsyncIterator,
+    Dict,
+    Generator,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+    overload,
+)
 
 from .._errors import (
     BadSegment,
@@ -55,6 +70,7 @@ from .._values import (
     short_repr,
 )
 from .._wait import select
+from . import loopwait
 from .listen import Listener
 from .watch import RECREATED, Watch
 
@@ -74,6 +90,15 @@ APPEAR_POLL = 0.02
 
 
 _ENDED = object()
+
+
+class Sleep(NamedTuple):
+    """What ``aupdates`` asks its driver: sleep until the head may have passed ``cursor``, on
+    ``words`` (None: the header's word), for at most ``seconds``."""
+
+    cursor: int
+    seconds: float
+    words: Optional[Tuple[int, ...]]
 
 
 class FeedStatus(NamedTuple):
@@ -245,12 +270,33 @@ class Subscriber:
     def _read_stuck_slot(self, index: int, give_up: bool) -> Optional[Reading]: ...
 
     def _read_stuck_slot(self, index: int, give_up: bool = False) -> Optional[Reading]:
-        """A slot whose lock stayed odd (or kept moving) through SPIN_TRIES copies. Either the
-        publisher is writing it (a Python publisher may be descheduled mid-write: sleep and
-        retry, never spin), or the publisher died mid-write and nobody will finish: then the
-        value to give is the slot's last announced one, which the ring still holds (the search
-        covers every record the ring can hold, newest first, and never one above the head).
-        If it does not: BadSegment, or None with ``give_up``."""
+        """A slot whose lock stayed odd (or kept moving) through SPIN_TRIES copies: read it
+        patiently (see ``_stuck``), sleeping between tries."""
+        steps = self._stuck(index, give_up)
+        try:
+            while True:
+                time.sleep(next(steps))
+        except StopIteration as done:
+            got: Optional[Reading] = done.value
+            return got
+
+    async def _aread_stuck_slot(self, index: int) -> Reading:
+        """``_read_stuck_slot`` for asyncio: the loop runs while it waits."""
+        steps = self._stuck(index, False)
+        try:
+            while True:
+                await asyncio.sleep(next(steps))
+        except StopIteration as done:
+            got: Reading = done.value
+            return got
+
+    def _stuck(self, index: int, give_up: bool) -> Generator[float, None, Optional[Reading]]:
+        """Reading a slot whose lock stayed odd: yields how long to sleep before the next try,
+        and returns the reading. Either the publisher is writing it (a Python publisher may be
+        descheduled mid-write: sleep and retry, never spin), or the publisher died mid-write
+        and nobody will finish: then the value to give is the slot's last announced one, which
+        the ring still holds (the search covers every record the ring can hold, newest first,
+        and never one above the head). If it does not: BadSegment, or None with ``give_up``."""
         r = self._reader()  # raises if closed
         check_at = 0.0
         pause = 1e-5
@@ -272,7 +318,7 @@ class Subscriber:
                     seq, values, time_ns, changed = rec
                     return values, time_ns, seq, changed
                 check_at = time.monotonic() + STUCK_CHECK_SECONDS
-            time.sleep(pause)
+            yield pause
             pause = min(pause * 2, 1e-3)
             got = r.read_slot(index)
             if got is not None:
@@ -285,8 +331,7 @@ class Subscriber:
         except TypeError:  # unhashable
             index = None
         if index is None:  # not known yet: check the name, then look for it in new slots
-            check_symbol(symbol)
-            index = self._slot(symbol)
+            index = self._locate(symbol)
             if index is None:
                 return None
         r = self._r
@@ -294,6 +339,22 @@ class Subscriber:
         if quote is None:
             quote = self._quote._build(symbol, *self._read_stuck_slot(index))  # also raises if closed
         return quote
+
+    async def aget(self, symbol: str) -> Optional[Quote]:
+        """``get()`` for asyncio: the same value, awaiting instead of sleeping where ``get()``
+        would sleep (a slot the publisher is writing while it is descheduled)."""
+        index = self._locate(symbol)
+        if index is None:
+            return None
+        quote: Optional[Quote] = self._reader().read_quote(index, symbol, self._quote)
+        if quote is None:
+            quote = self._quote._build(symbol, *await self._aread_stuck_slot(index))
+        return quote
+
+    def _locate(self, symbol: str) -> Optional[int]:
+        """The slot of ``symbol`` (a valid symbol, else InvalidSymbol), or None if it has none."""
+        check_symbol(symbol)
+        return self._slot(symbol)
 
     def __getitem__(self, symbol: str) -> Quote:
         quote = self.get(symbol)
@@ -311,6 +372,17 @@ class Subscriber:
         for index, quote in enumerate(quotes):
             if quote is None:  # raced a write: read it again, patiently
                 quotes[index] = build(names[index], *self._read_slot(index))
+        return dict(zip(names, quotes))
+
+    async def asnapshot(self) -> Dict[str, Quote]:
+        """``snapshot()`` for asyncio: the same values, awaiting where ``snapshot()`` would sleep."""
+        self._refresh()
+        names = self._names
+        quotes = self._reader().read_slots(len(names), names, self._quote)
+        build = self._quote._build
+        for index, quote in enumerate(quotes):
+            if quote is None:
+                quotes[index] = build(names[index], *await self._aread_stuck_slot(index))
         return dict(zip(names, quotes))
 
     @property
@@ -352,6 +424,7 @@ class Subscriber:
         reattach: bool = True,
         spin: float = 0.0,
         on: Optional[Iterable[str]] = None,
+        after: Optional[int] = None,
     ) -> Iterator[Event]:
         """Yield each change from now on, exactly once and in feed order, as a Quote, with
         events among them: Gap, PublisherGone, PublisherRestarted, Reset (see each class).
@@ -369,10 +442,65 @@ class Subscriber:
         still exactly once and in order; the others are passed over like changes of symbols not
         asked for. After a Gap the catch-up gives every chosen symbol that changed in the range,
         whichever fields it changed: the lost changes may have changed one of them.
+        ``after``: start after this sequence number instead of at the head (a cursor saved
+        by an earlier run on the same feed, whose ``status().incarnation`` it must check): the
+        changes since then that the ring still holds come first, and older ones are a Gap
+        followed by the catch-up, as for a reader that fell behind.
 
         After a Gap come the latest values of the symbols changed meanwhile. The iteration ends
         when the publisher ends the feed and every change has been yielded.
         """
+        return self._start(symbols, timeout, conflate, snapshot, reattach, spin, on, after, False)
+
+    def aupdates(
+        self,
+        symbols: Optional[Iterable[str]] = None,
+        timeout: Optional[float] = None,
+        conflate: bool = False,
+        snapshot: bool = False,
+        reattach: bool = True,
+        spin: float = 0.0,
+        on: Optional[Iterable[str]] = None,
+        after: Optional[int] = None,
+    ) -> AsyncIterator[Event]:
+        """``updates()`` for asyncio: ``async for q in sub.aupdates(...)`` with the same
+        arguments and the same promises (each change exactly once, in feed order, gaps
+        counted, the same events), without blocking the event loop while it waits.
+
+        All the async subscriptions of one event loop sleep in one thread of pricefeed's
+        (Linux 5.16 and later; see docs/protocol.md for the other systems), so a hundred of
+        them cost one blocked thread and no CPU while nothing changes; a wake-up reaches the
+        loop through its own ``call_soon_threadsafe``. Arguments are checked at the call, as
+        ``updates()`` checks them. Cancelling the task that iterates, closing the iterator, or
+        ending the loop releases the thread when it was the last subscription using it.
+        ``spin`` polls for up to that long before sleeping, blocking the loop meanwhile."""
+        return self._sleepless(self._start(symbols, timeout, conflate, snapshot, reattach, spin, on, after, True))
+
+    async def _sleepless(self, changes: Generator[Any, Any, None]) -> AsyncIterator[Event]:
+        """Run the follow generator of ``aupdates``: items go to the caller, and each ``Sleep``
+        it yields is awaited on the loop's waiter, which tells it whether a word woke it."""
+        waiter = loopwait.acquire(asyncio.get_running_loop(), self._waiter)
+        try:
+            reply: Optional[bool] = None
+            while True:
+                try:
+                    item = changes.send(reply)
+                except StopIteration:
+                    return
+                if type(item) is Sleep:
+                    reply = await waiter.sleep(self._listener, item.cursor, item.seconds, item.words)
+                else:
+                    reply = None
+                    yield item
+        finally:
+            changes.close()
+            waiter.release()
+
+    def _start(
+        self, symbols: Optional[Iterable[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
+        reattach: bool, spin: float, on: Optional[Iterable[str]], after: Optional[int], sleepless: bool,
+    ) -> Generator[Any, Any, None]:  # fmt: skip
+        """Check the arguments of ``updates()``/``aupdates()`` and take the starting point now."""
         wanted: Optional[Set[str]] = None
         if symbols is not None:
             wanted = set()
@@ -391,9 +519,17 @@ class Subscriber:
         # The start is taken now, not at the first next(): changes published between this call
         # and the first next() are delivered.
         self._refresh()
-        start = 0 if self._from_start else self._reader().head()
+        head = self._reader().head()
+        if after is not None:
+            if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= head:
+                raise InvalidInput(
+                    f"after must be a sequence number from 0 to the feed's head ({head}): after={short_repr(after)}"
+                )
+            start = after
+        else:
+            start = 0 if self._from_start else head
         self._from_start = False
-        return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin, on)
+        return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin, on, sleepless)
 
     def field_mask(self, names: Iterable[str]) -> int:
         """The mask (bit i for field i) of these field names; InvalidField naming one the
@@ -415,13 +551,13 @@ class Subscriber:
 
     def _follow(
         self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
-        reattach: bool, cursor: int, spin: float = 0.0, on: Optional[Iterable[str]] = None,
-    ) -> Iterator[Event]:  # fmt: skip
+        reattach: bool, cursor: int, spin: float = 0.0, on: Optional[Iterable[str]] = None, sleepless: bool = False,
+    ) -> Generator[Any, Any, None]:  # fmt: skip
         while True:
             # The mask is worked out for each feed followed: a re-created feed may have
             # another schema (InvalidField if it lacks one of the fields).
             mask = self.field_mask(on) if on is not None else 0
-            outcome = yield from self._changes(wanted, timeout, conflate, snapshot, cursor, spin, mask)
+            outcome = yield from self._changes(wanted, timeout, conflate, snapshot, cursor, spin, mask, sleepless)
             if outcome is not RECREATED:
                 return
             old = self.geometry.incarnation
@@ -437,14 +573,18 @@ class Subscriber:
 
     def _changes(
         self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool, cursor: int,
-        spin: float, on: int = 0,
-    ) -> Generator[Event, None, object]:  # fmt: skip
+        spin: float, on: int = 0, sleepless: bool = False,
+    ) -> Generator[Any, Any, object]:  # fmt: skip
         """Follow the feed with the protocol's follow loop (``follow.Follow``, of the
         implementation this subscriber opened the feed with): each change comes back as a
         Quote, everything else as a code that is handled here, once for both implementations.
         With ``conflate``, quotes wait in ``pending`` (the newest per symbol, oldest first)
         while more are at hand, and one is yielded whenever the loop finds nothing new; a
-        quote that replaces a pending one names the fields either changed."""
+        quote that replaces a pending one names the fields either changed.
+
+        ``sleepless`` (for ``aupdates``): the loop never sleeps itself; when there is nothing
+        to give, this yields a ``Sleep`` and is sent back whether a word woke it (True) or
+        the time asked passed (False), so that the caller can sleep without blocking."""
         r = self._reader()
         pending: Dict[str, Quote] = {}
         #: After a lap with ``on``: symbol -> seq of its change still ahead in the ring, which
@@ -469,7 +609,7 @@ class Subscriber:
         )  # fmt: skip
         self._retarget(follow, wanted)
         while True:
-            follow.block = not pending
+            follow.block = not (pending or sleepless)
             item = next(follow)
             if type(item) is qt:
                 if owed:
@@ -484,15 +624,24 @@ class Subscriber:
                     hold(item)
                     continue
                 yield item
-            elif item == F.IDLE:  # only while quotes are pending: give the oldest
-                yield pending.pop(next(iter(pending)))
+            elif item == F.IDLE:
+                if pending:  # give the oldest
+                    yield pending.pop(next(iter(pending)))
+                else:  # sleepless: the caller sleeps for the loop
+                    limit = WATCH_SLICE
+                    if follow.deadline >= 0:
+                        limit = min(limit, follow.deadline - time.monotonic())
+                    if limit > 0:
+                        if spin and r.spin(follow.cursor, spin):
+                            continue
+                        if (yield Sleep(follow.cursor, limit, follow.words)):
+                            continue
+                    if (yield from self._look(follow, timeout)):
+                        return RECREATED
+                    continue
             elif item == F.TIMEOUT:
-                self._check_deadline(None if timeout is None else follow.deadline, timeout)
-                event = self._watch.look()
-                if event is RECREATED:
+                if (yield from self._look(follow, timeout)):
                     return RECREATED
-                if event is not None:
-                    yield event  # type: ignore[misc]
                 continue
             elif item == F.ENDED:
                 yield from list(pending.values())
@@ -541,6 +690,18 @@ class Subscriber:
             # A quote was given: the timeout counts from here.
             if timeout is not None:
                 follow.deadline = time.monotonic() + timeout
+
+    def _look(self, follow: Any, timeout: Optional[float]) -> Generator[Event, None, bool]:
+        """A wait slice passed with nothing new: raise Timeout past the deadline, and ask the
+        Watch what no wake-up tells (PublisherGone, PublisherRestarted, a re-created feed:
+        returns True)."""
+        self._check_deadline(None if timeout is None else follow.deadline, timeout)
+        event = self._watch.look()
+        if event is RECREATED:
+            return True
+        if event is not None:
+            yield event  # type: ignore[misc]
+        return False
 
     def _retarget(self, follow: Any, wanted: Optional[Set[str]]) -> None:
         """Tell the follow loop the symbols known now: which slots are wanted, what to sleep on."""

@@ -39,6 +39,16 @@ each of them:
     real kernel wait here; where it is not (Linux before 5.16), callers wait on one word that
     every change wakes instead.
 
+``backend.ring() -> Optional[WaitRing]``
+    Where the kernel can wait on words without a thread and report the completion on a
+    descriptor (Linux io_uring's futex waits, 6.7 and later, on x86-64), a new ``WaitRing``;
+    None elsewhere. ``WaitRing.arm(words, expected, token)`` starts a wait on up to 128 of
+    this backend's words that completes when any differs from its expected value or is woken,
+    at once if one already differs; ``fileno()`` becomes readable when waits have completed;
+    ``done()`` returns the tokens of those completed since the last call, each once;
+    ``close()`` cancels what is still armed and closes the descriptor. An event loop watches
+    the descriptor, so its subscriptions sleep with no thread (``_roles.loopwait``).
+
 ``backend.futex_words`` (a capability, not a method)
     True when the words' waits and wake-ups are the kernel's futex on the word's address in
     this process, and nothing else: a caller that holds the address may then FUTEX_WAIT,
@@ -56,11 +66,23 @@ sits beside this file.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, NamedTuple, Optional, Protocol, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Protocol, Sequence
 
 from .._errors import UnsupportedPlatform
 
-__all__ = ["WakeWord", "MultiWait", "Backend", "WordKey", "MAX_INDEX", "select", "available", "native", "waker", "ENV"]
+__all__ = [
+    "WakeWord",
+    "MultiWait",
+    "WaitRing",
+    "Backend",
+    "WordKey",
+    "MAX_INDEX",
+    "select",
+    "available",
+    "native",
+    "waker",
+    "ENV",
+]
 
 #: The highest ``WordKey.number``: a feed uses 0-127 for its wake table and 128 for the header.
 MAX_INDEX = 255
@@ -87,6 +109,16 @@ class MultiWait(Protocol):
     def close(self) -> None: ...
 
 
+class WaitRing(Protocol):
+    def fileno(self) -> int: ...
+
+    def arm(self, words: Sequence[Any], expected: Sequence[int], token: int) -> None: ...
+
+    def done(self) -> List[int]: ...
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
     name: str
     futex_words: bool
@@ -98,6 +130,8 @@ class Backend(Protocol):
     def can_wait_many(self) -> bool: ...
 
     def multi(self, words: Sequence[Any]) -> MultiWait: ...
+
+    def ring(self) -> Optional[WaitRing]: ...
 
 
 #: The environment variable that picks a backend when the code does not (``backend=None``):

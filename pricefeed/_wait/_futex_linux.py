@@ -210,5 +210,15 @@ class _Futex:
     def multi(self, words: Sequence[Any]) -> FutexMulti:
         return FutexMulti(words)
 
+    def ring(self) -> Optional[Any]:
+        from . import _uring_linux
+
+        if not _uring_linux.usable():
+            return None
+        try:
+            return _uring_linux.FutexRing()
+        except OSError:  # out of descriptors or locked memory: the caller waits another way
+            return None
+
 
 BACKEND = _Futex()
