@@ -22,6 +22,7 @@ The tree (each class also subclasses the nearest builtin, so ``except FileNotFou
     ├── Timeout (TimeoutError)             exit 12  nothing arrived within the timeout
     ├── FeedReset                          exit 13  the segment was re-created (reattach=False)
     ├── FeedNotTrusted (PermissionError)   exit 14  another user's segment, or one every user may write
+    ├── ActionFailed                       exit 15  an action failed and the error policy was to stop
     └── UnsupportedPlatform (OSError)      exit 1   this CPU or OS lacks what the protocol needs
 
 ``docs/cli.md`` lists the same codes; a test keeps the two in agreement. Errors that come from
@@ -52,6 +53,7 @@ __all__ = [
     "Timeout",
     "FeedReset",
     "FeedNotTrusted",
+    "ActionFailed",
     "UnsupportedPlatform",
 ]
 
@@ -166,6 +168,21 @@ class FeedNotTrusted(PricefeedError, PermissionError):
     """The segment belongs to another user than the one required, or every user may write it; nothing was written."""
 
     exit_code = 14
+
+
+class ActionFailed(PricefeedError):
+    """An action (`subscribe --exec`, `act()`) failed and the error policy was to stop (`--on-error stop`).
+
+    ``symbol`` and ``seq`` name the change whose action failed; ``act()`` sets ``result``, its
+    counts when it stopped."""
+
+    exit_code = 15
+
+    def __init__(self, message: str, symbol: Optional[str] = None, seq: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.symbol = symbol
+        self.seq = seq
+        self.result: Optional[object] = None
 
 
 class UnsupportedPlatform(PricefeedError, OSError):

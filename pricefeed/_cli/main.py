@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -23,6 +22,19 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequ
 
 import click
 
+from .._act.api import run_command
+from .._act.options import (
+    DEFAULT_GRACE,
+    DEFAULT_IDLE,
+    DEFAULT_QUEUE,
+    OnError,
+    Settings,
+    parse_jobs,
+    parse_on_error,
+    parse_queue,
+    parse_seconds,
+)
+from .._act.state import check_path
 from .._errors import (
     FeedExists,
     FeedNotFound,
@@ -60,6 +72,8 @@ from .input import (
 )
 
 EXIT_INTERRUPTED = 130
+#: `subscribe --exec` stopped by SIGTERM (128 + 15, as a shell reports a process it killed).
+EXIT_TERMINATED = 143
 
 #: What to do about a feed that is not there, said by the commands that cannot wait for one.
 LS_HINT = " (pricefeed ls lists the feeds there are)"
@@ -77,6 +91,7 @@ def exit_codes() -> List[Tuple[int, str, str]]:
         doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
         rows.append((cls.exit_code, f"`{name}`", doc))
     rows.append((EXIT_INTERRUPTED, "—", "Interrupted by Ctrl-C (SIGINT)."))
+    rows.append((EXIT_TERMINATED, "—", "`subscribe --exec` stopped by SIGTERM (after its graceful stop)."))
     rows.sort(key=lambda r: r[0])
     return rows
 
@@ -380,6 +395,66 @@ def _publish_stream(pub: Publisher, stream: BinaryIO, strict: bool, schema: Sche
     return bad
 
 
+def _usage(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that parses an option of the command itself with ``parse``: a bad value
+    is a usage error (exit 2), as docs/cli.md's rule has it."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+#: The options of the action pool (subscribe --exec): parameter name -> option.
+ACTION_OPTIONS = {
+    "jobs": "--jobs",
+    "queue": "--queue",
+    "on_error": "--on-error",
+    "timeout_action": "--timeout-action",
+    "state": "--state",
+    "grace": "--grace",
+    "idle": "--idle",
+}
+
+_actions = [
+    click.option("--jobs", callback=_usage(parse_jobs), metavar="N|MIN:MAX",
+                 help="With --exec: run up to N actions at once, for different symbols (one symbol's stay in "
+                      "feed order); MIN:MAX, a pool of worker processes that grows under load and shrinks when "
+                      "idle (default 1: one at a time, in feed order)."),
+    click.option("--queue", callback=_usage(parse_queue), metavar="N",
+                 help=f"With --exec: changes that may wait per symbol while its action runs; beyond that the "
+                      f"oldest is dropped and reported (default {DEFAULT_QUEUE})."),
+    click.option("--on-error", callback=_usage(parse_on_error), metavar="POLICY",
+                 help="With --exec: when an action fails, stop (exit 15), skip (the default: report it, go on), "
+                      "or retry:N[:BACKOFF] (N more tries, BACKOFF seconds before the first, doubling; reported "
+                      "and skipped after the last)."),
+    click.option("--timeout-action", callback=_usage(lambda v: parse_seconds(v, "--timeout-action", False)),
+                 metavar="S", help="With --exec: kill an action (its process group) still running after S seconds; "
+                                   "it counts as failed."),
+    click.option("--state", callback=_usage(check_path), metavar="FILE",
+                 help="With --exec: keep the last completed action per symbol and a resume point in FILE, and "
+                      "resume from it on a restart: a change whose action completed is never acted on again; "
+                      "only the one in flight per symbol at a crash may run again (PRICEFEED_SEQ names it)."),
+    click.option("--grace", callback=_usage(lambda v: parse_seconds(v, "--grace")), metavar="S",
+                 help=f"With --exec: at SIGTERM, Ctrl-C or a stop, give running actions S seconds to finish "
+                      f"before killing them (default {DEFAULT_GRACE:g})."),
+    click.option("--idle", callback=_usage(lambda v: parse_seconds(v, "--idle", False)), metavar="S",
+                 help=f"With --exec and --jobs MIN:MAX: retire a worker above MIN idle this long (default "
+                      f"{DEFAULT_IDLE:g})."),
+]  # fmt: skip
+
+
+def action_options(f: Any) -> Any:
+    for option in reversed(_actions):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @feed_argument()
 @click.argument("symbols", nargs=-1, callback=_parsed(parse_symbol))
@@ -393,7 +468,8 @@ def _publish_stream(pub: Publisher, stream: BinaryIO, strict: bool, schema: Sche
     "--exec",
     "command",
     metavar="CMD",
-    help="Run CMD (with sh; cmd.exe on Windows) once per change instead of printing it.",
+    help="Run CMD (with sh; cmd.exe on Windows) once per change instead of printing it (see the options "
+    "below that say With --exec).",
 )
 @click.option("--wait", is_flag=True, help="If FEED does not exist yet, wait for it (instead of exit 3).")
 @click.option("--spin-us", type=click.FloatRange(min=0, max=10_000), default=0, show_default=True,
@@ -401,11 +477,12 @@ def _publish_stream(pub: Publisher, stream: BinaryIO, strict: bool, schema: Sche
 @click.option("--exit-on-reset", is_flag=True, help="Exit 13 if FEED is removed and created anew.")
 @click.option("--on", "on_fields", multiple=True, metavar="FIELD,...",
               help="Only changes that changed one of these fields (comma-separated; repeatable).")  # fmt: skip
+@action_options
 @trust_options(publisher=False)
 def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optional[int],
               timeout: Optional[float], conflate: bool, snapshot: bool, command: Optional[str],
               wait: bool, exit_on_reset: bool, spin_us: float, on_fields: Tuple[str, ...], owner: Optional[str],
-              allow_world_writable: bool) -> None:  # fmt: skip
+              allow_world_writable: bool, **pool: Any) -> None:  # fmt: skip
     """Print each change of FEED (or of SYMBOLS only) once, in order, as it happens.
 
     Text lines are "SEQ SYMBOL PRICE" on a feed of one field, the value written so that it
@@ -417,18 +494,27 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
 
     --exec runs CMD once per change with PRICEFEED_FEED, PRICEFEED_SYMBOL, PRICEFEED_SEQ,
     PRICEFEED_TIME_NS, PRICEFEED_CHANGED (the names of the fields the change set, separated by
-    commas) and one PRICEFEED_NAME per field (its name in capitals: PRICEFEED_PRICE,
-    PRICEFEED_BID) in its environment, waiting for each run to finish; events then go to
-    standard error.
+    commas), PRICEFEED_ATTEMPT and one PRICEFEED_NAME per field (its name in capitals:
+    PRICEFEED_PRICE, PRICEFEED_BID) in its environment; events then go to standard error. By
+    default one change at a time, in feed order; --jobs runs the actions of different symbols
+    in parallel (those of one symbol stay in order), and the other action options set the
+    queues, the error policy, timeouts, the graceful stop and a resumable --state. SIGTERM or Ctrl-C lets running actions finish within --grace, then exits
+    143 or 130; a failure under --on-error stop exits 15.
     """
     if wait and feed not in feed_names():
         click.echo(f"pricefeed: waiting for feed {feed!r} to appear", err=True)
     width = max(map(len, symbols)) if symbols else L.SYMBOL_MAX
     seen = 0
     hint = " (--wait waits for it to appear; pricefeed ls lists the feeds there are)"
+    given = [ACTION_OPTIONS[name] for name, value in pool.items() if value is not None]
+    if given and command is None:
+        raise click.UsageError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --exec")
     with _subscriber(feed, owner, allow_world_writable, hint, wait=wait) as sub:
         on = _on_fields(feed, on_fields, sub.fields) if on_fields else None
-        run_command = _Exec(command, feed) if command is not None else None
+        if command is not None:
+            _run_actions(sub, command, pool, count, as_json, conflate, snapshot, timeout, symbols, on,
+                         exit_on_reset, spin_us)  # fmt: skip
+            return
         events = sub.updates(
             symbols or None,
             timeout=timeout,
@@ -440,18 +526,51 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
         )
         for event in events:
             if not isinstance(event, Quote):
-                _print_event(event, as_json, to_stderr=command is not None)
+                _print_event(event, as_json, to_stderr=False)
                 continue
-            if run_command is not None:
-                run_command(event)
-            elif as_json:
+            if as_json:
                 _out(json.dumps(_quote_json(event)))
             else:
                 _out(_quote_text(event, width))
             seen += 1
             if count is not None and seen >= count:
                 return
-    _print_event(None, as_json, to_stderr=command is not None, feed=feed)
+    _print_event(None, as_json, to_stderr=False, feed=feed)
+
+
+def _run_actions(sub: Subscriber, command: str, pool: Dict[str, Any], count: Optional[int], as_json: bool,
+                 conflate: bool, snapshot: bool, timeout: Optional[float], symbols: Tuple[str, ...],
+                 on: Optional[List[str]], exit_on_reset: bool, spin_us: float) -> None:  # fmt: skip
+    """--exec: the action pool (pricefeed._act) runs the command; this only translates."""
+    low, high = pool["jobs"] or (1, 1)
+    settings = Settings(
+        jobs_min=low,
+        jobs_max=high,
+        queue=pool["queue"] or DEFAULT_QUEUE,
+        conflate=conflate,
+        on_error=pool["on_error"] or OnError("skip"),
+        timeout=pool["timeout_action"],
+        grace=DEFAULT_GRACE if pool["grace"] is None else pool["grace"],
+        idle=pool["idle"] or DEFAULT_IDLE,
+        count=count,
+    )
+    follow = dict(symbols=symbols or None, timeout=timeout, conflate=conflate, snapshot=snapshot,
+                  reattach=not exit_on_reset, spin=spin_us / 1e6, on=on)  # fmt: skip
+    result = run_command(
+        sub,
+        command,
+        settings,
+        follow,
+        pool["state"],
+        lambda line: click.echo(f"pricefeed: {line}", err=True),
+        lambda event: _print_event(event, as_json, to_stderr=True),
+    )
+    if result.stopped == "interrupted":
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+    if result.stopped == "terminated":
+        raise click.exceptions.Exit(EXIT_TERMINATED)
+    if result.stopped == "ended":
+        _print_event(None, as_json, to_stderr=True, feed=sub.name)
 
 
 def _print_event(event: Optional[Event], as_json: bool, to_stderr: bool, feed: str = "") -> None:
@@ -477,53 +596,6 @@ def _on_fields(feed: str, given: Tuple[str, ...], fields: Fields) -> List[str]:
         if name not in known:
             raise InvalidField(f"--on: feed {feed!r} has no field {quote(name)}; its fields are {', '.join(known)}")
     return names
-
-
-#: Variables of pricefeed's own, which a field's variable (PRICEFEED_ and its name in capitals)
-#: must not replace: those --exec sets for every change, and those that configure pricefeed.
-OWN_VARIABLES = frozenset({"FEED", "SYMBOL", "SEQ", "TIME_NS", "CHANGED", "WAIT", "PURE", "DIR", "LOCK_DIR"})
-
-
-class _Exec:
-    """--exec: run the command once per change, each field in a variable of its own."""
-
-    def __init__(self, command: str, feed: str) -> None:
-        self.command = command
-        self.feed = feed
-        self._names: Dict[Fields, List[Tuple[str, str]]] = {}
-
-    def _variables(self, schema: Fields) -> List[Tuple[str, str]]:
-        """(field, variable) for each field of ``schema`` that has one; says once which have not."""
-        found = self._names.get(schema)
-        if found is None:
-            found = []
-            for name, _ in schema:
-                if name.upper() in OWN_VARIABLES:
-                    click.echo(
-                        f"pricefeed: field {name!r} is not given to --exec: PRICEFEED_{name.upper()} is "
-                        "one of pricefeed's own variables",
-                        err=True,
-                    )
-                else:
-                    found.append((name, f"PRICEFEED_{name.upper()}"))
-            self._names[schema] = found
-        return found
-
-    def __call__(self, q: Quote) -> None:
-        env = dict(os.environ)
-        values = q.fields
-        for name, variable in self._variables(q.schema):
-            env[variable] = _value_text(values[name])
-        env.update(
-            PRICEFEED_FEED=self.feed,
-            PRICEFEED_SYMBOL=q.symbol,
-            PRICEFEED_SEQ=str(q.seq),
-            PRICEFEED_TIME_NS=str(q.time_ns),
-            PRICEFEED_CHANGED=",".join(q.changed),
-        )
-        code = subprocess.call(self.command, shell=True, env=env)
-        if code != 0:
-            click.echo(f"pricefeed: --exec command exited {code} for seq {q.seq} ({q.symbol})", err=True)
 
 
 @cli.command()

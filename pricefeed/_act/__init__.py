@@ -1,0 +1,20 @@
+"""Acting on changes: run a command (CLI ``--exec``) or a Python callable (``act``/``aact``)
+once per change, in a bounded pool, with per-symbol order, back-pressure, error policies,
+timeouts, a graceful stop and a resumable state file. docs/actions.md is the user's guide.
+
+The modules, one concern each:
+
+- ``options``:  the settings and the rules of their values, shared by the CLI and the library;
+- ``state``:    the state file (load, check, atomic save);
+- ``schedule``: per-symbol bounded queues, conflation, drops, dispatch order, the resume
+                point; pure, no I/O;
+- ``workers``:  what runs an action: a worker process (commands), a thread (sync callables),
+                a task (async callables);
+- ``worker``:   the worker process's program;
+- ``pool``:     the asyncio engine that ties them together;
+- ``api``:      ``act()`` and ``aact()``.
+"""
+
+from .api import ActResult, aact, act
+
+__all__ = ["ActResult", "act", "aact"]
