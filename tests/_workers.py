@@ -479,5 +479,152 @@ def fields_follow(feed: str, out_path: str, on: str, conflate: str = "0", pause_
     print(json.dumps({"rows": len(rows)}), flush=True)
 
 
+def _run_loop(loop: str, main):  # type: ignore[no-untyped-def]
+    """Run coroutine function ``main`` on asyncio's default loop, or on uvloop's."""
+    import asyncio
+
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main()) if hasattr(uvloop, "run") else uvloop.install() or asyncio.run(main())
+    return asyncio.run(main())
+
+
+def afollow(feed: str, out_path: str, every: str = "0", pause_ms: str = "50", conflate: str = "0",
+            loop: str = "asyncio") -> None:  # fmt: skip
+    """``follow`` with ``aupdates`` in an event loop (``loop``: asyncio or uvloop), beside an idle
+    task that ticks, to show the loop is never blocked while the subscription waits."""
+    import asyncio
+
+    n_every, pause = int(every), int(pause_ms) / 1000
+    rows: list = []
+    ticks = [0]
+
+    async def main() -> None:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.01)
+                ticks[0] += 1
+
+        ticker = asyncio.ensure_future(tick())
+        with Subscriber(feed) as sub:
+            it = sub.aupdates(timeout=120, conflate=conflate == "1")
+            print("ready", flush=True)
+            n = 0
+            async for ev in it:
+                n += 1
+                if isinstance(ev, Gap):
+                    rows.append(["g", ev.missed, ev.first_seq, ev.last_seq])
+                elif isinstance(ev, Quote):
+                    rows.append(["c", ev.seq, ev.symbol, ev.price, ev.time_ns])
+                else:
+                    rows.append(["e", EVENT_NAMES[type(ev)], list(ev)])
+                if n_every and n % n_every == 0:
+                    await asyncio.sleep(pause)
+        ticker.cancel()
+
+    started = time.monotonic()
+    _run_loop(loop, main)
+    with open(out_path, "w") as f:
+        json.dump(rows, f)
+    print(json.dumps({"rows": len(rows), "ticks": ticks[0], "seconds": time.monotonic() - started}), flush=True)
+
+
+def _resources(feed: str) -> dict:
+    """This process's threads (all, and pricefeed's by name), descriptors, and mappings of
+    ``feed`` and of io_uring rings, from /proc."""
+    import threading
+
+    from pricefeed._segment import segment_name
+
+    with open("/proc/self/maps") as f:
+        maps = [line.rstrip() for line in f]
+    return {
+        "threads": len(os.listdir("/proc/self/task")),
+        "comms": sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")),
+        "ours": sorted(t.name for t in threading.enumerate() if t.name.startswith("pricefeed")),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "feed_maps": sum(1 for m in maps if m.endswith(segment_name(feed))),
+        "rings": sum(1 for m in maps if "io_uring" in m),
+    }
+
+
+def _cpu_ticks() -> int:
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def async_many(feed: str, count: str, loop: str = "asyncio", ending: str = "return") -> None:
+    """``count`` async subscriptions in one loop, each to symbol S<k> of ``feed`` with its own
+    Subscriber. Commands on stdin, one per line, each answered by one JSON line:
+    ``look`` (resources and CPU ticks), ``cancel K`` (cancel subscription K's task),
+    ``got`` (what each subscription received: {k: [[seq, price], ...]}), ``end``. With
+    ending=return the loop then ends normally; with ending=interrupt the process waits for
+    Ctrl-C (SIGINT) inside the loop. Either way it reports its resources after the loop ended."""
+    import asyncio
+
+    k_count = int(count)
+
+    async def nothing() -> None:
+        await asyncio.sleep(0)
+
+    _run_loop(loop, nothing)  # what a loop keeps after it ran (uvloop keeps some) is not ours
+    before = _resources(feed)
+    got: dict = {k: [] for k in range(k_count)}
+
+    async def main() -> None:
+        subs = [Subscriber(feed) for _ in range(k_count)]
+        try:
+            async def one(k: int) -> None:
+                async for q in subs[k].aupdates([f"S{k}"]):
+                    if isinstance(q, Quote):
+                        got[k].append([q.seq, q.price])
+
+            tasks = [asyncio.ensure_future(one(k)) for k in range(k_count)]
+            await asyncio.sleep(0.2)
+            # Commands come through the loop, not a thread, so that every thread counted is one
+            # the subscriptions made.
+            commands = asyncio.StreamReader()
+            transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(commands), os.fdopen(os.dup(0), "rb", buffering=0)
+            )  # a copy of stdin, which closing the transport closes
+            print("ready", flush=True)
+            while True:
+                line = (await commands.readline()).decode().split()
+                if not line or line[0] == "end":
+                    break
+                if line[0] == "look":
+                    from pricefeed._roles.loopwait import _waiters
+
+                    modes = [w.mode for _, w in _waiters.values()]
+                    print(json.dumps({**_resources(feed), "cpu": _cpu_ticks(), "modes": modes}), flush=True)
+                elif line[0] == "cancel":
+                    task = tasks[int(line[1])]
+                    task.cancel()
+                    await asyncio.wait([task], timeout=5)
+                    print(json.dumps({"cancelled": task.cancelled()}), flush=True)
+                elif line[0] == "got":
+                    print(json.dumps(got), flush=True)
+            transport.close()
+            if ending == "interrupt":
+                print(json.dumps({"waiting": "ctrl-c"}), flush=True)
+                await asyncio.sleep(60)
+        finally:
+            for sub in subs:
+                sub.close()
+
+    interrupted = False
+    try:
+        _run_loop(loop, main)
+    except KeyboardInterrupt:
+        interrupted = True
+    # A joined thread's last instructions run after join() returns: give the OS a moment.
+    deadline = time.monotonic() + 2
+    while _resources(feed)["threads"] > before["threads"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(json.dumps({"before": before, "after": _resources(feed), "interrupted": interrupted}), flush=True)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Iterator, List, Optional
+from typing import IO, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -288,3 +288,27 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.005)
+
+
+def check_follower(rows: list, log: List[list], final: Dict[str, float], total: int) -> dict:
+    """The property every follower must have, whatever its speed."""
+    by_seq = {seq: (sym, price) for seq, sym, price in log}
+    seqs = [r[1] for r in rows if r[0] == "c"]
+    assert seqs == sorted(set(seqs)), "duplicate or out-of-order sequence"
+    for kind, *rest in rows:
+        if kind == "c":
+            seq, sym, price = rest[:3]
+            assert by_seq[seq] == (sym, price), f"change {seq} delivered as {sym}={price}, published as {by_seq[seq]}"
+    missed = sum(r[1] for r in rows if r[0] == "g")
+    assert len(seqs) + missed == total, f"{len(seqs)} delivered + {missed} missed != {total} published"
+    view: Dict[str, float] = {}
+    for r in rows:
+        if r[0] == "c":
+            view[r[2]] = r[3]
+    assert view == final, "a subscriber's final view differs from the publisher's"
+    gaps = [r for r in rows if r[0] == "g"]
+    # A gap covers changes the follower never saw: none of them may also be delivered.
+    for _, gap_missed, first, last in gaps:
+        inside = [s for s in seqs if first <= s <= last]
+        assert len(inside) + gap_missed == last - first + 1
+    return {"delivered": len(seqs), "gaps": len(gaps), "missed": missed}

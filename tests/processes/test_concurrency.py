@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import Proc, blocked_in_futex, wait_until, worker
+from conftest import Proc, blocked_in_futex, check_follower, wait_until, worker
 
 from pricefeed import Publisher
 
@@ -59,30 +59,6 @@ def test_torn_record_hammer(feed: str, procs: List[Proc]) -> None:
         assert res["got"] > 1000 and res["lapped"] > 100, f"the readers did not race the writer: {res}"
 
 
-def _check_follower(rows: list, log: List[list], final: Dict[str, float], total: int) -> dict:
-    """The property every follower must have, whatever its speed."""
-    by_seq = {seq: (sym, price) for seq, sym, price in log}
-    seqs = [r[1] for r in rows if r[0] == "c"]
-    assert seqs == sorted(set(seqs)), "duplicate or out-of-order sequence"
-    for kind, *rest in rows:
-        if kind == "c":
-            seq, sym, price = rest[:3]
-            assert by_seq[seq] == (sym, price), f"change {seq} delivered as {sym}={price}, published as {by_seq[seq]}"
-    missed = sum(r[1] for r in rows if r[0] == "g")
-    assert len(seqs) + missed == total, f"{len(seqs)} delivered + {missed} missed != {total} published"
-    view: Dict[str, float] = {}
-    for r in rows:
-        if r[0] == "c":
-            view[r[2]] = r[3]
-    assert view == final, "a subscriber's final view differs from the publisher's"
-    gaps = [r for r in rows if r[0] == "g"]
-    # A gap covers changes the follower never saw: none of them may also be delivered.
-    for _, gap_missed, first, last in gaps:
-        inside = [s for s in seqs if first <= s <= last]
-        assert len(inside) + gap_missed == last - first + 1
-    return {"delivered": len(seqs), "gaps": len(gaps), "missed": missed}
-
-
 def test_exactly_once_three_subscribers_one_lapped(feed: str, procs: List[Proc], tmp_path: Path) -> None:
     """100,000 changes (repeats mixed in) to 3 subscriber processes; one is slow enough to be
     lapped. No duplicate, increasing order, every change delivered or counted in a gap, and
@@ -109,7 +85,7 @@ def test_exactly_once_three_subscribers_one_lapped(feed: str, procs: List[Proc],
     stats = []
     for s, out in zip(subs, outs):
         s.json_line(timeout=180)
-        stats.append(_check_follower(json.loads(out.read_text()), published["log"], published["final"], total))
+        stats.append(check_follower(json.loads(out.read_text()), published["log"], published["final"], total))
     assert stats[2]["gaps"] >= 1, f"the slow subscriber was never lapped: {stats[2]}"
 
 
@@ -130,7 +106,7 @@ def test_no_gap_when_ring_holds_everything(feed: str, procs: List[Proc], tmp_pat
     published = json.loads(log_path.read_text())
     for s, out in zip(subs, outs):
         s.json_line(timeout=120)
-        st = _check_follower(json.loads(out.read_text()), published["log"], published["final"], total)
+        st = check_follower(json.loads(out.read_text()), published["log"], published["final"], total)
         assert st == {"delivered": total, "gaps": 0, "missed": 0}
 
 
