@@ -28,6 +28,8 @@ class Armed(NamedTuple):
     words: List[WakeWord]
     views: List[memoryview]
     expected: List[int]
+    #: What tells the words from others: their addresses, where the backend's words know them.
+    where: Tuple[int, ...]
 
 
 class Listener:
@@ -42,6 +44,8 @@ class Listener:
         self._table: Dict[int, WakeWord] = {}
         self._multis: Dict[Tuple[int, ...], MultiWait] = {}  # wake-table words -> their multi-wait
         self._view_of: Dict[int, memoryview] = {}  # id of a word -> the view of its value
+        #: words (None: the header's) -> (the words, their views, their identities), for arm()
+        self._armed: Dict[Optional[Tuple[int, ...]], Tuple[List[WakeWord], List[memoryview], Tuple[int, ...]]] = {}
         self._header = self._word(L.OFF_FUTEX, HEADER_INDEX)
         #: How many waits ended because a word changed or was woken (not by a timeout).
         self.woken = 0
@@ -71,22 +75,23 @@ class Listener:
         return words
 
     def arm(self, cursor: int, words: Optional[Tuple[int, ...]]) -> Union[int, Armed]:
-        """The first half of ``wait()``: load the words' values, then check the head one last
-        time. Returns 1 (the head passed ``cursor``) or 2 (the feed ended with nothing new)
-        when there is no need to sleep, else what to sleep on: the words, each one's view, and
-        the value it must still hold (a change published after this bumps one of them)."""
+        """The first half of ``wait()``, for a caller that sleeps by other means: load the
+        words' values, then check the head one last time. Returns 1 (the head passed
+        ``cursor``) or 2 (the feed ended with nothing new) when there is no need to sleep, else
+        what to sleep on: the words, each one's view and identity, and the value each must
+        still hold (a change published after this bumps one of them)."""
         r = self._reader
-        if words is None:
-            chosen = [self._header]
-            expected = [r.futex_value()]
-        else:
-            chosen = [self._table[w] for w in words]
-            expected = r.wake_values(list(words))
+        found = self._armed.get(words)
+        if found is None:
+            chosen = [self._header] if words is None else [self._table[w] for w in words]
+            where = tuple(int(getattr(w, "address", id(w))) for w in chosen)
+            found = self._armed[words] = (chosen, [self._view_of[id(w)] for w in chosen], where)
+        expected = [r.futex_value()] if words is None else r.wake_values(list(words))
         if r.head() != cursor:
             return 1
         if r.closed():
             return 1 if r.head() != cursor else 2
-        return Armed(chosen, [self._view_of[id(w)] for w in chosen], expected)
+        return Armed(found[0], found[1], expected, found[2])
 
     def head(self) -> int:
         return self._reader.head()
@@ -95,18 +100,21 @@ class Listener:
         """Sleep until the head may have passed ``cursor`` (1), the feed ended with nothing new
         (2), or ``seconds`` passed (0); on ``words`` (from ``words_for``), or None: the
         header's word. The follow loop's ``wait``."""
-        armed = self.arm(cursor, words)
-        if not isinstance(armed, Armed):
-            return armed
+        r = self._reader
+        if words is None:
+            expected = r.futex_value()
+        else:
+            values = r.wake_values(list(words))
+        if r.head() != cursor:
+            return 1
+        if r.closed():
+            return 1 if r.head() != cursor else 2
         if seconds > 0:
-            if words is None:
-                woken = self._header.wait(armed.expected[0], seconds)
-            else:
-                woken = self._multis[words].wait(armed.expected, seconds)
+            woken = self._header.wait(expected, seconds) if words is None else self._multis[words].wait(values, seconds)
             if woken:
                 self.woken += 1
                 return 1
-        return 1 if self._reader.head() != cursor else 0
+        return 1 if r.head() != cursor else 0
 
     def close(self) -> None:
         for multi in self._multis.values():  # before the words: a live iterator may hold one
@@ -117,6 +125,7 @@ class Listener:
             word.close()
         self._table.clear()
         self._view_of.clear()
+        self._armed.clear()
         for view in self._views:
             view.release()
         self._views.clear()

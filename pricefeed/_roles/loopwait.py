@@ -87,11 +87,6 @@ def _allowed() -> int:
     return MODES.index(cap)
 
 
-def _where(word: Any) -> int:
-    """What tells one word from another: its address, for words that know it."""
-    return int(getattr(word, "address", id(word)))
-
-
 def _resolve(future: asyncio.Future, value: bool) -> None:  # type: ignore[type-arg]
     if not future.done():
         future.set_result(value)
@@ -100,12 +95,13 @@ def _resolve(future: asyncio.Future, value: bool) -> None:  # type: ignore[type-
 class _Entry:
     """A subscription asleep in the thread mode."""
 
-    __slots__ = ("expected", "future", "views", "words")
+    __slots__ = ("expected", "future", "views", "where", "words")
 
     def __init__(self, armed: Armed, future: asyncio.Future) -> None:  # type: ignore[type-arg]
         self.views = armed.views
         self.expected = armed.expected
         self.words = armed.words
+        self.where = armed.where
         self.future = future
 
     def ready(self) -> bool:
@@ -158,34 +154,40 @@ class LoopWaiter:
             return True
         future = self.loop.create_future()
         timer = self.loop.call_later(seconds, _resolve, future, False)
-        forget = self._arm_ring(armed, future) if self.mode == "ring" else self._arm_thread(armed, future)
-        try:
-            woken = await future
-        finally:
-            timer.cancel()
-            forget()
+        woken = False
+        if self.mode == "ring":
+            sleepers = self._arm_ring(armed)
+            sleepers.append(future)
+            try:
+                woken = await future
+            finally:
+                timer.cancel()
+                if future in sleepers:  # timed out or cancelled: the wait stays armed for others
+                    sleepers.remove(future)
+        else:
+            entry = self._arm_thread(armed, future)
+            try:
+                woken = await future
+            finally:
+                timer.cancel()
+                with self._cond:
+                    self._entries.pop(id(entry), None)
         if woken:
             listener.woken += 1
             return True
         return listener.head() != cursor
 
-    def _arm_ring(self, armed: Armed, future: Any) -> Any:
+    def _arm_ring(self, armed: Armed) -> List[Any]:
+        """The sleepers of the ring's wait on these words and values, armed if it is not."""
         assert self._ring is not None
-        key = (tuple(_where(w) for w in armed.words), tuple(armed.expected))
+        key = (armed.where, tuple(armed.expected))
         token = self._armed.get(key)
         if token is None:
             token = next(self._tokens)
             self._ring.arm(armed.words, armed.expected, token)
             self._armed[key] = token
             self._sleepers[token] = (key, [])
-        sleepers = self._sleepers[token][1]
-        sleepers.append(future)
-
-        def forget() -> None:
-            if future in sleepers:
-                sleepers.remove(future)
-
-        return forget
+        return self._sleepers[token][1]
 
     def _on_ring(self) -> None:
         """The ring's descriptor is readable: wake the sleepers of every wait that completed."""
@@ -199,20 +201,17 @@ class LoopWaiter:
             self._armed.pop(key, None)
             for future in futures:
                 _resolve(future, True)
+            futures.clear()
 
-    def _arm_thread(self, armed: Armed, future: Any) -> Any:
+    def _arm_thread(self, armed: Armed, future: Any) -> _Entry:
+        """Hand the thread a sleeper; the caller removes the entry when it wakes."""
         entry = _Entry(armed, future)
         with self._cond:
             self._entries[id(entry)] = entry
             if self._thread is None:
                 self._start()
             self._poke()
-
-        def forget() -> None:
-            with self._cond:
-                self._entries.pop(id(entry), None)
-
-        return forget
+        return entry
 
     def _poke(self) -> None:
         """Tell the thread its set of words changed: bump the control word, then wake it."""
@@ -302,8 +301,7 @@ class LoopWaiter:
                         continue
                     # The entries still waiting all expect what their words hold now, so a word
                     # several of them wait on goes into the wait once.
-                    for word, value in zip(entry.words, entry.expected):
-                        where = _where(word)
+                    for word, where, value in zip(entry.words, entry.where, entry.expected):
                         if where in seen:
                             continue
                         if len(words) >= MAX_WORDS:
@@ -312,7 +310,7 @@ class LoopWaiter:
                         seen.add(where)
                         words.append(word)
                         expected.append(value)
-                key = tuple(_where(w) for w in words)
+                key = tuple(int(getattr(w, "address", id(w))) for w in words)
                 multi = multis.get(key)
                 if multi is None:
                     if len(multis) >= 64:  # sets of words come and go: keep the cache small
