@@ -576,6 +576,7 @@ def async_many(feed: str, count: str, loop: str = "asyncio", ending: str = "retu
     async def main() -> None:
         subs = [Subscriber(feed) for _ in range(k_count)]
         try:
+
             async def one(k: int) -> None:
                 async for q in subs[k].aupdates([f"S{k}"]):
                     if isinstance(q, Quote):

@@ -85,7 +85,9 @@ def test_exactly_once_lapped_and_conflating(feed: str, procs: List[Proc], tmp_pa
     pub.json_line(timeout=120)
     published = json.loads(log_path.read_text())
     reports = [s.json_line(timeout=180) for s in subs]
-    stats = [check_follower(json.loads(out.read_text()), published["log"], published["final"], total) for out in outs[:2]]
+    stats = [
+        check_follower(json.loads(out.read_text()), published["log"], published["final"], total) for out in outs[:2]
+    ]
     assert stats[1]["gaps"] >= 1, f"the slow follower was never lapped: {stats[1]}"
     by_seq = {seq: (sym, price) for seq, sym, price in published["log"]}
     rows = json.loads(outs[2].read_text())
@@ -150,7 +152,11 @@ def test_on_fields_snapshot_symbols_and_timeout(feed: str, mode: str) -> None:
     assert [q.symbol for q in got["bids"][:1]] == ["ES"], "snapshot first: ES (CL did not exist yet)"
     wanted = [s for s, sym, f in log if sym in ("ES", "CL") and "bid" in f]
     assert [q.seq for q in got["bids"][1:]] == wanted
-    assert [q.seq for q in got["all"]] == [s for s, _, _ in log] == list(range(head_at_start + 1, head_at_start + len(log) + 1))
+    assert (
+        [q.seq for q in got["all"]]
+        == [s for s, _, _ in log]
+        == list(range(head_at_start + 1, head_at_start + len(log) + 1))
+    )
 
 
 def test_bad_arguments_refused_at_the_call(feed: str) -> None:
@@ -378,4 +384,3 @@ def test_unknown_loop_wait_mode_is_refused(feed: str, monkeypatch: pytest.Monkey
 
     with pytest.raises(UnsupportedPlatform, match="PRICEFEED_LOOP_WAIT"):
         run(main())
-
