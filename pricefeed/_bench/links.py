@@ -30,7 +30,18 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import Publisher, Quote, Subscriber
 from . import procs, resources
 
-__all__ = ["Link", "PricefeedLink", "FutexLink", "StampRing", "Received", "run_receiver", "rss_kib"]
+__all__ = [
+    "Link",
+    "PricefeedLink",
+    "AsyncPricefeedLink",
+    "FutexLink",
+    "RingFloorLink",
+    "StampRing",
+    "Received",
+    "run_receiver",
+    "rss_kib",
+    "run_loop",
+]
 
 now = time.monotonic_ns
 READY_TIMEOUT = 30.0
@@ -205,6 +216,50 @@ class PricefeedLink(Link):
         resources.forget_feed(self.feed)
 
 
+def run_loop(loop: str, main: Callable[[], Any]) -> None:
+    """Run coroutine function ``main`` to its end on asyncio's own loop or on uvloop's."""
+    import asyncio
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(main())
+
+
+class AsyncPricefeedLink(PricefeedLink):
+    """``PricefeedLink`` whose receivers follow with ``aupdates()`` inside an event loop
+    (``loop``: "asyncio" or "uvloop"), as an asyncio program does."""
+
+    def __init__(self, loop: str = "asyncio", **kwargs: Any) -> None:
+        if loop == "uvloop":
+            import uvloop  # noqa: F401  (fail here, in the sender, where it is not installed)
+        super().__init__(**kwargs)
+        self.loop = loop
+        self.name = f"pricefeed aupdates ({loop})"
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        feed, wanted, options, loop_name = self.feed, self._wanted(k), self.options, self.loop
+
+        def body(channel: procs.Channel) -> object:
+            with Subscriber(feed) as sub:
+                changes = sub.aupdates(wanted, **options)
+
+                def loop(pairs: List[int]) -> None:
+                    async def main() -> None:
+                        async for q in changes:
+                            t1 = now()
+                            if isinstance(q, Quote):
+                                pairs.append(int(q.price))
+                                pairs.append(t1 - q.time_ns)
+
+                    run_loop(loop_name, main)
+
+                return run_receiver(lambda: channel.send("ready"), loop)
+
+        return body
+
+
 # -- the stamp ring: t0 of each change, beside the baseline's own wake-up --------------------------
 class StampRing:
     """A futex word (u32 at offset 0) and RING stamps (i64 from offset 64) in shared memory.
@@ -295,3 +350,61 @@ class FutexLink(Link):
     def close(self) -> None:
         super().close()
         self.ring.close()
+
+
+class RingFloorLink(FutexLink):
+    """The floor of an event loop's wake-up: the bare futex sender, and a receiver whose
+    asyncio loop watches an io_uring with a futex wait armed on the word (the mechanism
+    ``aupdates()`` sleeps on where it can), recording each change in the ring's callback. No
+    pricefeed code runs on the receiving side but the ring itself."""
+
+    name = "io_uring futex wait, asyncio callback"
+
+    def __init__(self, receivers: int = 1) -> None:
+        from .._wait import _uring_linux
+
+        if not _uring_linux.usable():
+            raise OSError("io_uring futex waits are not available here (Linux 6.7+ on x86-64, io_uring allowed)")
+        super().__init__(receivers)
+
+    def _body(self, k: int) -> Callable[[procs.Channel], object]:
+        ring_words = self.ring
+
+        def loop(pairs: List[int]) -> None:
+            import asyncio
+
+            from .._wait._uring_linux import FutexRing
+
+            class Word:
+                address = ring_words.address.value
+
+            async def main() -> None:
+                done = asyncio.get_running_loop().create_future()
+                ring = FutexRing(entries=8)
+                seen = [ring_words.word[0]]
+
+                def arm() -> None:
+                    ring.arm([Word], [seen[0]], 1)
+
+                def ready() -> None:
+                    ring.done()
+                    word = ring_words.word[0]
+                    t1 = now()
+                    for i in range(seen[0] + 1, word + 1):
+                        if not ring_words.take(i, t1, pairs):
+                            done.set_result(None)
+                            return
+                    seen[0] = word
+                    arm()
+
+                asyncio.get_running_loop().add_reader(ring.fileno(), ready)
+                arm()
+                try:
+                    await done
+                finally:
+                    asyncio.get_running_loop().remove_reader(ring.fileno())
+                    ring.close()
+
+            asyncio.run(main())
+
+        return lambda channel: run_receiver(lambda: channel.send("ready"), loop)

@@ -106,6 +106,21 @@ def _wake(r: Result) -> List[str]:
     return [title, *_table([*headers, "send call", "wakes/chg"], rows)]
 
 
+def _async(r: Result) -> List[str]:
+    base = r.get("baseline") or "none (the baseline failed: see the notes)"
+    low, high = (x // 1000 for x in r["pacing_ns"])
+    title = (
+        f"9. asyncio wake latency: aupdates() (loop waiter: {r.get('loop_wait')}) beside the blocking updates() "
+        f"({base}), changes {low}-{high} µs apart; the io_uring line is the floor of any loop woken by the kernel"
+    )
+    rows = []
+    for name, s in r["series"].items():
+        lat = s["latency_ns"]
+        percentiles = [us(lat.get(p)) for p in ("p50", "p90", "p99", "max")]
+        rows.append([name, f"{int(lat['n'])}", *percentiles, times(s.get("p50_ratio")), times(s.get("p99_ratio"))])
+    return [title, *_table(["contender", "n", "p50", "p90", "p99", "max", "p50 x", "p99 x"], rows)]
+
+
 def _bursts(r: Result) -> List[str]:
     b = r["burst"]
     spin = r.get("spin_option")
@@ -244,6 +259,7 @@ def render(doc: Result) -> str:
             "fields",
             lambda: _rates("8. Records: publish every field, get, by schema size", r["fields"], "x 1 field"),
         ),
+        ("async", lambda: _async(r["async"])),
     ]
     for key, draw in sections:
         if key in r:
@@ -364,6 +380,17 @@ def _targeted_target(r: Result) -> List[Target]:
     return [target(text, value, 2.0, measured)]
 
 
+def _async_target(r: Result) -> List[Target]:
+    out = []
+    for loop in ("asyncio", "uvloop"):
+        s = lookup(r, "async", "series", f"pricefeed aupdates ({loop})") or {}
+        ratio = s.get("p50_ratio") if lookup(r, "async", "baseline") == "pricefeed" else None
+        blocking = lookup(r, "async", "series", "pricefeed", "latency_ns", "p50")
+        measured = f"{times(ratio)} ({us(lookup(s, 'latency_ns', 'p50'))} vs {us(blocking)} µs)" if ratio else ""
+        out.append(target(f"aupdates ({loop}) wake latency p50 <= 1.5x the blocking iterator's", ratio, 1.5, measured))
+    return out
+
+
 #: pricefeed's performance targets, in the order the table lists them.
 TARGETS: Sequence[Check] = (
     _latency_targets,
@@ -373,6 +400,7 @@ TARGETS: Sequence[Check] = (
     _read_targets,
     _field_targets,
     _targeted_target,
+    _async_target,
 )
 
 

@@ -73,6 +73,7 @@ def _scale(label: str) -> Tuple[Suite, Suite]:
 SUITES: Mapping[str, Sequence[Tuple[str, Suite]]] = {
     "wake": [("wake", lambda p, b, n: wake.wake_latency(p, b, n))],
     "bursts": [("bursts", lambda p, b, n: wake.bursts(p, n))],
+    "async": [("async", lambda p, b, n: wake.async_wake(p, n))],
     "publish": [
         ("publish", lambda p, b, n: throughput.publish_rates(p.publish_calls, p.batch, p.throughput_rounds, n))
     ],

@@ -9,6 +9,7 @@ that compares pricefeed with other transports passes them in as ``more`` contend
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,6 +29,7 @@ __all__ = [
     "targeted_wakeups",
     "latency_vs",
     "spin_option",
+    "async_wake",
 ]
 
 Result = Dict[str, Any]
@@ -67,6 +69,40 @@ def wake_latency(plan: Plan, binary: Optional[str], notes: List[str], more: Sequ
         "baseline": name,
         "pacing_ns": [plan.gap_low, plan.gap_high],
         "series": _with_ratios(series, name),
+    }
+
+
+def async_wake(plan: Plan, notes: List[str]) -> Result:
+    """(8) One blocked receiver per contender, as in (1), for asyncio: ``aupdates()`` on
+    asyncio's loop and on uvloop's beside the blocking ``updates()`` (the baseline, in the same
+    rounds), and the floor of any event loop woken by the kernel here: a bare asyncio loop
+    watching an io_uring futex wait. Which waiter ``aupdates()`` used is noted."""
+    from .._roles import loopwait
+    from .._wait import select
+
+    makers: List[Maker] = [
+        ("pricefeed", python(links.PricefeedLink)),
+        ("pricefeed aupdates (asyncio)", python(lambda: links.AsyncPricefeedLink("asyncio"))),
+        ("pricefeed aupdates (uvloop)", python(lambda: links.AsyncPricefeedLink("uvloop"))),
+        (links.RingFloorLink.name, python(links.RingFloorLink)),
+    ]
+    gaps = uniform_gaps(plan.latency_per_round, plan.gap_low, plan.gap_high)
+    series = interleave(makers, plan.latency_rounds, gaps, seed=8, notes=notes)
+    backend = select()
+    ring = backend.ring()
+    if ring is not None:
+        ring.close()
+        mode = "ring"
+    else:
+        mode = "thread" if backend.futex_words and backend.can_wait_many() else "executor"
+    cap = os.environ.get(loopwait.ENV)
+    if cap and loopwait.MODES.index(cap) < loopwait.MODES.index(mode):
+        mode = cap
+    return {
+        "baseline": "pricefeed" if "pricefeed" in series else None,
+        "loop_wait": mode,
+        "pacing_ns": [plan.gap_low, plan.gap_high],
+        "series": _with_ratios(series, "pricefeed" if "pricefeed" in series else None),
     }
 
 

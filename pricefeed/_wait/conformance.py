@@ -703,6 +703,49 @@ def check_can_wait_many(backend: BackendLike) -> Optional[str]:
     return None
 
 
+def check_ring(backend: BackendLike) -> str:
+    """Where the backend has a ring: 200 rounds of a wait armed on one word or on three, each
+    completing (the descriptor readable, its token in done()) only after a store and a wake of
+    one of its words; an armed wait on a word that already differs completes at once; close()
+    closes the descriptor."""
+    import select as select_module
+
+    b = _resolve(backend)
+    ring = b.ring()
+    if ring is None:
+        raise Skip("no ring here: event loops wait on the words in a thread instead (docs/protocol.md)")
+    fd = ring.fileno()
+    try:
+        with _Feed(b) as f:
+            readers = [f.word(o, writer=False) for o in _MULTI]
+            writers = [f.word(o, writer=True) for o in _MULTI]
+            views = [f.view(o) for o in _MULTI]
+
+            def readable(seconds: float) -> bool:
+                return bool(select_module.select([fd], [], [], seconds)[0])
+
+            ring.arm(readers[:1], [views[0][0] + 1], 1)
+            assert readable(5.0), "a wait on a word that already differs did not complete within 5 s"
+            assert ring.done() == [1], "done() did not give the token of the wait that completed"
+            rng = random.Random(2)
+            for i in range(2, 202):
+                chosen = list(range(len(_MULTI))) if i % 2 else [rng.randrange(len(_MULTI))]
+                ring.arm([readers[k] for k in chosen], [views[k][0] for k in chosen], i)
+                assert not readable(0.0) and ring.done() == [], f"round {i}: completed with nothing changed"
+                k = rng.choice(chosen)
+                views[k][0] = (views[k][0] + 1) & 0xFFFFFFFF
+                writers[k].wake()
+                assert readable(5.0), f"round {i}: the wait on {len(chosen)} word(s) missed the wake of word {k}"
+                assert ring.done() == [i], f"round {i}: done() did not give token {i} once"
+    finally:
+        ring.close()
+    try:
+        os.fstat(fd)
+    except OSError:
+        return "200 waits completed, each by its wake-up only"
+    raise AssertionError(f"descriptor {fd} is still open after close()")
+
+
 # -- cross-process checks -----------------------------------------------------------------------
 
 
@@ -975,6 +1018,7 @@ CHECKS: List[Check] = [
     Check("futex_words", check_futex_words, "futex_words is true: raw futex waits and wakes meet the backend's"),
     Check("multi_wait_times_out", check_multi_wait_times_out, "a multi-word wait honours its timeout"),
     Check("can_wait_many", check_can_wait_many, "can_wait_many() tells the truth about the kernel"),
+    Check("ring", check_ring, "a ring's waits complete on a wake of one of their words, and only then"),
     Check("cross_process_wake", check_cross_process_wake, "300 wakes of another process on a read-only mapping"),
     Check("many_waiters", check_many_waiters, "one wake wakes all of 8 waiting processes"),
     Check("multi_wait_any", check_multi_wait_any, "a multi-word wait returns for whichever word changed"),
