@@ -13,7 +13,8 @@ standard error)::
     reply    {"event": "started", "id": 7, "pid": 1240}
     reply    {"event": "done", "id": 7, "status": 0, "signal": null, "tail": "..."}
 
-Each action runs as ``sh -c CMD`` (``cmd.exe /c`` on Windows) in a new session, so that it is
+Each action runs as ``sh -c CMD`` (``cmd.exe /c`` on Windows; see GATE for what runs first)
+in a new session, so that it is
 a process group of its own: a kill reaches whatever it started, and Ctrl-C in the terminal
 reaches the subscriber (which decides) but not the actions. Its standard output and error are
 copied to the worker's as they come (the tee), and the last TAIL_BYTES of both, interleaved,
@@ -39,6 +40,11 @@ from typing import IO, Any, Dict, List, Optional
 #: How much of an action's output is kept for its error report.
 TAIL_BYTES = 2048
 PR_SET_PDEATHSIG = 1
+#: What the action's shell runs first: it waits for the worker's go, given once the worker has
+#: told the subscriber the action's pid (its process group). A worker killed before that
+#: closes the pipe, and the command never runs: so the subscriber knows the group of every
+#: command that runs, and can kill it if the worker dies.
+GATE = 'IFS= read -r _ || exit 125; exec /bin/sh -c "$0" </dev/null'
 WINDOWS = sys.platform == "win32"
 
 
@@ -49,21 +55,19 @@ class Action:
         self.ident = ident
         self.tail = bytearray()
         self._tail_lock = threading.Lock()
-        self._kill_lock = threading.Lock()
+        # Re-entrant: SIGTERM's handler may kill while the main thread is killing already.
+        self._kill_lock = threading.RLock()
         self.finished = False
         kwargs: Dict[str, Any] = {}
         if WINDOWS:
+            args: Any = command
+            kwargs.update(shell=True, stdin=subprocess.DEVNULL)
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
         else:
-            kwargs["start_new_session"] = True
+            args = ["/bin/sh", "-c", GATE, command]
+            kwargs.update(start_new_session=True, stdin=subprocess.PIPE)
         self.proc = subprocess.Popen(
-            command,
-            shell=True,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **kwargs,
+            args, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.threads = [
@@ -72,6 +76,15 @@ class Action:
         ]
         for t in self.threads:
             t.start()
+
+    def open_gate(self) -> None:
+        """Let the command run (see GATE): its pid is with the subscriber now."""
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write(b"\n")
+                self.proc.stdin.close()
+            except OSError:
+                pass  # it died already: its exit is reported as usual
 
     def _tee(self, source: IO[bytes], target: Optional[int]) -> None:
         fd = source.fileno()
@@ -128,6 +141,7 @@ class Worker:
         self.err = err
         self.action: Optional[Action] = None
         self._write_lock = threading.Lock()
+        self._dying = False
 
     def send(self, message: Dict[str, Any]) -> None:
         data = (json.dumps(message) + "\n").encode("utf-8")
@@ -148,6 +162,7 @@ class Worker:
             return
         self.action = action
         self.send({"event": "started", "id": ident, "pid": action.proc.pid})
+        action.open_gate()
         threading.Thread(target=self._finish, args=(action,), daemon=True).start()
 
     def _finish(self, action: Action) -> None:
@@ -161,7 +176,12 @@ class Worker:
             action.kill()
 
     def die(self, *_: object) -> None:
-        """The subscriber is gone (Rule 1): kill the action in flight and exit now."""
+        """The subscriber is gone (Rule 1): kill the action in flight and exit now. Called
+        again meanwhile (SIGTERM's handler while the end of input is being handled), it
+        leaves the first call to finish."""
+        if self._dying:
+            return
+        self._dying = True
         self.kill()
         os._exit(0)
 
