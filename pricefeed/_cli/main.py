@@ -498,8 +498,9 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
     PRICEFEED_PRICE, PRICEFEED_BID) in its environment; events then go to standard error. By
     default one change at a time, in feed order; --jobs runs the actions of different symbols
     in parallel (those of one symbol stay in order), and the other action options set the
-    queues, the error policy, timeouts, the graceful stop and a resumable --state. SIGTERM or Ctrl-C lets running actions finish within --grace, then exits
-    143 or 130; a failure under --on-error stop exits 15.
+    queues, the error policy, timeouts, the graceful stop and a resumable --state. SIGTERM
+    or Ctrl-C lets running actions finish within --grace, then exits 143 or 130; a failure
+    under --on-error stop exits 15.
     """
     if wait and feed not in feed_names():
         click.echo(f"pricefeed: waiting for feed {feed!r} to appear", err=True)
