@@ -73,6 +73,7 @@ class Schedule:
         self._queues: Dict[str, Deque[Item]] = {}
         self._running: Set[str] = set()
         self._ready: List[Tuple[int, int, str]] = []  # (gen, seq, symbol), checked when popped
+        self._ready_symbols: Set[str] = set()  # not running, something queued: what the heap stands for
         self._open: Set[int] = set()  # sequences of this generation not yet finished
         self._open_heap: List[int] = []  # the same, as a heap with stale entries
         self._read = 0  # the highest sequence of this generation read
@@ -105,6 +106,7 @@ class Schedule:
         self.queued += 1
         if len(queue) == 1 and item.symbol not in self._running:
             heapq.heappush(self._ready, (item.gen, item.seq, item.symbol))
+            self._ready_symbols.add(item.symbol)
 
     def _drop(self, item: Item) -> None:
         self._close(item)
@@ -127,9 +129,8 @@ class Schedule:
         return bool(self._ready)
 
     def ready_count(self) -> int:
-        """How many symbols could start an action now (an upper bound: stale entries count)."""
-        self._prune()
-        return len(self._ready)
+        """How many symbols could start an action now."""
+        return len(self._ready_symbols)
 
     def _prune(self) -> None:
         ready = self._ready
@@ -149,6 +150,7 @@ class Schedule:
         item = self._queues[symbol].popleft()
         self.queued -= 1
         self._running.add(symbol)
+        self._ready_symbols.discard(symbol)
         return item
 
     def waiting(self, symbol: str) -> bool:
@@ -165,6 +167,7 @@ class Schedule:
         queue = self._queues.get(item.symbol)
         if queue:
             heapq.heappush(self._ready, (queue[0].gen, queue[0].seq, item.symbol))
+            self._ready_symbols.add(item.symbol)
         elif queue is not None:
             del self._queues[item.symbol]
 

@@ -51,13 +51,16 @@ def test_a_symbol_runs_one_at_a_time_and_the_lowest_ready_seq_goes_first() -> No
     s = Schedule(10, False)
     for seq, sym in [(1, "A"), (2, "A"), (3, "B"), (4, "C")]:
         s.offer(q(sym, seq))
+    assert s.ready_count() == 3
     a1 = s.pop()
     assert a1 is not None and a1.seq == 1
+    assert s.ready_count() == 2  # A runs; its 2 is not ready
     b = s.pop()  # A is running: its 2 waits; B's 3 is the lowest ready
     c = s.pop()
     assert (b and b.seq, c and c.seq) == (3, 4)
-    assert s.pop() is None and s.running == 3
+    assert s.pop() is None and s.running == 3 and s.ready_count() == 0
     s.finish(a1)
+    assert s.ready_count() == 1
     a2 = s.pop()
     assert a2 is not None and a2.seq == 2
 
