@@ -73,7 +73,6 @@ def _scale(label: str) -> Tuple[Suite, Suite]:
 SUITES: Mapping[str, Sequence[Tuple[str, Suite]]] = {
     "wake": [("wake", lambda p, b, n: wake.wake_latency(p, b, n))],
     "bursts": [("bursts", lambda p, b, n: wake.bursts(p, n))],
-    "async": [("async", lambda p, b, n: wake.async_wake(p, n))],
     "publish": [
         ("publish", lambda p, b, n: throughput.publish_rates(p.publish_calls, p.batch, p.throughput_rounds, n))
     ],
@@ -87,6 +86,7 @@ SUITES: Mapping[str, Sequence[Tuple[str, Suite]]] = {
             lambda p, b, n: throughput.field_costs(p.publish_calls // 2, p.read_calls, p.throughput_rounds, n),
         )
     ],
+    "async": [("async", lambda p, b, n: wake.async_wake(p, n))],
     "scale": [
         ("publish_vs_symbols", _scale("symbols")[0]),
         ("latency_vs_symbols", _scale("symbols")[1]),

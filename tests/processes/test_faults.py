@@ -128,7 +128,7 @@ def test_blocked_subscribers_learn_of_publisher_death_within_a_second(feed: str,
 def test_killed_subscribers_affect_nothing(feed: str, tmp_path: Path, procs: List[Proc]) -> None:
     """30 subscribers killed at random moments (mid-wait, mid-read, mid-iteration) while a
     publisher publishes 300,000 changes and another subscriber follows them."""
-    from test_concurrency import _check_follower
+    from conftest import check_follower
 
     rng = random.Random(3)
     Publisher.create(feed, capacity=64, ring_size=4096).close()
@@ -159,7 +159,7 @@ def test_killed_subscribers_affect_nothing(feed: str, tmp_path: Path, procs: Lis
     pub.json_line(timeout=120)
     follower.json_line(timeout=120)
     published = json.loads(log.read_text())
-    _check_follower(json.loads(out.read_text()), published["log"], published["final"], 300_000)
+    check_follower(json.loads(out.read_text()), published["log"], published["final"], 300_000)
     assert killed_while_publishing >= 10, killed_while_publishing
 
 
