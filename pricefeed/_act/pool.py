@@ -47,6 +47,9 @@ from .workers import KILL_TIMEOUT, Outcome, Worker
 
 __all__ = ["ActResult", "Engine"]
 
+#: Failures to start a worker in a row after which the pool gives up (and stops).
+SPAWN_TRIES = 3
+
 
 @dataclass(frozen=True)
 class ActResult:
@@ -101,6 +104,7 @@ class Engine:
         self._workers: List[Worker] = []
         self._idle: Deque[Worker] = deque()
         self._spawning = 0
+        self._spawn_failures = 0  # in a row
         self._tasks: Set[asyncio.Task[None]] = set()
         self._side: Set[asyncio.Future[None]] = set()
         self._running: Dict[int, Worker] = {}  # id(item) -> its worker
@@ -286,19 +290,37 @@ class Engine:
     def _dispatch(self) -> None:
         if self._stop.is_set():
             return
-        while self._retry_waiters and self._idle:
-            waiter = self._retry_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(self._idle.popleft())
-        while not self._retry_waiters and self._idle:
-            item = self.schedule.pop()
-            if item is None:
+        while self._retry_waiters:
+            worker = self._take_idle()
+            if worker is None:
                 break
-            self._start(item, self._idle.popleft())
+            waiter = self._retry_waiters.popleft()
+            if waiter.done():
+                self._idle.appendleft(worker)
+            else:
+                waiter.set_result(worker)
+        while not self._retry_waiters and self.schedule.has_ready():
+            worker = self._take_idle()
+            if worker is None:
+                break
+            item = self.schedule.pop()
+            assert item is not None
+            self._start(item, worker)
         waiting = len(self._retry_waiters) + self.schedule.ready_count()
         room = self.settings.jobs_max - len(self._workers) - self._spawning
         for _ in range(min(waiting - self._spawning, room)):
             self._spawn()
+
+    def _take_idle(self) -> Optional[Worker]:
+        """An idle worker that is alive; one that died while idle is let go (and replaced
+        when needed), never handed a change."""
+        while self._idle:
+            worker = self._idle.popleft()
+            if not worker.dead:
+                return worker
+            self._workers.remove(worker)
+            self._background(worker.close())
+        return None
 
     def _start(self, item: Item, worker: Worker) -> None:
         for d in self.schedule.take_drops(item.symbol):
@@ -337,14 +359,18 @@ class Engine:
         try:
             await worker.start()
         except (PricefeedError, OSError) as exc:
+            # One that was killed while starting is replaced like any other; a pool that
+            # cannot start a worker three times in a row (no Python, no processes left) stops.
+            self._spawn_failures += 1
             self.report(f"cannot start an action worker: {exc}")
-            if not self._workers:
+            if self._spawn_failures >= SPAWN_TRIES:
                 self.error = self.error or exc
                 self.request_stop("error")
             return
         finally:
             self._spawning -= 1
             self._poke()
+        self._spawn_failures = 0
         if self._stop.is_set():
             await worker.close()
             return
@@ -354,13 +380,18 @@ class Engine:
 
     async def _tend(self) -> None:
         """Rule 2's shrinking: each tick, retire the longest-idle worker above MIN that has
-        been idle for ``idle`` seconds; bring the pool back up to MIN."""
+        been idle for ``idle`` seconds; let go of workers that died idle; bring the pool back
+        up to MIN."""
         idle = self.settings.idle
         tick = min(max(idle / 4, 0.05), 1.0)
         while True:
             await asyncio.sleep(tick)
             if self._stop.is_set():
                 return
+            for dead in [w for w in self._idle if w.dead]:
+                self._idle.remove(dead)
+                self._workers.remove(dead)
+                self._background(dead.close())
             now = time.monotonic()
             if len(self._workers) > self.settings.jobs_min and self._idle:
                 oldest = min(self._idle, key=lambda w: w.idle_since)

@@ -135,7 +135,7 @@ class Action:
 
 
 class Worker:
-    def __init__(self, reply: int, out: Optional[int], err: int) -> None:
+    def __init__(self, reply: int, out: int, err: int) -> None:
         self.reply = reply
         self.out = out
         self.err = err
@@ -156,7 +156,7 @@ class Worker:
     def run(self, request: Dict[str, Any]) -> None:
         ident = int(request["id"])
         try:
-            action = Action(ident, str(request["cmd"]), dict(request["env"]), self.out or 1, self.err)
+            action = Action(ident, str(request["cmd"]), dict(request["env"]), self.out, self.err)
         except OSError as exc:
             self.send({"event": "done", "id": ident, "status": 127, "signal": None, "tail": f"cannot start: {exc}"})
             return

@@ -92,6 +92,8 @@ class Worker:
 
     #: When it last finished an action (or started): what the pool's idle rule looks at.
     idle_since: float = 0.0
+    #: True once it is gone (a worker process that exited or was killed).
+    dead: bool = False
 
     async def start(self) -> None:
         self.idle_since = time.monotonic()
@@ -161,7 +163,6 @@ class ProcessWorker(Worker):
         self._waiting: Optional[asyncio.Future[Outcome]] = None
         self._ready: Optional[asyncio.Future[None]] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self.dead = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -281,6 +281,26 @@ def test_a_worker_killed_mid_action_is_reported_replaced_and_counted(
 
 
 @linux_only
+def test_a_worker_killed_while_idle_is_replaced_and_no_change_fails(
+    feed: str, procs: List[Proc], tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    with Publisher.create(feed) as pub:
+        sub = start(["subscribe", feed, "--exec", LINE.format(log=log), "--jobs", "2", "--count", "4",
+                     "--timeout", "60"], procs, 2)  # fmt: skip
+        victims = workers_of(sub.pid)
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(workers_of(sub.pid) - victims) == 2, 30, "two new workers")
+        for i in range(1, 5):
+            pub.publish("AB"[i % 2], float(i))
+        code, _, err = sub.finish(timeout=60)
+    assert code == 0, err
+    assert "lost its worker" not in err
+    assert sorted(int(r[1]) for r in rows(log)) == [1, 2, 3, 4]
+
+
+@linux_only
 def test_an_action_that_hangs_is_killed_with_its_group(feed: str, procs: List[Proc], tmp_path: Path) -> None:
     log, pidfile = tmp_path / "log", tmp_path / "pid"
     cmd = f'if [ "$PRICEFEED_SEQ" = 1 ]; then echo $$ > {pidfile}; echo hanging; sleep 30 & wait; fi; {LINE.format(log=log)}'
