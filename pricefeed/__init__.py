@@ -6,7 +6,10 @@ then see each change exactly once, in order, never torn. See docs/ for the layou
 protocol and its guarantees.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
+    ActionFailed,
     BadSegment,
     FeedBusy,
     FeedEnded,
@@ -35,6 +38,9 @@ from ._roles.publisher import Publisher
 from ._roles.subscriber import Event, FeedStatus, Subscriber
 from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset
 
+if TYPE_CHECKING:
+    from ._act import ActResult, aact, act
+
 __version__ = "0.1.0"
 
 #: True when this process runs the protocol's C implementation (the accelerator).
@@ -50,11 +56,15 @@ __all__ = [
     "Reset",
     "Event",
     "FeedStatus",
+    "act",
+    "aact",
+    "ActResult",
     "feed_names",
     "remove",
     "LAYOUT_VERSION",
     "ACCELERATED",
     "PricefeedError",
+    "ActionFailed",
     "FeedNotFound",
     "SymbolNotFound",
     "FeedExists",
@@ -75,3 +85,12 @@ __all__ = [
     "FeedNotTrusted",
     "UnsupportedPlatform",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # act, aact and ActResult load the action pool (and asyncio) on first use only.
+    if name in ("act", "aact", "ActResult"):
+        from . import _act
+
+        return getattr(_act, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,18 @@ The modules, one concern each:
 - ``api``:      ``act()`` and ``aact()``.
 """
 
-from .api import ActResult, aact, act
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import ActResult, aact, act
 
 __all__ = ["ActResult", "act", "aact"]
+
+
+def __getattr__(name: str) -> Any:
+    # On first use: the engine brings asyncio, which a process that never acts need not load.
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

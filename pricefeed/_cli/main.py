@@ -22,7 +22,6 @@ from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequ
 
 import click
 
-from .._act.api import run_command
 from .._act.options import (
     DEFAULT_GRACE,
     DEFAULT_IDLE,
@@ -543,6 +542,8 @@ def _run_actions(sub: Subscriber, command: str, pool: Dict[str, Any], count: Opt
                  conflate: bool, snapshot: bool, timeout: Optional[float], symbols: Tuple[str, ...],
                  on: Optional[List[str]], exit_on_reset: bool, spin_us: float) -> None:  # fmt: skip
     """--exec: the action pool (pricefeed._act) runs the command; this only translates."""
+    from .._act.api import run_command  # here: asyncio loads only for --exec
+
     low, high = pool["jobs"] or (1, 1)
     settings = Settings(
         jobs_min=low,

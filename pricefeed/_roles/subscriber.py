@@ -21,7 +21,6 @@ segment (a re-created feed: re-attach, Reset). ``status()`` tells how the feed s
 
 from __future__ import annotations
 
-import asyncio
 import time
 import warnings
 from typing import (
@@ -70,7 +69,6 @@ from .._values import (
     short_repr,
 )
 from .._wait import select
-from . import loopwait
 from .listen import Listener
 from .watch import RECREATED, Watch
 
@@ -282,6 +280,8 @@ class Subscriber:
 
     async def _aread_stuck_slot(self, index: int) -> Reading:
         """``_read_stuck_slot`` for asyncio: the loop runs while it waits."""
+        import asyncio
+
         steps = self._stuck(index, False)
         try:
             while True:
@@ -479,6 +479,10 @@ class Subscriber:
     async def _sleepless(self, changes: Generator[Any, Any, None]) -> AsyncIterator[Event]:
         """Run the follow generator of ``aupdates``: items go to the caller, and each ``Sleep``
         it yields is awaited on the loop's waiter, which tells it whether a word woke it."""
+        import asyncio
+
+        from . import loopwait
+
         waiter = loopwait.acquire(asyncio.get_running_loop(), self._waiter)
         try:
             reply: Optional[bool] = None
@@ -530,6 +534,24 @@ class Subscriber:
             start = 0 if self._from_start else head
         self._from_start = False
         return self._follow(wanted, timeout, conflate, snapshot, reattach, start, spin, on, sleepless)
+
+    def act(self, handler: Any, symbols: Optional[Iterable[str]] = None, **options: Any) -> Any:
+        """Call ``handler(quote)`` once per change, changes of different symbols in parallel
+        and those of one symbol one at a time in feed order, until the feed ends; blocks
+        meanwhile. The options (``jobs``, ``queue``, ``conflate``, ``on_error``, ``timeout``,
+        ``state``, ``grace``, ``idle``, ``on``, ``snapshot``, ``count``, ``report``,
+        ``on_event``) and what they promise are those of ``pricefeed.act``
+        (docs/actions.md). Returns an ActResult."""
+        from .._act import act
+
+        return act(self, handler, symbols, **options)
+
+    async def aact(self, handler: Any, symbols: Optional[Iterable[str]] = None, **options: Any) -> Any:
+        """``act()`` for asyncio, on the running loop (``pricefeed.aact``): cancelling the task
+        that awaits it stops gracefully."""
+        from .._act import aact
+
+        return await aact(self, handler, symbols, **options)
 
     def field_mask(self, names: Iterable[str]) -> int:
         """The mask (bit i for field i) of these field names; InvalidField naming one the
