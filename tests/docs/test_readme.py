@@ -58,7 +58,8 @@ def wait_for(p: Proc, timeout: float) -> bool:
 
 def test_the_readme_has_the_examples_this_test_runs() -> None:
     code = blocks("python")
-    assert len(code) == 5
+    assert len(code) == 6
+    assert ".act(" in code[5]
     assert "aupdates(" in code[4] and "asyncio.run" in code[4]
     assert "Subscriber(" in code[0] and "wait=True" in code[0]
     assert "Publisher" in code[1] and "end()" in code[1]
@@ -77,7 +78,7 @@ def test_every_python_example_runs_as_written_in_order(feed: str, procs: List[Pr
     for i, (code, _, err) in enumerate(results):
         assert code == 0, f"python block {i + 1} exited {code}: {err}"
         assert "Traceback" not in err, err
-    subscriber, _, reader, book, in_loop = (out for _, out, _ in results)
+    subscriber, _, reader, book, in_loop, acting = (out for _, out, _ in results)
     if settled[0] and started[0].p.returncode == 0 and LINUX:
         # It was waiting for the feed before the publisher started: it saw every change.
         assert subscriber.splitlines() == ["act on AAPL 187.25", "act on MSFT 415.1", "the feed has ended"]
@@ -88,6 +89,7 @@ def test_every_python_example_runs_as_written_in_order(feed: str, procs: List[Pr
         "3 5201.5 5201.75 3 ('bid', 'bid_size')",
     ]
     assert in_loop.splitlines() == ["async AAPL 187.5"]
+    assert sorted(acting.splitlines()) == ["2 acted on", "requote AAPL 187.5", "requote MSFT 415.25"]
 
 
 @posix_only
