@@ -174,6 +174,33 @@ class Subscriber:
                 self._from_start = True
             time.sleep(APPEAR_POLL)
 
+    @classmethod
+    async def aopen(
+        cls,
+        name: str,
+        backend: Optional[str] = None,
+        wait: Union[bool, float] = False,
+        owner: Owner = None,
+        allow_world_writable: bool = False,
+    ) -> Subscriber:
+        """``Subscriber(...)`` for asyncio: the same arguments, but waiting for the feed to
+        appear (``wait``) awaits instead of sleeping, so the loop runs meanwhile."""
+        import asyncio
+
+        deadline = None if wait is True else time.monotonic() + (0.0 if wait is False else float(wait))
+        waited = False
+        while True:
+            try:
+                sub = cls(name, backend, False, owner, allow_world_writable)
+            except FeedNotFound:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                waited = True
+            else:
+                sub._from_start = waited  # as the blocking wait does: every change since creation
+                return sub
+            await asyncio.sleep(APPEAR_POLL)
+
     def _attach(self) -> None:
         seg, geometry = attach(self.name, False, self._owner, self._allow_world_writable)
         if self._owner is None:

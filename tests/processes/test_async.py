@@ -235,6 +235,35 @@ def test_aget_and_asnapshot(feed: str) -> None:
     assert a.price == 1.5 and missing is None and {s: q.price for s, q in snap.items()} == {"A": 1.5, "B": 2.5}
 
 
+def test_aopen_waits_for_the_feed_without_blocking_the_loop(feed: str) -> None:
+    """aopen(wait=True) lets the loop run while the feed does not exist, then follows it from its
+    creation (the first change is not missed); with a number it gives up with FeedNotFound."""
+    from pricefeed import FeedNotFound
+
+    async def main() -> Any:
+        ticks = 0
+
+        async def create_later() -> None:
+            nonlocal ticks
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+                ticks += 1
+            with Publisher.create(feed) as pub:
+                pub.publish("A", 1.0)
+
+        maker = asyncio.ensure_future(create_later())
+        sub = await Subscriber.aopen(feed, wait=True)
+        with sub:
+            first = await sub.aupdates(timeout=5).__anext__()
+        await maker
+        with pytest.raises(FeedNotFound):
+            await Subscriber.aopen(feed + "-none", wait=0.1)
+        return ticks, first
+
+    ticks, first = run(main())
+    assert ticks == 20 and (first.symbol, first.price, first.seq) == ("A", 1.0, 1)
+
+
 # -- one waiter per loop, and nothing left behind --------------------------------------------------
 def _many(feed: str, n: int, mode: str, loop: str, ending: str = "return") -> Proc:
     return Proc(worker("async_many", feed, n, loop, ending), stdin=-1, env={loopwait.ENV: mode})
