@@ -18,8 +18,9 @@ replaced; its action is reported and counts as a failure.
 
 Rule 3 (what is recorded): an action's symbol and sequence go into the state file, written
 before that symbol's next action may start, when the action will never run again: it
-succeeded, or it failed and the policy gave up on it. An action killed at a stop, or that
-failed under ``stop``, is not recorded, and holds the resume point below it.
+succeeded, or it failed and the policy gave up on it. An action killed at a stop, that
+failed at a stop with retries left, or that failed under ``stop``, is not recorded, and holds
+the resume point below it.
 
 Rule 4 (stopping): a stop (a signal, a failure under ``stop``, an error of the feed, the
 cancellation of ``aact``) takes no more changes and starts no more actions; those running get
@@ -424,9 +425,7 @@ class Engine:
                 self._record(item)
                 return
             if self._killing:
-                self.counts["unfinished"] += 1
-                self.report(_with_tail(f"{_describe(item)} {outcome.how()} at the stop: not done", outcome.tail))
-                self.schedule.finish(item, done=False)
+                self._unfinished(item, outcome.how(), outcome.tail)
                 return
             if policy.policy == "stop":
                 self.counts["failed"] += 1
@@ -439,7 +438,13 @@ class Engine:
                 self.request_stop("failed")
                 return
             last = policy.policy != "retry" or item.attempt > policy.retries
-            if not last and not self._stop.is_set():
+            if not last and self._stop.is_set():
+                # The policy has not given up on it: the stop cut its retries short, so it is
+                # unfinished (Rule 3), as one whose retry waits at the stop is.
+                tries = f"(attempt {item.attempt} of {policy.retries + 1})"
+                self._unfinished(item, f"{outcome.how()} {tries}", outcome.tail)
+                return
+            if not last:
                 delay = policy.delay(item.attempt)
                 self.report(
                     _with_tail(
@@ -465,6 +470,13 @@ class Engine:
             self.report(_with_tail(f"{_describe(item)} {outcome.how()}{tries}; given up", outcome.tail))
             self._record(item)
             return
+
+    def _unfinished(self, item: Item, how: str, tail: str) -> None:
+        """A stop ended ``item`` before it was done with: reported, and it holds the resume
+        point below it (Rule 3), so that the next run acts on it."""
+        self.counts["unfinished"] += 1
+        self.report(_with_tail(f"{_describe(item)} {how} at the stop: not done", tail))
+        self.schedule.finish(item, done=False)
 
     async def _after(self, delay: float) -> Optional[Worker]:
         """Wait ``delay`` seconds, then for a worker; None if a stop came first."""

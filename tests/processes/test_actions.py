@@ -543,3 +543,25 @@ def test_a_sync_handler_with_a_timeout_is_refused_and_an_async_one_is_cancelled(
     with Subscriber(feed) as sub, pytest.raises(ActionFailed) as caught:
         act(sub, slow, timeout=0.2, state=_resume_from_start(feed, tmp_path / "other.json"), count=1)
     assert caught.value.exit_code == 15 and caught.value.result is not None
+
+
+# -- found in review ---------------------------------------------------------------------------------------
+def test_an_action_failing_during_the_grace_with_retries_left_is_not_recorded_as_done(
+    feed: str, procs: List[Proc], tmp_path: Path
+) -> None:
+    # The policy had not given up on it (retries were left): the stop cut it short, so it is
+    # unfinished, like one whose retry waits at the stop, and the next run tries it again.
+    log, state = tmp_path / "log", tmp_path / "st.json"
+    cmd = f'echo "start $PRICEFEED_SEQ" >> {log}; sleep 0.6; exit 3'
+    with Publisher.create(feed) as pub:
+        sub = start(["subscribe", feed, "--exec", cmd, "--state", state, "--on-error", "retry:3:0.1"], procs)
+        pub.publish("A", 1.0)
+        wait_until(lambda: ["start", "1"] in rows(log), 30, "the action to start")
+        sub.p.send_signal(signal.SIGTERM)
+        got, _, err = sub.finish(timeout=30)
+    assert got == 143, err
+    assert rows(log) == [["start", "1"]]
+    assert "given up" not in err, err
+    assert "pricefeed: action for A seq 1 exited 3 (attempt 1 of 4) at the stop: not done" in err, err
+    saved = state_of(state)
+    assert saved["symbols"] == {} and saved["resume"] == 0
