@@ -445,24 +445,30 @@ class Engine:
                 self._unfinished(item, f"{outcome.how()} {tries}", outcome.tail)
                 return
             if not last:
+                tries = f"(attempt {item.attempt} of {policy.retries + 1})"
+                if self._superseded(item):
+                    why = f"not retried: a newer value of {item.symbol} waits"
+                    self.report(_with_tail(f"{_describe(item)} {outcome.how()} {tries}; {why}", outcome.tail))
+                    return
                 delay = policy.delay(item.attempt)
                 self.report(
-                    _with_tail(
-                        f"{_describe(item)} {outcome.how()} (attempt {item.attempt} of {policy.retries + 1}); "
-                        f"retrying in {delay:g} s",
-                        outcome.tail,
-                    )
+                    _with_tail(f"{_describe(item)} {outcome.how()} {tries}; retrying in {delay:g} s", outcome.tail)
                 )
-                if self.settings.conflate and self.schedule.waiting(item.symbol):
-                    self.schedule.superseded += 1  # a newer value waits: run that, not this again
-                    self.schedule.finish(item)
-                    return
-                self.counts["retried"] += 1
                 next_worker = await self._after(delay)
+                if next_worker is not None and (self._stop.is_set() or self._superseded(item)):
+                    # A stop came as the worker was handed over, or a newer value during the backoff.
+                    self._idle.appendleft(next_worker)
+                    self._poke()
+                    if not self._stop.is_set():
+                        newer = f"a newer value of {item.symbol} came during the backoff"
+                        self.report(f"{_describe(item)} not retried: {newer}")
+                        return
+                    next_worker = None
                 if next_worker is None:
                     self.counts["unfinished"] += 1
                     self.schedule.finish(item, done=False)
                     return
+                self.counts["retried"] += 1
                 worker = next_worker
                 continue
             self.counts["failed"] += 1
@@ -470,6 +476,16 @@ class Engine:
             self.report(_with_tail(f"{_describe(item)} {outcome.how()}{tries}; given up", outcome.tail))
             self._record(item)
             return
+
+    def _superseded(self, item: Item) -> bool:
+        """Under conflation, a failed ``item`` whose symbol has a newer value waiting is not
+        retried: that value runs next, never this stale one. It will never run again, so it is
+        recorded as completed (a restart must not run it either)."""
+        if not (self.settings.conflate and self.schedule.waiting(item.symbol)):
+            return False
+        self.schedule.superseded += 1
+        self._record(item)
+        return True
 
     def _unfinished(self, item: Item, how: str, tail: str) -> None:
         """A stop ended ``item`` before it was done with: reported, and it holds the resume

@@ -565,3 +565,21 @@ def test_an_action_failing_during_the_grace_with_retries_left_is_not_recorded_as
     assert "pricefeed: action for A seq 1 exited 3 (attempt 1 of 4) at the stop: not done" in err, err
     saved = state_of(state)
     assert saved["symbols"] == {} and saved["resume"] == 0
+
+
+def test_under_conflate_a_retry_is_dropped_for_a_newer_value_that_came_during_its_backoff(
+    feed: str, procs: List[Proc], tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    cmd = f'{LINE.format(log=log)}; if [ "$PRICEFEED_SEQ" = 1 ]; then exit 3; fi'
+    with Publisher.create(feed) as pub:
+        sub = start(["subscribe", feed, "--exec", cmd, "--conflate", "--on-error", "retry:2:1.5", "--count", "2",
+                     "--timeout", "60"], procs)  # fmt: skip
+        pub.publish("A", 1.0)
+        wait_until(lambda: len(rows(log)) == 1, 30, "the first attempt")
+        wait_until(lambda: "retrying in 1.5 s" in sub.stderr, 30, "its failure to be reported")
+        pub.publish("A", 2.0)  # during the backoff: the stale value must not run again
+        code, _, err = sub.finish(timeout=60)
+    assert code == 0, err
+    assert rows(log) == [["A", "1", "1.0", "1"], ["A", "2", "2.0", "1"]], err
+    assert "pricefeed: action for A seq 1 not retried: a newer value of A came during the backoff" in err
