@@ -514,9 +514,13 @@ class Engine:
         worker.kill()
         done, _ = await asyncio.wait([task], timeout=KILL_TIMEOUT)
         if not done:
+            # Its worker did not answer: one that is let go here (and replaced) cannot go on
+            # running this action unwatched, nor be handed the next one.
             task.cancel()
             await asyncio.wait([task], timeout=1.0)
-            return Outcome(False, error=f"timed out after {timeout:g} s and did not end when killed", killed=True)
+            worker.abandon()
+            error = f"timed out after {timeout:g} s and did not end when killed"
+            return Outcome(False, error=error, killed=True, died=True)
         outcome = task.result()
         if outcome.ok:
             return outcome  # it finished just as the kill came

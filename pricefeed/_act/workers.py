@@ -6,7 +6,9 @@ for an async one. The engine (``pool``) sees them through one small interface, `
   action's own failure, which is the outcome's business);
 - ``kill()``: end the action in flight at once (a process group, a task); a thread cannot be
   killed, which is why ``act()`` refuses a timeout for a sync handler;
-- ``close()``: let it go (its action, if any, already ended or killed).
+- ``close()``: let it go (its action, if any, already ended or killed);
+- ``abandon()``: it did not end its action when told to kill it: end it some other way
+  (a worker process is killed, and its action's group), as it will be let go.
 
 A worker whose ``run`` comes back with ``died`` set is gone; the engine replaces it.
 """
@@ -105,6 +107,9 @@ class Worker:
         raise NotImplementedError
 
     async def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
         pass
 
 
@@ -281,6 +286,12 @@ class ProcessWorker(Worker):
     def _terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
+
+    def abandon(self) -> None:
+        """It did not answer a kill (stopped, or stuck): kill it, and its action's group,
+        whose pid the subscriber has (the GATE of worker.py)."""
+        self._terminate()
+        self._kill_group()
 
     async def close(self) -> None:
         """End of its input: the worker exits (killing any action still running, Rule 1 of

@@ -583,3 +583,35 @@ def test_under_conflate_a_retry_is_dropped_for_a_newer_value_that_came_during_it
     assert code == 0, err
     assert rows(log) == [["A", "1", "1.0", "1"], ["A", "2", "2.0", "1"]], err
     assert "pricefeed: action for A seq 1 not retried: a newer value of A came during the backoff" in err
+
+
+@linux_only
+def test_a_timed_out_action_whose_worker_does_not_answer_the_kill_is_killed_and_the_worker_replaced(
+    feed: str, procs: List[Proc], tmp_path: Path
+) -> None:
+    log, pidfile = tmp_path / "log", tmp_path / "pid"
+    cmd = f'if [ "$PRICEFEED_SEQ" = 1 ]; then echo $$ > {pidfile}; sleep 30; fi; {LINE.format(log=log)}'
+    stopped: Set[int] = set()
+    try:
+        with Publisher.create(feed) as pub:
+            sub = start(["subscribe", feed, "--exec", cmd, "--timeout-action", "0.5", "--on-error", "skip",
+                         "--count", "2", "--timeout", "60"], procs)  # fmt: skip
+            (worker,) = workers_of(sub.pid)
+            pub.publish("A", 1.0)
+            wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the action to start")
+            action = int(pidfile.read_text())
+            os.kill(worker, signal.SIGSTOP)  # a worker that cannot answer: the pool must not wait on it
+            stopped.add(worker)
+            wait_until(lambda: not group_alive(action), 15, "the timed-out action's group to be killed")
+            pub.publish("B", 2.0)
+            code, _, err = sub.finish(timeout=30)
+        assert code == 0, err
+        assert "action for A seq 1 timed out after 0.5 s and did not end when killed" in err, err
+        assert rows(log) == [["B", "2", "2.0", "1"]], err
+        wait_until(lambda: not alive(worker), 10, "the stuck worker to be killed")
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
