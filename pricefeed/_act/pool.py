@@ -417,6 +417,10 @@ class Engine:
             self._running[id(item)] = worker
             try:
                 outcome = await self._attempt(item, worker)
+            except asyncio.CancelledError:
+                if self._killing:  # the stop gave up on it (a sync handler's thread goes on)
+                    self._unfinished(item, "did not end when killed", "")
+                raise
             finally:
                 del self._running[id(item)]
             self._release(worker, outcome)

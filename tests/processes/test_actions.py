@@ -615,3 +615,34 @@ def test_a_timed_out_action_whose_worker_does_not_answer_the_kill_is_killed_and_
                 os.kill(pid, signal.SIGCONT)
             except OSError:
                 pass
+
+
+def test_a_sync_handler_still_running_after_the_stop_is_reported_and_counted_unfinished(
+    feed: str, tmp_path: Path
+) -> None:
+    with Publisher.create(feed) as pub:
+        pub.publish("A", 1.0)
+        pub.publish("B", 2.0)
+    release = threading.Event()
+    started = threading.Event()
+
+    def handler(q: Quote) -> None:
+        if q.symbol == "A":
+            started.set()
+            release.wait(30)  # a thread cannot be killed: it outlasts the grace and the kill
+        else:
+            started.wait(30)
+            raise RuntimeError("boom")
+
+    reports: List[str] = []
+    try:
+        with Subscriber(feed) as sub, pytest.raises(ActionFailed) as caught:
+            act(sub, handler, jobs=2, grace=0.2, count=2, report=reports.append,
+                state=_resume_from_start(feed, tmp_path / "st.json"))  # fmt: skip
+    finally:
+        release.set()
+    result = caught.value.result
+    assert result is not None and (result.done, result.failed, result.unfinished) == (0, 1, 1), result
+    expected = "action for A seq 1 did not end when killed at the stop: not done"
+    assert any(r.startswith(expected) for r in reports), reports
+    assert state_of(tmp_path / "st.json")["symbols"] == {}
