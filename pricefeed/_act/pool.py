@@ -199,11 +199,13 @@ class Engine:
         self._room.set()
 
     def request_stop(self, reason: str) -> None:
-        """Stop (Rule 4): the first reason given is the one reported."""
+        """Stop (Rule 4): the first reason given is the one reported. The end of the feed and
+        ``count`` are no stop (Rule 4): a stop while their last actions run is reported instead."""
         if self._stop.is_set():
             self._hurry.set()  # asked again: no more grace
             return
-        self.stopped = self.stopped or reason
+        if self.stopped in ("", "ended", "count"):
+            self.stopped = reason
         self._stop.set()
         for waiter in self._retry_waiters:
             if not waiter.done():

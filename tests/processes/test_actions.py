@@ -646,3 +646,25 @@ def test_a_sync_handler_still_running_after_the_stop_is_reported_and_counted_unf
     expected = "action for A seq 1 did not end when killed at the stop: not done"
     assert any(r.startswith(expected) for r in reports), reports
     assert state_of(tmp_path / "st.json")["symbols"] == {}
+
+
+@pytest.mark.parametrize("end", ["--count", "publish --end"])
+def test_a_signal_while_the_last_actions_run_is_still_a_stop_with_its_exit_code(
+    feed: str, procs: List[Proc], tmp_path: Path, end: str
+) -> None:
+    # --count or the end of the feed drains what was taken; a SIGTERM meanwhile is a stop all
+    # the same: exit 143, not 0 (nor the end of the feed announced).
+    log = tmp_path / "log"
+    cmd = f'echo "start $PRICEFEED_SEQ" >> {log}; sleep 1; echo "end $PRICEFEED_SEQ" >> {log}'
+    args = ["--jobs", "2", *(["--count", "1"] if end == "--count" else [])]  # room to read the end
+    with Publisher.create(feed) as pub:
+        sub = start(["subscribe", feed, "--exec", cmd, *args, "--timeout", "60"], procs)
+        pub.publish("A", 1.0)
+        if end != "--count":
+            pub.end()
+        wait_until(lambda: ["start", "1"] in rows(log), 30, "the action to start")
+        sub.p.send_signal(signal.SIGTERM)
+        code, _, err = sub.finish(timeout=30)
+    assert code == 143, err
+    assert rows(log) == [["start", "1"], ["end", "1"]]
+    assert "# ended" not in err
