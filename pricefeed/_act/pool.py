@@ -582,6 +582,15 @@ class Engine:
     async def _finish(self, source: AsyncIterator[Event]) -> None:
         for d in self.schedule.take_drops():
             self._report_drop(d.symbol, d.count, d.first, d.last)
+        left = sorted(self.schedule.pending(), key=lambda item: item.quote.seq)
+        if left:  # taken from the feed, never started: say so, never drop them silently
+            symbols = sorted({item.symbol for item in left})
+            named = ", ".join(symbols[:10]) + (f" and {len(symbols) - 10} more" if len(symbols) > 10 else "")
+            self.report(
+                f"stopped with {len(left)} change{'s' if len(left) != 1 else ''} queued and not run "
+                f"(seqs {left[0].quote.seq} to {left[-1].quote.seq}; {named})"
+                + ("; the state file keeps them for the next run" if self.state_path else "")
+            )
         closing = getattr(source, "aclose", None)
         if closing is not None:
             try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -83,12 +84,22 @@ def _seq(path: str, name: str, value: Any) -> int:
 def load(path: str) -> Optional[State]:
     """The state saved at ``path``, or None if there is no file there."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+        # Non-blocking, so that a FIFO planted at the path cannot stall the open; then only a
+        # regular file is read (not a FIFO, a device such as /dev/zero, or a directory).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise PricefeedError(f"state file {path!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _bad(path, "it is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise PricefeedError(f"state file {path!r} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_BYTES:
         raise _bad(path, f"it is larger than {MAX_BYTES} bytes")
     try:
@@ -133,8 +144,15 @@ def save(path: str, state: State) -> None:
     folder = os.path.dirname(path) or "."
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     data = state.to_json().encode("utf-8")
+    # O_EXCL: never write through something already at the temporary name (a symlink another
+    # user planted, say); what is there is removed first: a leftover of a run that died.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileExistsError:
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, 0o600)
         try:
             view = memoryview(data)
             while view:

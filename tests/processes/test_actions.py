@@ -418,6 +418,28 @@ def test_a_grace_shorter_than_the_action_kills_it_and_does_not_mark_it_done(
     assert saved["symbols"] == {} and saved["resume"] == 1
 
 
+def test_changes_queued_at_a_stop_are_reported_and_kept_for_the_next_run(
+    feed: str, procs: List[Proc], tmp_path: Path
+) -> None:
+    """Changes taken into a busy symbol's queue and never started are named at the stop, not
+    dropped silently; the state file's resume point stays below them."""
+    log, state = tmp_path / "log", tmp_path / "st.json"
+    cmd = f'echo "start $PRICEFEED_SYMBOL $PRICEFEED_SEQ" >> {log}; sleep 5'
+    with Publisher.create(feed) as pub:
+        sub = start(["subscribe", feed, "--exec", cmd, "--jobs", "2", "--state", state, "--grace", "0.2"], procs, 2)
+        pub.publish("A", 1.0)
+        wait_until(lambda: ["start", "A", "1"] in rows(log), 30, "the action to start")
+        pub.publish("A", 2.0)
+        pub.publish("A", 3.0)
+        time.sleep(0.5)  # the second worker is free, so the pool takes them into A's queue
+        sub.p.send_signal(signal.SIGTERM)
+        got, _, err = sub.finish(timeout=30)
+    assert got == 143, err
+    assert "stopped with 2 changes queued and not run (seqs 2 to 3; A); the state file keeps them" in err, err
+    assert rows(log) == [["start", "A", "1"]]
+    assert state_of(state)["resume"] == 0
+
+
 # -- the library twin ---------------------------------------------------------------------------------------
 def _resume_from_start(feed: str, path: Path) -> str:
     """A state file that resumes from the feed's first change: the changes published before

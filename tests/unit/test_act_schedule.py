@@ -246,3 +246,29 @@ def test_a_state_path_must_be_in_a_directory_that_exists(tmp_path: Path) -> None
     with pytest.raises(InvalidInput, match="is a directory"):
         S.check_path(str(tmp_path))
     assert S.check_path(str(tmp_path / "st.json")) == str(tmp_path / "st.json")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and /dev/zero are POSIX things")
+def test_a_state_path_that_is_no_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO planted at the path (whose open would block) and a device (/dev/zero, endless)
+    are refused, never read."""
+    fifo = tmp_path / "st.json"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        with pytest.raises(InvalidInput, match="not a regular file"):
+            S.load(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name != "posix", reason="symlinks as another user plants them")
+def test_a_symlink_at_the_temporary_name_is_not_written_through(tmp_path: Path) -> None:
+    """Something already at the temporary name (a symlink another user planted, or a leftover)
+    is replaced, never written through."""
+    target = tmp_path / "victim"
+    target.write_text("untouched")
+    path = tmp_path / "st.json"
+    os.symlink(target, tmp_path / f".st.json.{os.getpid()}.tmp")
+    state = S.State("prices", 1, 0, {"A": 1})
+    S.save(str(path), state)
+    assert target.read_text() == "untouched"
+    assert S.load(str(path)) == state
+    assert sorted(os.listdir(tmp_path)) == ["st.json", "victim"]
