@@ -29,18 +29,17 @@ import errno
 import mmap
 import os
 import platform
-import sys
 from typing import Any, Dict, List, Optional, Sequence
+
+from ._futex_linux import _FUTEX2_SIZE_U32, _MAX_WAITV, _libc, _Waitv
 
 __all__ = ["FutexRing", "usable"]
 
 _SETUP, _ENTER = 425, 426
 _OP_FUTEX_WAIT, _OP_FUTEX_WAITV = 51, 53
 _OFF_SQES = 0x10000000
-_FUTEX2_SIZE_U32 = 0x02  # a 32-bit word, shared (no FUTEX2_PRIVATE)
 _MATCH_ANY = 0xFFFFFFFF
 _ENTER_GETEVENTS = 1
-_MAX_WAITV = 128
 
 
 class _SqOffsets(ctypes.Structure):
@@ -94,19 +93,8 @@ class _Cqe(ctypes.Structure):
     _fields_ = [("user_data", ctypes.c_uint64), ("res", ctypes.c_int32), ("flags", ctypes.c_uint32)]
 
 
-class _Waitv(ctypes.Structure):
-    _fields_ = [
-        ("val", ctypes.c_uint64),
-        ("uaddr", ctypes.c_uint64),
-        ("flags", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
-    ]
-
-
-_libc: Optional[ctypes.CDLL] = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 if _libc is not None:
-    _syscall = _libc.syscall
-    _syscall.restype = ctypes.c_long
+    from ._futex_linux import _syscall
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
