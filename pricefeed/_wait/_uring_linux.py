@@ -40,6 +40,8 @@ _OP_FUTEX_WAIT, _OP_FUTEX_WAITV = 51, 53
 _OFF_SQES = 0x10000000
 _MATCH_ANY = 0xFFFFFFFF
 _ENTER_GETEVENTS = 1
+_SETUP_CQSIZE = 1 << 3
+_SQ_CQ_OVERFLOW = 1 << 1  # in the SQ ring's flags: completions wait in the kernel's overflow list
 
 
 class _SqOffsets(ctypes.Structure):
@@ -109,8 +111,10 @@ class FutexRing:
     """An io_uring of futex waits. ``arm`` starts a wait on some words; ``fileno()`` becomes
     readable when one completes; ``done()`` gives the tokens of those that completed."""
 
-    def __init__(self, entries: int = 256) -> None:
+    def __init__(self, entries: int = 256, completions: int = 4096) -> None:
         params = _Params()
+        params.flags = _SETUP_CQSIZE  # room for many waits completing between two looks
+        params.cq_entries = completions
         self._fd = _check(_syscall(_SETUP, entries, ctypes.byref(params)), "io_uring_setup")
         try:
             sq, cq = params.sq_off, params.cq_off
@@ -127,6 +131,7 @@ class FutexRing:
         base = ctypes.addressof(ctypes.c_char.from_buffer(self._rings))
         word = ctypes.c_uint32.from_address
         self._sq_tail = word(base + sq.tail)
+        self._sq_flags = word(base + sq.flags)
         self._sq_mask = word(base + sq.ring_mask).value
         self._sq_array: Any = (ctypes.c_uint32 * params.sq_entries).from_address(base + sq.array)
         self._cq_head = word(base + cq.head)
@@ -181,7 +186,18 @@ class FutexRing:
 
     def done(self) -> List[int]:
         """The tokens of the waits that completed since the last call (woken, or a word that
-        already differed when it was armed), each once."""
+        already differed when it was armed), each once. Completions the ring had no room for
+        wait in the kernel; they are brought into the ring and taken too."""
+        out = self._take()
+        while self._sq_flags.value & _SQ_CQ_OVERFLOW:
+            _syscall(_ENTER, self._fd, 0, 0, _ENTER_GETEVENTS, None, 0)  # flushes the overflow
+            more = self._take()
+            if not more:
+                break
+            out += more
+        return out
+
+    def _take(self) -> List[int]:
         head = self._cq_head.value
         tail = self._cq_tail.value  # before the entries (x86-64 keeps loads in order)
         out = []
@@ -199,7 +215,7 @@ class FutexRing:
         if self._rings is None:
             return
         self._sqes = self._cqes = self._sq_array = None
-        self._sq_tail = self._cq_head = self._cq_tail = None  # type: ignore[assignment]
+        self._sq_tail = self._sq_flags = self._cq_head = self._cq_tail = None  # type: ignore[assignment]
         self._sqe_map.close()  # type: ignore[union-attr]
         self._rings.close()
         self._rings = self._sqe_map = None
