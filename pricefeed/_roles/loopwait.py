@@ -9,8 +9,8 @@ ways, the best the wait backend offers (it asks the backend what it can do, neve
     The backend's ``ring()`` (Linux io_uring futex waits, 6.7 and later): each sleep arms a
     kernel wait on the subscription's words, and the ring's descriptor, which the loop watches
     like a socket, becomes readable when one completes. No thread at all, and the fastest
-    wake-up. A wait whose caller timed out is left armed and reused by the next sleep on the
-    same words and values (see ``_uring_linux``).
+    wake-up. Sleepers on the same words and values share one wait; a wait nobody sleeps on any
+    longer (their slices passed, their tasks were cancelled) is cancelled.
 ``thread``
     Where there is no ring but the words are kernel futexes that one call waits on many of
     (``futex_words`` and ``can_wait_many``: Linux 5.16 and later, io_uring forbidden, as
@@ -127,9 +127,10 @@ class LoopWaiter:
             self.mode = "thread"
         else:
             self.mode = "executor"
-        # ring mode: (words' ids, values) -> token of the armed wait; token -> its sleepers.
+        # ring mode: (words' ids, values) -> token of the armed wait; token -> (its key, its
+        # sleepers' futures, the words, kept alive so that their ids stay theirs).
         self._armed: Dict[Tuple[Tuple[int, ...], Tuple[int, ...]], int] = {}
-        self._sleepers: Dict[int, Tuple[Tuple[Tuple[int, ...], Tuple[int, ...]], List[Any]]] = {}
+        self._sleepers: Dict[int, Tuple[Tuple[Tuple[int, ...], Tuple[int, ...]], List[Any], List[WakeWord]]] = {}
         self._tokens = itertools.count(1)
         # thread mode
         self._entries: Dict[int, _Entry] = {}
@@ -156,14 +157,17 @@ class LoopWaiter:
         timer = self.loop.call_later(seconds, _resolve, future, False)
         woken = False
         if self.mode == "ring":
-            sleepers = self._arm_ring(armed)
+            token = self._arm_ring(armed)
+            sleepers = self._sleepers[token][1]
             sleepers.append(future)
             try:
                 woken = await future
             finally:
                 timer.cancel()
-                if future in sleepers:  # timed out or cancelled: the wait stays armed for others
+                if future in sleepers:  # its slice passed, or its task was cancelled
                     sleepers.remove(future)
+                    if not sleepers:
+                        self._forget(token)
         else:
             entry = self._arm_thread(armed, future)
             try:
@@ -177,17 +181,27 @@ class LoopWaiter:
             return True
         return listener.head() != cursor
 
-    def _arm_ring(self, armed: Armed) -> List[Any]:
-        """The sleepers of the ring's wait on these words and values, armed if it is not."""
+    def _arm_ring(self, armed: Armed) -> int:
+        """The token of the ring's wait on these words and values, armed if nobody sleeps on
+        it yet. The key holds the word objects themselves (through the entry), so a word of a
+        closed subscription is never mistaken for another at the same address."""
         assert self._ring is not None
-        key = (armed.where, tuple(armed.expected))
+        key = (tuple(id(w) for w in armed.words), tuple(armed.expected))
         token = self._armed.get(key)
         if token is None:
             token = next(self._tokens)
             self._ring.arm(armed.words, armed.expected, token)
             self._armed[key] = token
-            self._sleepers[token] = (key, [])
-        return self._sleepers[token][1]
+            self._sleepers[token] = (key, [], armed.words)
+        return token
+
+    def _forget(self, token: int) -> None:
+        """Nobody sleeps on this wait any longer: cancel it, so that the ring holds only waits
+        someone sleeps on."""
+        found = self._sleepers.pop(token, None)
+        if found is not None and self._ring is not None:
+            self._armed.pop(found[0], None)
+            self._ring.cancel(token)
 
     def _on_ring(self) -> None:
         """The ring's descriptor is readable: wake the sleepers of every wait that completed."""
@@ -197,7 +211,7 @@ class LoopWaiter:
             found = self._sleepers.pop(token, None)
             if found is None:
                 continue
-            key, futures = found
+            key, futures, _ = found
             self._armed.pop(key, None)
             for future in futures:
                 _resolve(future, True)
@@ -256,7 +270,7 @@ class LoopWaiter:
             except (RuntimeError, ValueError, OSError):  # the loop is closed already
                 pass
             ring.close()  # cancels the waits still armed
-            for _, futures in self._sleepers.values():
+            for _, futures, _ in self._sleepers.values():
                 for future in futures:
                     _resolve(future, False)
             self._sleepers.clear()

@@ -44,8 +44,10 @@ each of them:
     descriptor (Linux io_uring's futex waits, 6.7 and later, on x86-64), a new ``WaitRing``;
     None elsewhere. ``WaitRing.arm(words, expected, token)`` starts a wait on up to 128 of
     this backend's words that completes when any differs from its expected value or is woken,
-    at once if one already differs; ``fileno()`` becomes readable when waits have completed;
-    ``done()`` returns the tokens of those completed since the last call, each once;
+    at once if one already differs (``token`` from 1 to 2**64 - 1); ``fileno()`` becomes
+    readable when waits have completed; ``done()`` returns the tokens of those completed since
+    the last call, each once; ``cancel(token)`` cancels a wait still armed (its token and a 0
+    may then come out of ``done()``: a caller lets go of the token first and ignores both);
     ``close()`` cancels what is still armed and closes the descriptor. An event loop watches
     the descriptor, so its subscriptions sleep with no thread (``_roles.loopwait``).
 
@@ -115,6 +117,8 @@ class WaitRing(Protocol):
     def arm(self, words: Sequence[Any], expected: Sequence[int], token: int) -> None: ...
 
     def done(self) -> List[int]: ...
+
+    def cancel(self, token: int) -> None: ...
 
     def close(self) -> None: ...
 

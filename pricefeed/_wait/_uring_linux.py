@@ -11,9 +11,9 @@ Why this shape:
 * The ring is driven from Python through ctypes: ``io_uring_setup`` and ``io_uring_enter`` are
   the same system call numbers on every Linux CPU (425 and 426), and the rings are shared
   memory mapped from the ring's descriptor.
-* A wait is never cancelled: one that outlives its caller (a timeout) completes at the next
-  change of its words and is then dropped. Keeping it costs nothing, and a caller that sleeps
-  again on the same words and values reuses it (``FutexRing`` users key them).
+* A wait that outlives every caller sleeping on it (their slices passed, their tasks were
+  cancelled) is cancelled (``IORING_OP_ASYNC_CANCEL``), so that the ring holds only waits
+  someone sleeps on; callers sleeping on the same words and values at once share one.
 * Only x86-64 uses it: its loads and stores are ordered as the ring protocol needs (the tail
   is stored after the entry; the completions are read after the tail). Other CPUs would need
   acquire and release fences from Python; they wait in a thread instead.
@@ -36,7 +36,7 @@ from ._futex_linux import _FUTEX2_SIZE_U32, _MAX_WAITV, _libc, _Waitv
 __all__ = ["FutexRing", "usable"]
 
 _SETUP, _ENTER = 425, 426
-_OP_FUTEX_WAIT, _OP_FUTEX_WAITV = 51, 53
+_OP_ASYNC_CANCEL, _OP_FUTEX_WAIT, _OP_FUTEX_WAITV = 14, 51, 53
 _OFF_SQES = 0x10000000
 _MATCH_ANY = 0xFFFFFFFF
 _ENTER_GETEVENTS = 1
@@ -149,16 +149,12 @@ class FutexRing:
     def arm(self, words: Sequence[Any], expected: Sequence[int], token: int) -> None:
         """Wait until any of ``words`` (the futex backend's, which know their ``address``)
         differs from its ``expected`` value or is woken; the completion carries ``token`` (an
-        int below 2**64)."""
+        int from 1 to 2**64 - 1: 0 is the cancellations')."""
         addresses = [w.address for w in words]
         n = len(addresses)
         if not 1 <= n <= _MAX_WAITV:
             raise ValueError(f"a ring wait takes 1 to {_MAX_WAITV} words: got {n}")
-        tail = self._sq_tail.value
-        index = tail & self._sq_mask
-        sqe = self._sqes[index]
-        ctypes.memset(ctypes.addressof(sqe), 0, self._sqe_size)
-        sqe.user_data = token
+        sqe = self._next_entry(token)
         if n == 1:
             sqe.opcode = _OP_FUTEX_WAIT
             sqe.addr = addresses[0]
@@ -175,6 +171,28 @@ class FutexRing:
             sqe.opcode = _OP_FUTEX_WAITV
             sqe.addr = ctypes.addressof(array)
             sqe.len = n
+        self._submit()
+
+    def cancel(self, token: int) -> None:
+        """Cancel the wait armed with ``token``, if it is still armed. The cancellation's own
+        completion carries token 0, and the wait's (if it was still armed) its own token:
+        callers let go of the token first, and ignore both."""
+        sqe = self._next_entry(0)
+        sqe.opcode = _OP_ASYNC_CANCEL
+        sqe.addr = token
+        self._submit()
+
+    def _next_entry(self, token: int) -> Any:
+        sqe = self._sqes[self._sq_tail.value & self._sq_mask]
+        ctypes.memset(ctypes.addressof(sqe), 0, self._sqe_size)
+        sqe.user_data = token
+        return sqe
+
+    def _submit(self) -> None:
+        """Publish the entry just written and hand it to the kernel: one at a time, so the
+        submission queue never holds more than that one."""
+        tail = self._sq_tail.value
+        index = tail & self._sq_mask
         self._sq_array[index] = index
         self._sq_tail.value = (tail + 1) & 0xFFFFFFFF  # after the entry (x86-64 keeps stores in order)
         while True:

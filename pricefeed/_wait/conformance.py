@@ -737,6 +737,19 @@ def check_ring(backend: BackendLike) -> str:
                 writers[k].wake()
                 assert readable(5.0), f"round {i}: the wait on {len(chosen)} word(s) missed the wake of word {k}"
                 assert ring.done() == [i], f"round {i}: done() did not give token {i} once"
+            # A cancelled wait never completes as woken: after its cancellation, a change of its
+            # word gives nothing more than the cancellation's own completions.
+            ring.arm(readers[:1], [views[0][0]], 999)
+            ring.cancel(999)
+            deadline = time.monotonic() + 5.0
+            cancelled: List[int] = []
+            while sorted(cancelled) != [0, 999] and time.monotonic() < deadline:
+                readable(0.1)
+                cancelled += ring.done()
+            assert sorted(cancelled) == [0, 999], f"a cancelled wait gave {cancelled}, not [0, 999]"
+            views[0][0] = (views[0][0] + 1) & 0xFFFFFFFF
+            writers[0].wake()
+            assert not readable(0.2) and ring.done() == [], "a cancelled wait completed again on a wake"
     finally:
         ring.close()
     try:

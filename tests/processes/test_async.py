@@ -275,6 +275,32 @@ def _ask(p: Proc, command: str) -> Any:
     return p.json_line(timeout=30)
 
 
+def test_no_wait_is_left_armed_for_nobody(feed: str, mode: str) -> None:
+    """A subscription whose slices time out, then is cancelled and closed, leaves no wait armed
+    in the loop's waiter (a ring wait left behind would be mistaken for one of a later
+    subscription mapped at the same address); another subscription keeps the waiter alive."""
+    if mode != "ring":
+        pytest.skip("only the ring keeps waits of its own")
+
+    async def main() -> None:
+        with Publisher.create(feed) as pub, Subscriber(feed) as keeper:
+            pub.publish("A", 1.0)
+            kept = asyncio.ensure_future(keeper.aupdates(["A"]).__anext__())
+            for _ in range(3):
+                with Subscriber(feed) as sub:
+                    task = asyncio.ensure_future(sub.aupdates(["B"]).__anext__())
+                    await asyncio.sleep(0.6)  # two watch slices pass with nothing new
+                    task.cancel()
+                    await asyncio.wait([task], timeout=5)
+            await asyncio.sleep(0.05)
+            waiter = next(iter(loopwait._waiters.values()))[1]
+            assert len(waiter._sleepers) == 1, waiter._sleepers  # the keeper's, nobody else's
+            pub.publish("A", 2.0)
+            assert (await asyncio.wait_for(kept, 5)).price == 2.0
+
+    run(main())
+
+
 @pytest.mark.skipif(not LINUX, reason="threads, descriptors and CPU time are read from /proc")
 @pytest.mark.parametrize("loop", ["asyncio", pytest.param("uvloop", marks=needs_uvloop)])
 def test_hundred_subscriptions_one_waiter(feed: str, procs: List[Proc], mode: str, loop: str) -> None:
