@@ -25,7 +25,8 @@ ways, the best the wait backend offers (it asks the backend what it can do, neve
     ``Listener.wait`` the blocking iterator uses, in slices no longer than the subscriber's
     watch slice.
 
-Timeouts are the loop's timers in every mode. The waiter lives while the loop has at least
+Timeouts are the loop's timers in every mode: one timer per waiter, set for the earliest time
+limit of its sleepers. The waiter lives while the loop has at least
 one open async subscription; the last one to close releases the ring, or stops and joins the
 thread and the executor, so a loop that is shut down (``asyncio.run`` closes the async
 generators of its subscriptions) leaves no thread or descriptor behind.
@@ -142,6 +143,10 @@ class LoopWaiter:
         self._control_word: Optional[WakeWord] = None
         # executor mode
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        # the sleepers' time limits (ring and thread modes): future -> loop.time() it ends at
+        self._due: Dict[Any, float] = {}
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at = 0.0
 
     # -- sleeping ------------------------------------------------------------------------------
     async def sleep(self, listener: Listener, cursor: int, seconds: float, words: Optional[Tuple[int, ...]]) -> bool:
@@ -154,7 +159,7 @@ class LoopWaiter:
         if not isinstance(armed, Armed):
             return True
         future = self.loop.create_future()
-        timer = self.loop.call_later(seconds, _resolve, future, False)
+        self._time_out(future, seconds)
         woken = False
         if self.mode == "ring":
             token = self._arm_ring(armed)
@@ -163,7 +168,7 @@ class LoopWaiter:
             try:
                 woken = await future
             finally:
-                timer.cancel()
+                self._due.pop(future, None)
                 if future in sleepers:  # its slice passed, or its task was cancelled
                     sleepers.remove(future)
                     if not sleepers:
@@ -173,13 +178,39 @@ class LoopWaiter:
             try:
                 woken = await future
             finally:
-                timer.cancel()
+                self._due.pop(future, None)
                 with self._cond:
                     self._entries.pop(id(entry), None)
         if woken:
             listener.woken += 1
             return True
         return listener.head() != cursor
+
+    def _time_out(self, future: Any, seconds: float) -> None:
+        """Resolve ``future`` with False in ``seconds`` unless it is resolved first. One loop
+        timer serves every sleeper, set for the earliest of their times: a sleep costs a dict
+        entry, not a timer of the loop's (a timer each measured 2 µs of every wake-up)."""
+        due = self.loop.time() + seconds
+        self._due[future] = due
+        if self._timer is None or due < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(due, self._on_timer)
+            self._timer_at = due
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        following: Optional[float] = None
+        for future, due in list(self._due.items()):
+            if due <= now:
+                del self._due[future]
+                _resolve(future, False)
+            elif following is None or due < following:
+                following = due
+        if following is not None:
+            self._timer = self.loop.call_at(following, self._on_timer)
+            self._timer_at = following
 
     def _arm_ring(self, armed: Armed) -> int:
         """The token of the ring's wait on these words and values, armed if nobody sleeps on
@@ -263,6 +294,10 @@ class LoopWaiter:
         self.close()
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
         ring, self._ring = self._ring, None
         if ring is not None:
             try:
