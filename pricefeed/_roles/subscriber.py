@@ -494,13 +494,14 @@ class Subscriber:
         arguments and the same promises (each change exactly once, in feed order, gaps
         counted, the same events), without blocking the event loop while it waits.
 
-        All the async subscriptions of one event loop sleep in one thread of pricefeed's
-        (Linux 5.16 and later; see docs/protocol.md for the other systems), so a hundred of
-        them cost one blocked thread and no CPU while nothing changes; a wake-up reaches the
-        loop through its own ``call_soon_threadsafe``. Arguments are checked at the call, as
-        ``updates()`` checks them. Cancelling the task that iterates, closing the iterator, or
-        ending the loop releases the thread when it was the last subscription using it.
-        ``spin`` polls for up to that long before sleeping, blocking the loop meanwhile."""
+        All the async subscriptions of one event loop share one waiter: an io_uring the loop
+        watches, with no thread (Linux 6.7 and later), else one thread of pricefeed's for the
+        whole loop (Linux 5.16 and later), else a thread per sleeping subscription (docs/
+        protocol.md, "Following from asyncio"); none uses CPU while nothing changes. Arguments
+        are checked at the call, as ``updates()`` checks them. Cancelling the task that
+        iterates, closing the iterator, or ending the loop releases the waiter when it was the
+        last subscription using it. ``spin`` polls for up to that long before sleeping,
+        blocking the loop meanwhile."""
         return self._sleepless(self._start(symbols, timeout, conflate, snapshot, reattach, spin, on, after, True))
 
     async def _sleepless(self, changes: Generator[Any, Any, None]) -> AsyncIterator[Event]:
