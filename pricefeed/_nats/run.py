@@ -1,0 +1,40 @@
+"""Running a bridge or a mirror as a command: on an event loop of its own, with SIGINT and SIGTERM
+asking it to stop gracefully (it says which stopped it), and each report a line on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any, List, Optional, Tuple
+
+
+def run(role: Any) -> Tuple[Any, Optional[str]]:
+    """``role.run()`` to its end; returns its stats and "interrupted" (SIGINT), "terminated"
+    (SIGTERM) or None (it ended by itself). Errors propagate as they are."""
+    reason: List[str] = []
+
+    def stop(name: str) -> None:
+        reason.append(name)
+        role.stop()
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        names = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+        installed = []
+        for sig, name in names.items():
+            try:
+                loop.add_signal_handler(sig, stop, name)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
+                pass
+        try:
+            return await role.run()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    if sys.platform == "win32":  # the proactor loop cannot hand signals to a handler
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
+    stats = asyncio.run(main())
+    return stats, (reason[0] if reason else None)
