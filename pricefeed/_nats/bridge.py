@@ -112,6 +112,8 @@ class Bridge:
         self._head = 0
         self._incarnation = 0
         self._failures = 0
+        self._hold = 0.0  # after a failure, retries wait until then (monotonic)
+        self._backoff = 0.0
         self._nc: Any = None
         self._kv: Any = None
         self._sub: Optional[Subscriber] = None
@@ -255,18 +257,18 @@ class Bridge:
             await asyncio.wait([follow, stop], return_when=asyncio.FIRST_COMPLETED)
             if follow.done():
                 follow.result()  # its error, if any
-                self._state = "ended"
-            else:
-                self._state = "stopped"
-            await self._flush()
+            # The heartbeat goes on saying "live" meanwhile: a mirror that read "ended" before
+            # the last records were stored would end its feed without them.
+            final = await self._flush("ended" if follow.done() else "stopped")
         finally:
             for t in (*tasks, follow, stop):
                 t.cancel()
             await asyncio.gather(*tasks, follow, stop, return_exceptions=True)
+        self._state = final
         lost = len(self._pending) + len(self._inflight)
         if lost:
             self.report(f"stopping with {lost} records not stored in the bucket (NATS did not take them in time)")
-        await self._put_meta()
+        await self._put_last_meta()
         return self.stats
 
     async def _follow(self, sub: Subscriber, after: Optional[int]) -> None:
@@ -322,6 +324,10 @@ class Bridge:
             await self._wake.wait()
             self._wake.clear()
             while pending and nc.is_connected:
+                hold = self._hold - time.monotonic()
+                if hold > 0:
+                    await asyncio.sleep(hold)
+                    continue
                 if len(inflight) >= self.max_inflight:
                     self._room.clear()
                     await self._room.wait()
@@ -363,6 +369,7 @@ class Bridge:
             if self._failures:
                 self.report(f"puts succeed again ({self._failures} failed meanwhile, each retried or superseded)")
                 self._failures = 0
+                self._backoff = 0.0
         if len(self._inflight) < self.max_inflight:
             self._room.set()
 
@@ -372,6 +379,10 @@ class Bridge:
         if not self._failures:
             self.report(f"a put failed ({why}); retrying")
         self._failures += 1
+        # Back off while puts fail (a stream electing its leader answers at once with 503):
+        # 50 ms, doubling to 1 s, until a put succeeds.
+        self._backoff = min(max(self._backoff * 2, 0.05), 1.0)
+        self._hold = time.monotonic() + self._backoff
         symbol, seq = q[0], q[-2]
         if self._newest.get(symbol, 0) > seq or symbol in self._pending:
             self._outstanding.pop(seq, None)  # superseded: the newer change carries the record
@@ -392,11 +403,24 @@ class Bridge:
                 self._failed(q, f"no acknowledgement within {self.ack_timeout:g} s")
             self._room.set()
 
-    async def _flush(self) -> None:
+    async def _flush(self, ending: str) -> str:
+        """Send what waits, and say how the bridge ends. After the feed's end ("ended"), until
+        everything is stored ("stopped" if a stop() gives up first); after a stop() ("stopped"),
+        for ``drain`` seconds at most."""
         deadline = time.monotonic() + self.drain
+        told = time.monotonic()
         self._wake.set()
-        while (self._pending or self._inflight) and time.monotonic() < deadline:
+        while self._pending or self._inflight:
+            now = time.monotonic()
+            if ending == "stopped" and now >= deadline:
+                break
+            if ending == "ended" and self._stop.is_set():
+                return "stopped"  # told to stop before the last records were stored
+            if now - told >= 10:
+                told = now
+                self.report(f"the feed has ended; {len(self._pending) + len(self._inflight)} records still to store")
             await asyncio.sleep(0.01)
+        return ending
 
     # -- the bridge key ----------------------------------------------------------------------------------
     def meta(self) -> wire.Meta:
@@ -413,6 +437,27 @@ class Bridge:
             await self._kv.put(keys.BRIDGE_KEY, wire.encode_meta(self.meta()))
         except Exception as exc:
             self.report(f"could not write the bridge key: {exc or type(exc).__name__}")
+
+    async def _put_last_meta(self) -> None:
+        """The bridge key's last word, "ended" or "stopped": tried until it is stored, for
+        ``drain`` seconds after a stop(), and after the feed's end until a stop() gives up."""
+        deadline = time.monotonic() + self.drain
+        pause = 0.05
+        while True:
+            if self._nc.is_connected:
+                try:
+                    await self._kv.put(keys.BRIDGE_KEY, wire.encode_meta(self.meta()))
+                    return
+                except Exception as exc:
+                    why = str(exc) or type(exc).__name__
+            else:
+                why = "not connected"
+            gave_up = self._stop.is_set() if self._state == "ended" else time.monotonic() >= deadline
+            if gave_up:
+                self.report(f"could not write the bridge key's last word ({why}); mirrors will report the bridge stale")
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def _beat(self) -> None:
         while True:

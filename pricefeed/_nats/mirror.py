@@ -2,10 +2,12 @@
 
 It waits for the bucket and its bridge key, creates (or opens) the local feed with the bridge's
 schema, then applies every record of the bucket: first each symbol's current one, then each put
-as it comes, in revision order, each revision at most once, and never a symbol's older change
-after a newer one. The watch is an ordered consumer of its own, created again from the next
-revision when the connection comes back, and when the bucket falls silent for longer than the
-bridge's heartbeat allows (the server that held the consumer may have gone). A silent bridge is
+as it comes, in revision order. Each change is applied once: a revision at most once within a
+watch, and a record only if its change number (the source feed's sequence, in the record) is
+newer than the last one applied for its symbol, so never a symbol's older change after a newer
+one. The watch is an ordered consumer of its own, created again when the connection comes back,
+and when the bucket falls silent for longer than the bridge's heartbeat allows (the server that
+held the consumer may have gone). A silent bridge is
 reported as stale; the bridge key says when it stopped or when the feed was ended for good,
 which ends the local feed too. docs/distributed.md has the guarantees.
 """
@@ -26,17 +28,20 @@ from . import keys, wire
 
 #: At most this many lines about malformed entries are reported; all are counted.
 MAX_REPORTED = 20
+#: How many times the watch is made again, a second apart, when the bridge says the feed ended
+#: before its last change arrived here; then the local feed is ended anyway.
+MAX_LOOKS = 10
 
 
 @dataclass
 class MirrorStats:
     """What a mirror did: ``applied`` records that changed the local feed; ``unchanged``
     records equal to what it held already (a restarted mirror's first view, a retried put);
-    ``repeats`` revisions seen before (a re-created watch's overlap); ``older`` records of a
-    change older than one applied (never applied); ``malformed`` entries refused (not this
-    format, or a symbol or value the feed cannot hold); ``watches`` watch (re-)creations;
-    ``stale`` times the bridge went silent; ``upstream_conflated`` and ``upstream_gaps``: the
-    bridge's own counts, from its key."""
+    ``repeats`` records or revisions seen before (a re-created watch starts with every key's
+    current record); ``older`` records of a change older than one applied (never applied);
+    ``malformed`` entries refused (not this format, or a symbol or value the feed cannot hold);
+    ``watches`` watch (re-)creations; ``stale`` times the bridge went silent;
+    ``upstream_conflated`` and ``upstream_gaps``: the bridge's own counts, from its key."""
 
     applied: int = 0
     unchanged: int = 0
@@ -86,7 +91,8 @@ class Mirror:
         self.bridge = "waiting"
         self._stop = asyncio.Event()
         self._ended = asyncio.Event()
-        self._rev = 0  # the newest revision applied (or passed over)
+        self._watches = 0  # the current watch's number: what an older watch still delivers is dropped
+        self._rev = 0  # the newest revision the current watch delivered
         self._last: Dict[str, Tuple[int, int]] = {}  # symbol -> (incarnation, seq) applied
         self._heard = time.monotonic()
         self._meta: Optional[wire.Meta] = None
@@ -95,6 +101,8 @@ class Mirror:
         self._pub: Optional[Publisher] = None
         self._recreate = asyncio.Event()
         self._refused: Dict[str, None] = {}
+        self._top: Dict[int, int] = {}  # incarnation -> the newest change number seen in a record
+        self._unfinished = 0  # "ended" read before the feed's last change: watches made again since
 
     def stop(self) -> None:
         """Finish: stop watching and close the local feed's publisher (the feed stays, with its
@@ -198,24 +206,32 @@ class Mirror:
 
     # -- the watch ------------------------------------------------------------------------------------
     async def _watch(self) -> None:
-        """(Re-)create the watch: every key's current value the first time, then from the
-        revision after the newest applied."""
+        """(Re-)create the watch: every key's current value, then each put as it comes.
+
+        A watch created again starts from every key's current value too, not from the revision
+        after the last one seen: that costs one record per symbol, and holds even when the
+        bucket's numbering started again under the mirror (a bridge's --replace deletes the
+        bucket and makes it anew, so its revisions start from 1). What was applied already is
+        recognised by the record's own change number."""
         from nats.js import api
 
         old, self._sub = self._sub, None
+        self._watches += 1
+        self._rev = 0
         if old is not None:
             try:
                 await old.unsubscribe()
             except Exception:
                 pass
-        if self._rev:
-            config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._rev + 1)
-            policy = None
-        else:
-            config, policy = None, api.DeliverPolicy.LAST_PER_SUBJECT
+        number = self._watches
+
+        async def deliver(msg: Any) -> None:
+            if number == self._watches:
+                await self._on_msg(msg)
+
         self._sub = await self._js.subscribe(
-            f"$KV.{self.bucket}.>", stream=f"KV_{self.bucket}", cb=self._on_msg, ordered_consumer=True,
-            idle_heartbeat=1.0, deliver_policy=policy, config=config, inactive_threshold=60.0,
+            f"$KV.{self.bucket}.>", stream=f"KV_{self.bucket}", cb=deliver, ordered_consumer=True,
+            idle_heartbeat=1.0, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, inactive_threshold=60.0,
         )  # fmt: skip
         self.stats.watches += 1
 
@@ -253,8 +269,10 @@ class Mirror:
 
     async def _watchdog(self) -> None:
         """Re-create the watch when the connection came back, or when the bucket has been
-        silent too long while the bridge should be beating; report a stale bridge."""
+        silent too long while the bridge should be beating (again after 2, 4, ... times as
+        long, at most 30 s apart, while the silence lasts); report a stale bridge."""
         last_attempt = 0.0
+        attempts = 0
         while self._fatal is None:
             try:
                 await asyncio.wait_for(self._recreate.wait(), 0.1)
@@ -263,30 +281,35 @@ class Mirror:
             now = time.monotonic()
             if self._recreate.is_set():
                 self._recreate.clear()
-                await self._try_watch("the connection came back")
-                last_attempt = now
+                if self._fatal is None:
+                    await self._try_watch("the connection came back")
+                    last_attempt = now
                 continue
             if self.bridge in ("stopped", "ended"):
                 continue  # silence is expected
             silent = now - self._heard
             limit = self._limit()
-            if silent > limit:
-                if self.bridge != "stale":
-                    self.bridge = "stale"
-                    self.stats.stale += 1
-                    self.report(f"bridge stale: nothing from it for {silent:.1f} s (it beats every {self._beat():g} s)")
-                if now - last_attempt > limit and self._nc.is_connected:
-                    await self._try_watch("the bucket fell silent")
-                    last_attempt = now
+            if silent <= limit:
+                attempts = 0
+                continue
+            if self.bridge != "stale":
+                self.bridge = "stale"
+                self.stats.stale += 1
+                self.report(f"bridge stale: nothing from it for {silent:.1f} s (it beats every {self._beat():g} s)")
+            if now - last_attempt > min(limit * 2**attempts, 30.0) and self._nc.is_connected:
+                await self._try_watch("the bucket fell silent", quiet=attempts > 0)
+                attempts += 1
+                last_attempt = now
         raise self._fatal
 
     def _beat(self) -> float:
         return self._meta.interval_ms / 1000 if self._meta is not None else 1.0
 
-    async def _try_watch(self, why: str) -> None:
+    async def _try_watch(self, why: str, quiet: bool = False) -> None:
         try:
             await self._watch()
-            self.report(f"watch created again from revision {self._rev + 1} ({why})")
+            if not quiet:
+                self.report(f"watch created again ({why})")
         except Exception as exc:
             self.report(f"could not create the watch again ({why}): {exc or type(exc).__name__}; will retry")
 
@@ -330,9 +353,14 @@ class Mirror:
         except wire.Malformed as exc:
             self._malformed(key, str(exc))
             return
+        if rec.seq > self._top.get(rec.incarnation, 0):
+            self._top[rec.incarnation] = rec.seq
         last = self._last.get(symbol)
         if last is not None and last[0] == rec.incarnation and last[1] >= rec.seq:
-            self.stats.older += 1
+            if last[1] == rec.seq:
+                self.stats.repeats += 1  # a re-created watch's first view of what was applied
+            else:
+                self.stats.older += 1
             return
         self._last[symbol] = (rec.incarnation, rec.seq)
         pub = self._pub
@@ -395,6 +423,16 @@ class Mirror:
             self.bridge = "stopped"
             self.report(f"bridge stopped (pid {meta.pid} on {meta.host}); waiting for it to come back")
         elif meta.state == "ended":
+            # The bridge says "ended" once the feed's last change is stored, so its record must
+            # have come before: if not, this watch missed it. Look again (a few times at most).
+            if meta.head > self._top.get(meta.incarnation, 0) and self._unfinished < MAX_LOOKS:
+                if not self._unfinished:
+                    self.report(
+                        f"the bridge says the feed ended at change {meta.head}, not yet seen here: watching again"
+                    )
+                self._unfinished += 1
+                asyncio.get_running_loop().call_later(1.0, self._recreate.set)
+                return
             self.bridge = "ended"
             self.report(f"feed {meta.feed!r} was ended for good: ending local feed {self.feed!r}")
             self._ended.set()
