@@ -95,9 +95,10 @@ class Bridge:
         self.wait = wait
         self.replace = replace
         self.report: C.Report = report or (lambda line: None)
+        self._stop_asked = False
         self.stats = BridgeStats()
         self.bridge_id = secrets.token_hex(8)
-        self._stop = asyncio.Event()
+        self._stop: asyncio.Event  # made by run(), in its loop (Python 3.9 binds an Event to a loop when made)
         self._state = "live"
         self._publisher = "alive"
         # The pipeline: symbol -> newest quote not yet sent; token -> (quote, sent at) awaiting its
@@ -107,8 +108,8 @@ class Bridge:
         self._outstanding: Dict[int, None] = {}
         self._newest: Dict[str, int] = {}  # symbol -> seq of its newest change sent or pending
         self._have: Dict[str, Tuple[int, int]] = {}  # what the bucket held at start: (incarnation, seq)
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
+        self._wake: asyncio.Event
+        self._room: asyncio.Event
         self._head = 0
         self._incarnation = 0
         self._failures = 0
@@ -123,7 +124,9 @@ class Bridge:
     def stop(self) -> None:
         """Finish: send what is waiting (for up to ``drain`` seconds), mark the bridge key
         "stopped", disconnect. ``run()`` then returns."""
-        self._stop.set()
+        self._stop_asked = True
+        if hasattr(self, "_stop"):
+            self._stop.set()
 
     @property
     def acked(self) -> int:
@@ -132,6 +135,11 @@ class Bridge:
         return next(iter(self._outstanding)) - 1 if self._outstanding else self._head
 
     async def run(self) -> BridgeStats:
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        if self._stop_asked:
+            self._stop.set()
         sub = self._sub = await Subscriber.aopen(self.feed, wait=self.wait)
         try:
             status = sub.status()

@@ -86,11 +86,12 @@ class Mirror:
         self.mode = mode
         self.bucket_timeout = bucket_timeout
         self.report: C.Report = report or (lambda line: None)
+        self._stop_asked = False
         self.stats = MirrorStats()
         #: What the mirror makes of the bridge: "waiting", "live", "stale", "stopped", "ended".
         self.bridge = "waiting"
-        self._stop = asyncio.Event()
-        self._ended = asyncio.Event()
+        self._stop: asyncio.Event  # made by run(), in its loop (Python 3.9 binds an Event to a loop when made)
+        self._ended: asyncio.Event
         self._watches = 0  # the current watch's number: what an older watch still delivers is dropped
         self._rev = 0  # the newest revision the current watch delivered
         self._last: Dict[str, Tuple[int, int]] = {}  # symbol -> (incarnation, seq) applied
@@ -99,7 +100,7 @@ class Mirror:
         self._sub: Any = None
         self._nc: Any = None
         self._pub: Optional[Publisher] = None
-        self._recreate = asyncio.Event()
+        self._recreate: asyncio.Event
         self._refused: Dict[str, None] = {}
         self._top: Dict[int, int] = {}  # incarnation -> the newest change number seen in a record
         self._unfinished = 0  # "ended" read before the feed's last change: watches made again since
@@ -107,9 +108,16 @@ class Mirror:
     def stop(self) -> None:
         """Finish: stop watching and close the local feed's publisher (the feed stays, with its
         values, for another mirror to take over). ``run()`` then returns."""
-        self._stop.set()
+        self._stop_asked = True
+        if hasattr(self, "_stop"):
+            self._stop.set()
 
     async def run(self) -> MirrorStats:
+        self._stop = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._recreate = asyncio.Event()
+        if self._stop_asked:
+            self._stop.set()
         self._nc = await C.connect(self.options, self.report, on_reconnect=self._reconnected)
         try:
             kv = await self._wait_for_bucket()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from typing import Any, List, Optional, Tuple
 
 
@@ -26,7 +25,7 @@ def run(role: Any) -> Tuple[Any, Optional[str]]:
             try:
                 loop.add_signal_handler(sig, stop, name)
                 installed.append(sig)
-            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt (exit 130)
                 pass
         try:
             return await role.run()
@@ -34,7 +33,5 @@ def run(role: Any) -> Tuple[Any, Optional[str]]:
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
-    if sys.platform == "win32":  # the proactor loop cannot hand signals to a handler
-        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
     stats = asyncio.run(main())
     return stats, (reason[0] if reason else None)
