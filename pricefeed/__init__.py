@@ -41,6 +41,8 @@ from ._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset
 
 if TYPE_CHECKING:
     from ._act import ActResult, aact, act
+    from ._nats import Bridge, BridgeStats, Mirror, MirrorStats
+    from ._nats import Options as NatsOptions
 
 __version__ = "0.1.0"
 
@@ -60,6 +62,11 @@ __all__ = [
     "act",
     "aact",
     "ActResult",
+    "Bridge",
+    "Mirror",
+    "NatsOptions",
+    "BridgeStats",
+    "MirrorStats",
     "feed_names",
     "remove",
     "LAYOUT_VERSION",
@@ -89,10 +96,19 @@ __all__ = [
 ]
 
 
+_NATS = {"Bridge": "Bridge", "Mirror": "Mirror", "NatsOptions": "Options", "BridgeStats": "BridgeStats",
+         "MirrorStats": "MirrorStats"}  # fmt: skip
+
+
 def __getattr__(name: str) -> Any:
-    # act, aact and ActResult load the action pool (and asyncio) on first use only.
+    # act, aact and ActResult load the action pool (and asyncio) on first use only; the bridge
+    # and the mirror likewise (nats-py itself loads only when they connect).
     if name in ("act", "aact", "ActResult"):
         from . import _act
 
         return getattr(_act, name)
+    if name in _NATS:
+        from . import _nats
+
+        return getattr(_nats, _NATS[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
