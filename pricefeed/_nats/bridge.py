@@ -388,9 +388,12 @@ class Bridge:
             self.report(f"a put failed ({why}); retrying")
         self._failures += 1
         # Back off while puts fail (a stream electing its leader answers at once with 503):
-        # 50 ms, doubling to 1 s, until a put succeeds.
-        self._backoff = min(max(self._backoff * 2, 0.05), 1.0)
-        self._hold = time.monotonic() + self._backoff
+        # retries wait 50 ms, then twice as long after each wait that ended in failures again,
+        # up to 1 s, until a put succeeds. Failures during a wait do not lengthen it.
+        now = time.monotonic()
+        if now >= self._hold:
+            self._backoff = min(max(self._backoff * 2, 0.05), 1.0)
+            self._hold = now + self._backoff
         symbol, seq = q[0], q[-2]
         if self._newest.get(symbol, 0) > seq or symbol in self._pending:
             self._outstanding.pop(seq, None)  # superseded: the newer change carries the record

@@ -110,14 +110,20 @@ async def connect(
     where = ", ".join(kwargs["servers"])
     said = False
     nc: Any = None
+    errors: List[BaseException] = []  # what went wrong in the current first-connection attempt
+    refused = asyncio.Event()
 
     async def error_cb(exc: Exception) -> None:
-        if _refused(exc):
+        if nc is None:
+            errors.append(exc)
+            if _refused(exc):
+                refused.set()
+        elif _refused(exc):
             report(f"NATS refused us: {exc}")
 
     async def disconnected_cb() -> None:
         if nc is None or nc.is_closed or getattr(nc, "_pricefeed_closing", False):
-            return  # our own close()
+            return  # our own close(), or a first attempt that failed
         report(f"lost the connection to NATS ({where}); reconnecting")
         if on_disconnect is not None:
             await on_disconnect()
@@ -128,25 +134,51 @@ async def connect(
             await on_reconnect()
 
     while True:
-        try:
-            nc = await nats.connect(
-                **kwargs, allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+        errors.clear()
+        refused.clear()
+        # nats-py retries a first connection inside connect() for as long as its reconnect
+        # limit allows (forever with no limit), and a failed TLS handshake can leave it
+        # waiting: so the first connection is made with a limit of one retry per server, as a
+        # task this loop abandons at a refusal or the deadline; the limit is lifted once
+        # connected (the client reads it at each reconnection).
+        attempt = asyncio.ensure_future(
+            nats.connect(
+                **kwargs, allow_reconnect=True, max_reconnect_attempts=1, reconnect_time_wait=0.5,
                 connect_timeout=2, error_cb=error_cb, disconnected_cb=disconnected_cb,
                 reconnected_cb=reconnected_cb, ping_interval=5, max_outstanding_pings=2,
-            )  # fmt: skip
+            )
+        )  # fmt: skip
+        watch = asyncio.ensure_future(refused.wait())
+        left = 30.0 if deadline is None else max(0.1, min(30.0, deadline - time.monotonic()))
+        await asyncio.wait([attempt, watch], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        watch.cancel()
+        if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+            client = attempt.result()
+            client.options["max_reconnect_attempts"] = -1
+            nc = client
             return nc
-        except Exception as exc:  # nats-py raises many kinds: OSError, its own, TimeoutError
-            if _refused(exc):
-                raise RemoteError(f"NATS at {where} refused the connection: {exc or type(exc).__name__}") from None
-            if deadline is not None and time.monotonic() >= deadline:
-                raise RemoteError(
-                    f"could not connect to NATS at {where} within {options.connect_timeout:g} s: "
-                    f"{exc or type(exc).__name__}"
-                ) from None
-            if not said:
-                report(f"waiting for NATS at {where}: {exc or type(exc).__name__}")
-                said = True
-            await asyncio.sleep(0.5)
+        if attempt.done() and not attempt.cancelled():
+            errors.append(attempt.exception())
+        else:
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)
+        refusal = next((e for e in errors if _refused(e)), None)
+        if refusal is not None:
+            raise RemoteError(f"NATS at {where} refused the connection: {_text(refusal)}") from None
+        causes = [e for e in errors if not isinstance(e, nats.errors.NoServersError)]
+        cause = _text(causes[-1]) if causes else "no answer"
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RemoteError(
+                f"could not connect to NATS at {where} within {options.connect_timeout:g} s: {cause}"
+            ) from None
+        if not said:
+            report(f"waiting for NATS at {where}: {cause}")
+            said = True
+        await asyncio.sleep(0.5)
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 async def close(nc: Any, timeout: float = 2.0) -> None:

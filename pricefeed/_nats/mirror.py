@@ -104,6 +104,7 @@ class Mirror:
         self._refused: Dict[str, None] = {}
         self._top: Dict[int, int] = {}  # incarnation -> the newest change number seen in a record
         self._unfinished = 0  # "ended" read before the feed's last change: watches made again since
+        self._last_beat: Optional[Tuple[str, int]] = None  # the newest heartbeat seen: (bridge_id, time_ns)
 
     def stop(self) -> None:
         """Finish: stop watching and close the local feed's publisher (the feed stays, with its
@@ -338,7 +339,6 @@ class Mirror:
             rev = msg.metadata.sequence.stream
         except Exception:
             return
-        self._heard = time.monotonic()
         if rev <= self._rev:
             self.stats.repeats += 1
             return
@@ -349,8 +349,6 @@ class Mirror:
         if key == keys.BRIDGE_KEY:
             self._on_meta(msg.data)
             return
-        if self.bridge in ("stale", "waiting"):
-            self._live()
         symbol = keys.decode_key(key)
         if symbol is None or not wire.symbol_ok(symbol):
             self._malformed(key, "not the key of a symbol a feed can hold")
@@ -371,6 +369,10 @@ class Mirror:
                 self.stats.older += 1
             return
         self._last[symbol] = (rec.incarnation, rec.seq)
+        # A change not seen before is a word from the bridge; what a re-created watch replays is not.
+        self._heard = time.monotonic()
+        if self.bridge in ("stale", "waiting"):
+            self._live()
         pub = self._pub
         assert pub is not None
         try:
@@ -418,15 +420,22 @@ class Mirror:
             )
             self._recreate.set()
             return
-        if meta.bridge_id != old.bridge_id and self.bridge != "waiting":
-            self.report(f"bridge restarted (pid {meta.pid} on {meta.host})")
-        if meta.incarnation != old.incarnation:
-            self.report(f"feed {meta.feed!r} was created anew at the bridge's end")
+        # A heartbeat not seen before is a word from the bridge; a re-created watch replays the last one.
+        beat = (meta.bridge_id, meta.time_ns)
+        fresh = beat != self._last_beat
+        self._last_beat = beat
+        if fresh:
+            self._heard = time.monotonic()
+            if meta.bridge_id != old.bridge_id and self.bridge != "waiting":
+                self.report(f"bridge restarted (pid {meta.pid} on {meta.host})")
+            if meta.incarnation != old.incarnation:
+                self.report(f"feed {meta.feed!r} was created anew at the bridge's end")
         self._meta = meta
         self.stats.upstream_conflated = meta.conflated
         self.stats.upstream_gaps = meta.gaps
         if meta.state == "live":
-            self._live()
+            if fresh:
+                self._live()
         elif meta.state == "stopped" and self.bridge != "stopped":
             self.bridge = "stopped"
             self.report(f"bridge stopped (pid {meta.pid} on {meta.host}); waiting for it to come back")

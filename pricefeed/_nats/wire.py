@@ -109,8 +109,12 @@ def _object(data: bytes) -> Dict[str, Any]:
     if len(data) > MAX_VALUE:
         raise Malformed(f"value is {len(data)} bytes; at most {MAX_VALUE} expected")
     try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        text = data.decode("utf-8")  # json.loads(bytes) would also take UTF-16 and UTF-32
+    except UnicodeDecodeError as exc:
+        raise Malformed(f"value is not UTF-8: {exc}") from None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise Malformed(f"value is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise Malformed(f"value must be a JSON object: got {type(obj).__name__}")
@@ -157,7 +161,7 @@ def encode_meta(meta: Meta) -> bytes:
 def decode_meta(data: bytes) -> Meta:
     """The bridge's key, checked: Malformed saying what is wrong (another format included)."""
     obj = _object(data)
-    if obj.get("format") != FORMAT:
+    if type(obj.get("format")) is not int or obj.get("format") != FORMAT:
         raise Malformed(f"bridge key has format {_short(obj.get('format'))}; this pricefeed reads format {FORMAT}")
     raw = obj.get("fields")
     if not isinstance(raw, list) or not 1 <= len(raw) <= L.MAX_FIELDS:
