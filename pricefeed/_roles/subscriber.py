@@ -90,6 +90,11 @@ APPEAR_POLL = 0.02
 _ENDED = object()
 
 
+#: aupdates() lets the event loop run its other tasks at least once every this many items, even
+#: while the feed gives changes faster than they are taken.
+YIELD_EVERY = 256
+
+
 class Sleep(NamedTuple):
     """What ``aupdates`` asks its driver: sleep until the head may have passed ``cursor``, on
     ``words`` (None: the header's word), for at most ``seconds``."""
@@ -501,7 +506,8 @@ class Subscriber:
         are checked at the call, as ``updates()`` checks them. Cancelling the task that
         iterates, closing the iterator, or ending the loop releases the waiter when it was the
         last subscription using it. ``spin`` polls for up to that long before sleeping,
-        blocking the loop meanwhile."""
+        blocking the loop meanwhile. While changes keep coming faster than they are taken, it
+        still lets the loop run its other tasks every 256 changes."""
         return self._sleepless(self._start(symbols, timeout, conflate, snapshot, reattach, spin, on, after, True))
 
     async def _sleepless(self, changes: Generator[Any, Any, None]) -> AsyncIterator[Event]:
@@ -514,15 +520,23 @@ class Subscriber:
         waiter = loopwait.acquire(asyncio.get_running_loop(), self._waiter)
         try:
             reply: Optional[bool] = None
+            run = 0  # items given since the loop last ran other tasks
             while True:
                 try:
                     item = changes.send(reply)
                 except StopIteration:
                     return
                 if type(item) is Sleep:
+                    run = 0
                     reply = await waiter.sleep(self._listener, item.cursor, item.seconds, item.words)
                 else:
                     reply = None
+                    run += 1
+                    if run >= YIELD_EVERY:
+                        # A feed that never lets this subscription sleep must not starve the
+                        # loop's other tasks (a consumer's own sender, its network client).
+                        run = 0
+                        await asyncio.sleep(0)
                     yield item
         finally:
             changes.close()

@@ -439,3 +439,41 @@ def test_unknown_loop_wait_mode_is_refused(feed: str, monkeypatch: pytest.Monkey
 
     with pytest.raises(UnsupportedPlatform, match="PRICEFEED_LOOP_WAIT"):
         run(main())
+
+
+def test_a_busy_feed_lets_the_loop_run_other_tasks(feed: str) -> None:
+    """Changes that come faster than they are taken never let aupdates() sleep (here: the
+    snapshot of 3,000 symbols); it must still give the loop's other tasks a turn every
+    YIELD_EVERY items, or a consumer's own sender and network client starve."""
+    from pricefeed._roles.subscriber import YIELD_EVERY
+
+    with Publisher.create(feed, capacity=4096) as pub:
+        pub.publish_many({f"S{k}": float(k) for k in range(3000)})
+
+        async def main() -> List[int]:
+            ticks = 0
+            stop = False
+
+            async def other_task() -> None:
+                nonlocal ticks
+                while not stop:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            other = asyncio.ensure_future(other_task())
+            seen: List[int] = []
+            with Subscriber(feed) as sub:
+                async for q in sub.aupdates(snapshot=True, timeout=5):
+                    seen.append(ticks)
+                    if len(seen) == 3000:
+                        break
+            stop = True
+            await asyncio.wait_for(other, 5)
+            return seen
+
+        seen = asyncio.run(asyncio.wait_for(main(), 30))
+    runs, run = [], 1
+    for a, b in zip(seen, seen[1:]):
+        run = run + 1 if a == b else 1
+        runs.append(run)
+    assert max(runs) <= YIELD_EVERY + 1, f"the loop's other task waited {max(runs)} items"
