@@ -27,6 +27,7 @@ from .._roles.subscriber import Subscriber
 from .._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, format_fields
 from . import connect as C
 from . import keys, wire
+from .run import cancel
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Bridge:
         self._kv: Any = None
         self._sub: Optional[Subscriber] = None
         self._tokens = itertools.count(1)
+        self._subjects: Dict[str, str] = {}  # symbol -> the subject of its key
 
     # -- control -----------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -269,9 +271,7 @@ class Bridge:
             # the last records were stored would end its feed without them.
             final = await self._flush("ended" if follow.done() else "stopped")
         finally:
-            for t in (*tasks, follow, stop):
-                t.cancel()
-            await asyncio.gather(*tasks, follow, stop, return_exceptions=True)
+            await cancel([*tasks, follow, stop])
         self._state = final
         lost = len(self._pending) + len(self._inflight)
         if lost:
@@ -295,6 +295,8 @@ class Bridge:
                             continue
                         del have[symbol]  # past what the bucket holds: from here on, send
                 self._take(ev)
+                if len(self._pending) == 1 and self._ready():
+                    await self._send_one()  # the common case: straight out, without waking the sender
             elif isinstance(ev, Gap):
                 self.stats.gaps += ev.missed
                 self.report(f"fell a ring behind the feed: {ev.missed} changes missed, their symbols' newest sent")
@@ -325,13 +327,38 @@ class Bridge:
         self._head = seq
         self._wake.set()
 
+    def _ready(self) -> bool:
+        """Whether a put may go now: connected, not backing off, room in the pipeline."""
+        return self._nc.is_connected and len(self._inflight) < self.max_inflight and time.monotonic() >= self._hold
+
+    async def _send_one(self) -> None:
+        """Put the oldest waiting record (the caller checked _ready() and that one waits)."""
+        symbol = next(iter(self._pending))
+        q = self._pending.pop(symbol)
+        token = str(next(self._tokens))
+        self._inflight[token] = (q, time.monotonic())
+        payload = self._encoder.encode(symbol, q[1:-3], q[-1], q[-2], q[-3])
+        subject = self._subjects.get(symbol)
+        if subject is None:
+            subject = self._subjects[symbol] = self._prefix + keys.encode_symbol(symbol)
+        try:
+            await self._nc.publish(
+                subject, payload, reply=f"{self._inbox}.{token}",
+                headers={"Nats-Msg-Id": f"{self._incarnation:x}-{q[-2]}"},
+            )  # fmt: skip
+        except Exception as exc:  # the connection went while we wrote
+            if self._inflight.pop(token, None) is not None:
+                self._failed(q, str(exc) or type(exc).__name__)
+            await asyncio.sleep(0.05)
+
     async def _send(self) -> None:
-        nc, pending, inflight = self._nc, self._pending, self._inflight
-        subjects: Dict[str, str] = {}
+        """Send what waits, whenever woken: by a change taken while the pipeline was busy, an
+        acknowledgement that made room, the end of a backoff, or a reconnection."""
+        pending, inflight = self._pending, self._inflight
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while pending and nc.is_connected:
+            while pending and self._nc.is_connected:
                 hold = self._hold - time.monotonic()
                 if hold > 0:
                     await asyncio.sleep(hold)
@@ -340,25 +367,7 @@ class Bridge:
                     self._room.clear()
                     await self._room.wait()
                     continue
-                symbol = next(iter(pending))
-                q = pending.pop(symbol)
-                token = str(next(self._tokens))
-                inflight[token] = (q, time.monotonic())
-                payload = self._encoder.encode(symbol, q[1:-3], q[-1], q[-2], q[-3])
-                try:
-                    subject = subjects.get(symbol)
-                    if subject is None:
-                        subject = subjects[symbol] = self._prefix + keys.encode_symbol(symbol)
-                    await nc.publish(
-                        subject, payload, reply=f"{self._inbox}.{token}",
-                        headers={"Nats-Msg-Id": f"{self._incarnation:x}-{q[-2]}"},
-                    )  # fmt: skip
-                except Exception as exc:  # the connection went while we wrote
-                    if inflight.pop(token, None) is not None:
-                        self._failed(q, str(exc) or type(exc).__name__)
-                    await asyncio.sleep(0.05)
-            if pending:  # disconnected: wait to be woken by the reconnection
-                continue
+                await self._send_one()
 
     async def _on_ack(self, msg: Any) -> None:
         token = msg.subject.rpartition(".")[2]

@@ -25,9 +25,12 @@ from .._roles.publisher import Publisher
 from .._values import format_fields
 from . import connect as C
 from . import keys, wire
+from .run import cancel
 
 #: At most this many lines about malformed entries are reported; all are counted.
 MAX_REPORTED = 20
+#: Keys whose symbols are remembered (decoding one takes a regular expression and a loop).
+MAX_KEYS_CACHED = 1 << 20
 #: How many times the watch is made again, a second apart, when the bridge says the feed ended
 #: before its last change arrived here; then the local feed is ended anyway.
 MAX_LOOKS = 10
@@ -104,6 +107,7 @@ class Mirror:
         self._refused: Dict[str, None] = {}
         self._top: Dict[int, int] = {}  # incarnation -> the newest change number seen in a record
         self._unfinished = 0  # "ended" read before the feed's last change: watches made again since
+        self._symbols: Dict[str, Optional[str]] = {}  # key -> its symbol (None: not a symbol's key)
         self._last_beat: Optional[Tuple[str, int]] = None  # the newest heartbeat seen: (bridge_id, time_ns)
 
     def stop(self) -> None:
@@ -256,9 +260,7 @@ class Mirror:
             if watchdog.done():
                 watchdog.result()
         finally:
-            for t in (stop, ended, watchdog):
-                t.cancel()
-            await asyncio.gather(stop, ended, watchdog, return_exceptions=True)
+            await cancel([stop, ended, watchdog])
             if self._sub is not None:
                 try:
                     await asyncio.wait_for(self._sub.unsubscribe(), 2.0)
@@ -349,8 +351,13 @@ class Mirror:
         if key == keys.BRIDGE_KEY:
             self._on_meta(msg.data)
             return
-        symbol = keys.decode_key(key)
-        if symbol is None or not wire.symbol_ok(symbol):
+        symbol = self._symbols.get(key, "")
+        if symbol == "":
+            if len(self._symbols) >= MAX_KEYS_CACHED:
+                self._symbols.clear()  # a bucket of more keys than a feed has symbols: keep bounded
+            symbol = keys.decode_key(key)
+            self._symbols[key] = symbol = symbol if symbol is not None and wire.symbol_ok(symbol) else None
+        if symbol is None:
             self._malformed(key, "not the key of a symbol a feed can hold")
             return
         assert self._meta is not None

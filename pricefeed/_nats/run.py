@@ -1,11 +1,11 @@
 """Running a bridge or a mirror as a command: on an event loop of its own, with SIGINT and SIGTERM
-asking it to stop gracefully (it says which stopped it), and each report a line on stderr."""
+asking it to stop gracefully (it says which stopped it); and stopping the tasks of one."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 
 def run(role: Any) -> Tuple[Any, Optional[str]]:
@@ -35,3 +35,20 @@ def run(role: Any) -> Tuple[Any, Optional[str]]:
 
     stats = asyncio.run(main())
     return stats, (reason[0] if reason else None)
+
+
+async def cancel(tasks: Sequence[asyncio.Future[Any]], timeout: float = 2.0) -> None:
+    """Cancel ``tasks`` and wait for them to end, at most ``timeout`` seconds, cancelling again
+    those still running: asyncio.wait_for (which nats-py's requests use) can swallow a cancel
+    that lands as its own wait completes, and a task that loops would then never end."""
+    left = [t for t in tasks if not t.done()]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while left and loop.time() < deadline:
+        for t in left:
+            t.cancel()
+        await asyncio.wait(left, timeout=min(0.1, max(0.0, deadline - loop.time())))
+        left = [t for t in left if not t.done()]
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            t.exception()  # retrieved: no "exception was never retrieved" warning
