@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .._errors import InvalidInput, RemoteError
 from .._roles.subscriber import Subscriber
-from .._values import Gap, PublisherGone, PublisherRestarted, Quote, Reset, format_fields
+from .._values import PublisherGone, PublisherRestarted, Quote, Reset, format_fields
 from . import connect as C
 from . import keys, wire
 from .run import cancel
@@ -32,19 +32,18 @@ from .run import cancel
 
 @dataclass
 class BridgeStats:
-    """What a bridge did: ``taken`` changes from the feed (``skipped`` of them the bucket held
-    already); ``sent`` puts acknowledged (``duplicates`` of them dropped by NATS as repeats of
-    a put already stored); ``conflated`` changes replaced by a newer change of their symbol
-    before they were sent; ``gaps`` changes the bridge missed by falling a ring behind the feed
-    (their symbols' newest values were sent); ``retried`` puts sent again after a failure or a
-    lost acknowledgement; ``disconnects`` from NATS."""
+    """What a bridge did: ``taken`` changes of the feed it followed, each of them then put
+    (``sent``, once acknowledged), ``conflated`` (never put, because a newer change of its
+    symbol was put instead: while NATS was slower than the feed, or between two looks of the
+    bridge at a busy feed), or ``skipped`` (the bucket held it already); ``duplicates`` of the
+    puts were dropped by NATS as repeats of one already stored; ``retried`` puts were sent again
+    after a failure or a lost acknowledgement; ``disconnects`` from NATS."""
 
     taken: int = 0
     skipped: int = 0
     sent: int = 0
     duplicates: int = 0
     conflated: int = 0
-    gaps: int = 0
     retried: int = 0
     disconnects: int = 0
 
@@ -280,11 +279,20 @@ class Bridge:
         return self.stats
 
     async def _follow(self, sub: Subscriber, after: Optional[int]) -> None:
+        """Take the feed's changes, conflated by the subscriber while the bridge is busy (it
+        gives each symbol's newest change, in feed order, and never a Gap): each change it
+        passed over was superseded by one given later, and is counted as conflated."""
         have = self._have
-        async for ev in sub.aupdates(after=after, snapshot=after is None):
+        seen = after if after is not None else sub.head  # changes up to here are not counted
+        async for ev in sub.aupdates(after=after, snapshot=after is None, conflate=True):
             if isinstance(ev, Quote):
                 symbol, seq = ev[0], ev[-2]
-                self.stats.taken += 1
+                if seq > seen:
+                    self.stats.taken += seq - seen
+                    self.stats.conflated += seq - seen - 1
+                    seen = seq
+                else:  # the current values the bridge starts with
+                    self.stats.taken += 1
                 if have:
                     held = have.get(symbol)
                     if held is not None:
@@ -297,9 +305,6 @@ class Bridge:
                 self._take(ev)
                 if len(self._pending) == 1 and self._ready():
                     await self._send_one()  # the common case: straight out, without waking the sender
-            elif isinstance(ev, Gap):
-                self.stats.gaps += ev.missed
-                self.report(f"fell a ring behind the feed: {ev.missed} changes missed, their symbols' newest sent")
             elif isinstance(ev, PublisherGone):
                 self._publisher = "gone"
                 await self._put_meta()
@@ -311,7 +316,7 @@ class Bridge:
                 self._incarnation = ev.incarnation
                 self._encoder = wire.RecordEncoder(self._fields, self._incarnation)
                 self._outstanding.clear()  # sequence numbers start again: acked counts the new feed's
-                self._head = 0
+                self._head = seen = 0
                 self._have.clear()
                 await self._put_meta()
 
@@ -447,7 +452,7 @@ class Bridge:
         return wire.Meta(
             self.feed, self._incarnation, self._fields, self._capacity, self._state, self._publisher,
             self._head, self.acked, round(self.heartbeat * 1000), time.time_ns(), self.bridge_id,
-            socket.gethostname(), os.getpid(), self.stats.sent, self.stats.conflated, self.stats.gaps,
+            socket.gethostname(), os.getpid(), self.stats.sent, self.stats.conflated,
         )  # fmt: skip
 
     async def _put_meta(self) -> None:

@@ -44,7 +44,7 @@ class MirrorStats:
     current record); ``older`` records of a change older than one applied (never applied);
     ``malformed`` entries refused (not this format, or a symbol or value the feed cannot hold);
     ``watches`` watch (re-)creations; ``stale`` times the bridge went silent;
-    ``upstream_conflated`` and ``upstream_gaps``: the bridge's own counts, from its key."""
+    ``upstream_conflated``: the bridge's own count, from its key."""
 
     applied: int = 0
     unchanged: int = 0
@@ -54,7 +54,6 @@ class MirrorStats:
     watches: int = 0
     stale: int = 0
     upstream_conflated: int = 0
-    upstream_gaps: int = 0
 
 
 class Mirror:
@@ -439,7 +438,6 @@ class Mirror:
                 self.report(f"feed {meta.feed!r} was created anew at the bridge's end")
         self._meta = meta
         self.stats.upstream_conflated = meta.conflated
-        self.stats.upstream_gaps = meta.gaps
         if meta.state == "live":
             if fresh:
                 self._live()

@@ -57,7 +57,6 @@ class Meta(NamedTuple):
     pid: int
     sent: int
     conflated: int
-    gaps: int
 
 
 STATES = ("live", "stopped", "ended")
@@ -185,7 +184,7 @@ def decode_meta(data: bytes) -> Meta:
         _str(obj, "feed"), _int(obj, "incarnation"), schema, _int(obj, "capacity", 1, L.MAX_CAPACITY),
         state, publisher, _int(obj, "head"), _int(obj, "acked"), _int(obj, "interval_ms", 1, 3_600_000),
         _int(obj, "time_ns"), _str(obj, "bridge_id", 64), _str(obj, "host"), _int(obj, "pid"),
-        _int(obj, "sent"), _int(obj, "conflated"), _int(obj, "gaps"),
+        _int(obj, "sent"), _int(obj, "conflated"),
     )  # fmt: skip
 
 

@@ -303,8 +303,7 @@ def test_a_plain_nats_client_reads_the_bucket_by_the_specification_alone(
 
     meta = json.loads(bridge_key.decode("utf-8"))
     assert set(meta) == {"format", "feed", "incarnation", "fields", "capacity", "state", "publisher", "head",
-                         "acked", "interval_ms", "time_ns", "bridge_id", "host", "pid", "sent", "conflated",
-                         "gaps"}  # fmt: skip
+                         "acked", "interval_ms", "time_ns", "bridge_id", "host", "pid", "sent", "conflated"}  # fmt: skip
     assert meta["format"] == 1 and meta["feed"] == src and meta["fields"] == schema, meta
     assert meta["capacity"] == 64 and meta["state"] == "ended" and meta["publisher"] in ("alive", "gone"), meta
     assert meta["head"] == meta["acked"] == 2 * len(SPEC_SYMBOLS), meta

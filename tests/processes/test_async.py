@@ -463,7 +463,7 @@ def test_a_busy_feed_lets_the_loop_run_other_tasks(feed: str) -> None:
             other = asyncio.ensure_future(other_task())
             seen: List[int] = []
             with Subscriber(feed) as sub:
-                async for q in sub.aupdates(snapshot=True, timeout=5):
+                async for _q in sub.aupdates(snapshot=True, timeout=5):
                     seen.append(ticks)
                     if len(seen) == 3000:
                         break

@@ -333,7 +333,7 @@ def _meta(**changes: Any) -> wire.Meta:
     base = wire.Meta(
         feed="prices.eu", incarnation=77, fields=FIELDS, capacity=1024, state="live", publisher="alive", head=10,
         acked=9, interval_ms=1000, time_ns=1_700_000_000_000_000_000, bridge_id="0123456789abcdef", host="h1",
-        pid=4321, sent=9, conflated=1, gaps=0,
+        pid=4321, sent=9, conflated=1,
     )  # fmt: skip
     return base._replace(**changes)
 
@@ -348,7 +348,7 @@ def test_the_bridge_key_round_trips_and_is_the_documented_object() -> None:
         "format": 1, "feed": "prices.eu", "incarnation": 77,
         "fields": [["bid", "f64"], ["ask", "f64"], ["size", "i64"]], "capacity": 1024, "state": "live",
         "publisher": "alive", "head": 10, "acked": 9, "interval_ms": 1000, "time_ns": 1_700_000_000_000_000_000,
-        "bridge_id": "0123456789abcdef", "host": "h1", "pid": 4321, "sent": 9, "conflated": 1, "gaps": 0,
+        "bridge_id": "0123456789abcdef", "host": "h1", "pid": 4321, "sent": 9, "conflated": 1,
     }  # fmt: skip
     assert len(wire.encode_meta(_meta(fields=tuple((f"field{k}", F64) for k in range(16))))) < wire.MAX_VALUE
 
