@@ -205,6 +205,20 @@ def churn_publish(feed: str, seed: str) -> None:
                 pub.publish(f"S{s % 37}", s + 0.5, time_ns=s)
 
 
+def flood_publish(feed: str, seconds: str) -> None:
+    """Take the feed over and publish batches of 100 changes (S0..S99, each a growing number)
+    as fast as possible for ``seconds``, then end the feed; report how many changes were made."""
+    with Publisher.open(feed) as pub:
+        print(json.dumps({"started": True}), flush=True)
+        stop = time.monotonic() + float(seconds)
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            pub.publish_many({f"S{k}": float(n) for k in range(100)})
+        pub.end()
+        print(json.dumps({"changes": pub.head}), flush=True)
+
+
 def _sleep_until(start: str) -> None:
     delay = float(start) - time.time()
     if delay > 0:

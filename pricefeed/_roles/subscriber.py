@@ -91,7 +91,8 @@ _ENDED = object()
 
 
 #: aupdates() lets the event loop run its other tasks at least once every this many items, even
-#: while the feed gives changes faster than they are taken.
+#: while the feed gives changes faster than they are taken; and a conflating subscription gives
+#: an item at least once every this many changes, even while the feed never goes quiet.
 YIELD_EVERY = 256
 
 
@@ -465,7 +466,8 @@ class Subscriber:
         for the next Quote before raising Timeout (None or inf: forever). ``snapshot``: first
         yield the current value of every (chosen) symbol. ``conflate``: yield only the newest
         value of each symbol that changed since the last item was taken: a consumer that is
-        slow gets fewer, fresher items and never a Gap, and still never the same change twice.
+        slow gets fewer, fresher items and never a Gap, and still never the same change twice
+        (an item comes at least every 256 changes, even while the feed never goes quiet).
         ``reattach``: when the feed is removed and created anew, follow the new one (after a
         Reset event); False raises FeedReset instead. ``spin``: seconds to keep polling the
         head before sleeping in the kernel (say 50e-6): a change that comes within it is seen
@@ -672,6 +674,7 @@ class Subscriber:
             on,
         )  # fmt: skip
         self._retarget(follow, wanted)
+        held = 0  # changes held since one was given: a feed that never goes idle still gives
         while True:
             follow.block = not (pending or sleepless)
             item = next(follow)
@@ -686,10 +689,15 @@ class Subscriber:
                         continue
                 if conflate:
                     hold(item)
-                    continue
+                    held += 1
+                    if held < YIELD_EVERY:
+                        continue
+                    item = pending.pop(next(iter(pending)))  # the oldest, as when idle
+                held = 0
                 yield item
             elif item == F.IDLE:
                 if pending:  # give the oldest
+                    held = 0
                     yield pending.pop(next(iter(pending)))
                 else:  # sleepless: the caller sleeps for the loop
                     limit = WATCH_SLICE

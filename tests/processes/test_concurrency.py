@@ -14,7 +14,8 @@ from typing import Dict, List
 import pytest
 from conftest import Proc, blocked_in_futex, check_follower, wait_until, worker
 
-from pricefeed import Publisher
+from pricefeed import Publisher, Subscriber
+from pricefeed import _protocol as protocol
 
 #: Every test here runs on each implementation of the protocol (see the impl fixture).
 pytestmark = pytest.mark.usefixtures("impl")
@@ -193,3 +194,26 @@ def test_subscribers_wake_only_for_their_own_symbols(feed: str, procs: List[Proc
         total_wakeups += got["wakeups"]
     # +n: the end of the feed wakes everyone once.
     assert total_wakeups <= 2 * concerning + n, f"{total_wakeups} wake-ups for {concerning} changes that concern them"
+
+
+def test_a_conflating_subscriber_is_given_items_while_the_feed_never_goes_quiet(
+    feed: str, procs: List[Proc], impl: protocol.Implementation
+) -> None:
+    """A publisher flat out (batches of 100 changes, millions a second) never lets the feed go
+    quiet, so a conflating subscriber that waited for a quiet moment to give an item would give
+    none until the end: it gives one at least every 256 changes, each a symbol's newest."""
+    with Publisher.create(feed, capacity=256) as pub:
+        pub.publish("S0", 0.0)
+    with Subscriber(feed) as sub:
+        p = Proc(worker("flood_publish", feed, 2))
+        procs.append(p)
+        assert p.json_line(30) == {"started": True}
+        during, last = 0, {}
+        for q in sub.updates(conflate=True, timeout=30):
+            if not sub.ended:
+                during += 1
+            assert q.price > last.get(q.symbol, -1.0), f"{q.symbol} went back from {last[q.symbol]} to {q.price}"
+            last[q.symbol] = q.price
+        made = p.json_line(30)["changes"]
+    assert during >= 100, f"only {during} items while the publisher made {made} changes"
+    assert last == {f"S{k}": last["S0"] for k in range(100)} and last["S0"] == made // 100
