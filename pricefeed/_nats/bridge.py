@@ -56,7 +56,7 @@ def _check_positive(name: str, value: float, low: float = 0.0) -> float:
 
 class Bridge:
     """Carries feed ``feed`` to the bucket ``bucket`` (default: keys.bucket_for(feed)) of the
-    NATS at ``nats`` (a URL, several separated by commas, or a connect.Options with
+    NATS at ``nats`` (a URL, several separated by commas, or a NatsOptions with
     credentials and TLS). ``await bridge.run()`` returns the stats when the feed is ended for
     good (after sending everything) or after ``stop()``; ``wait``: wait for the feed to appear,
     as ``Subscriber(wait=...)``. ``replicas``: the bucket's, if the bridge creates it.
