@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Tuple
 
 from .._protocol import layout as L
 from .._values import check_symbol
@@ -195,9 +195,3 @@ def symbol_ok(symbol: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def describe(meta: Optional[Meta]) -> str:
-    if meta is None:
-        return "no bridge has written this bucket yet"
-    return f"feed {meta.feed!r} (bridge {meta.bridge_id} on {meta.host}, pid {meta.pid}), {meta.state}"
