@@ -158,7 +158,9 @@ class LocalServer:
     URLs) makes the server a member of JetStream cluster ``cluster_name`` (default ``"pf"``),
     under ``server_name`` (default: a unique name). ``http_port`` enables the monitoring
     endpoint. ``log_file`` receives the server's output (appended); by default it goes to the
-    private folder. ``extra_args`` are added to the server's command line.
+    private folder. ``extra_args`` are added to the server's command line, and ``settings`` (a
+    dict of nats-server's configuration, such as ``{"authorization": {"users": [...]}}``) over
+    the configuration it writes.
 
     Use it as a context manager (it starts on entry unless started, and closes on exit), or
     call `start` and `close`.
@@ -178,6 +180,7 @@ class LocalServer:
         log_file: Optional[str] = None,
         http_port: Optional[int] = None,
         extra_args: Sequence[str] = (),
+        settings: Optional[Dict[str, Any]] = None,
     ) -> None:
         self._binary = find_server()
         self._host = host
@@ -189,6 +192,7 @@ class LocalServer:
         self._routes = list(routes)
         self._http_port = http_port
         self._extra_args = list(extra_args)
+        self._settings = dict(settings or {})
         self._owned = _Owned()
         self._closed = False
         private = tempfile.mkdtemp(prefix="pricefeed-nats-")
@@ -411,6 +415,7 @@ class LocalServer:
                 "port": self._cluster_port,
                 "routes": self._routes,
             }
+        config.update(self._settings)
         return config
 
     def _write_config(self, config: Optional[Dict[str, Any]] = None) -> None:
