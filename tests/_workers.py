@@ -641,5 +641,36 @@ def async_many(feed: str, count: str, loop: str = "asyncio", ending: str = "retu
     print(json.dumps({"before": before, "after": _resources(feed), "interrupted": interrupted}), flush=True)
 
 
+#: The schema of the recorder's tests: two floats and an integer.
+RECORDED = "bid:f64,ask:f64,size:i64"
+RECORDED_SYMBOLS = 100
+
+
+def recorded_change(k: int) -> tuple:
+    """Change k of the recorder's tests (seq k on a new feed): symbol S<k % 100>; every fourth
+    sets the bid alone, the others every field, each value new."""
+    symbol = f"S{k % RECORDED_SYMBOLS}"
+    if k % 4 == 0:
+        return symbol, {"bid": k + 0.25}
+    return symbol, {"bid": k + 0.25, "ask": k + 0.5, "size": -k}
+
+
+def record_publish(feed: str, count: str, batch: str = "1000") -> None:
+    """Publish recorded_change(1..count) as fast as possible, in publish_many batches of
+    `batch`; end the feed; report the rate."""
+    n, size = int(count), int(batch)
+    with Publisher.open(feed) as pub:
+        print("ready", flush=True)
+        start = time.perf_counter()
+        k = 1
+        while k <= n:
+            top = min(k + size, n + 1)
+            pub.publish_many([recorded_change(j) for j in range(k, top)])
+            k = top
+        seconds = time.perf_counter() - start
+        pub.end()
+    print(json.dumps({"published": n, "seconds": seconds, "head": n}), flush=True)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])

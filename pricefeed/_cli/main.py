@@ -91,7 +91,11 @@ def exit_codes() -> List[Tuple[int, str, str]]:
         rows.append((cls.exit_code, f"`{name}`", doc))
     rows.append((EXIT_INTERRUPTED, "—", "Interrupted by Ctrl-C (SIGINT)."))
     rows.append(
-        (EXIT_TERMINATED, "—", "`subscribe --exec`, `bridge` or `mirror` stopped by SIGTERM (after its graceful stop).")
+        (
+            EXIT_TERMINATED,
+            "—",
+            "`subscribe --exec`, `bridge`, `mirror` or `record` stopped by SIGTERM (after its graceful stop).",
+        )
     )
     rows.sort(key=lambda r: r[0])
     return rows
@@ -915,6 +919,152 @@ def nats_server(host: str, port: int, store_dir: Optional[str], token: Optional[
     code = serve(host, port, store_dir, token)
     if code:
         raise click.exceptions.Exit(code)
+
+
+# -- recording (pricefeed._record, loaded only by these commands) -------------------------------------
+def _new_recording(path: str) -> str:
+    from .._record.format import check_new_path
+
+    return check_new_path(path)
+
+
+def _recording(path: str) -> str:
+    from .._record.format import check_existing_path
+
+    return check_existing_path(path)
+
+
+def _fsync(text: str) -> Any:
+    from .._record.recorder import parse_fsync
+
+    return parse_fsync(text)
+
+
+@cli.command()
+@feed_argument()
+@click.argument("file", callback=_usage(_new_recording))
+@click.option(
+    "--from-now",
+    is_flag=True,
+    help="A new FILE starts after FEED's head: only changes from now on (default: every change FEED "
+    "still holds, from its first).",
+)
+@click.option(
+    "--fsync",
+    default="1",
+    show_default=True,
+    callback=_usage(_fsync),
+    metavar="SECONDS|batch|never",
+    help="Sync FILE to disk every SECONDS while it is written to, after every write (batch), or never "
+    "(the system does, in its own time). A kill -9 loses nothing written either way.",
+)
+@click.option("--wait", is_flag=True, help="If FEED does not exist yet, wait for it (instead of exit 3).")
+@trust_options(publisher=False)
+def record(feed: str, file: str, from_now: bool, fsync: Any, wait: bool, owner: Optional[str],
+           allow_world_writable: bool) -> None:  # fmt: skip
+    """Append every change of FEED, whole (symbol, every field, changed fields, seq, time_ns), to
+    the recording FILE, until FEED is ended for good (exit 0), Ctrl-C (130) or SIGTERM (143),
+    every complete change written and synced first. A FILE that exists must be a recording of
+    this FEED (exit 7 otherwise): it resumes after the last change it holds, a torn last entry
+    (a recorder killed mid-write) cut off first. Changes the feed's ring no longer held are a
+    gap, recorded as one; reports go to stderr. FILE is a header (the feed's name, incarnation
+    and fields), then one entry per change or event, each with its length and a CRC32."""
+    from .._record.recorder import run_command
+
+    with _hint(FeedNotFound, " (--wait waits for it to appear; pricefeed ls lists the feeds there are)"):
+        result = run_command(feed, file, from_now=from_now, fsync=fsync, wait=wait, owner=owner,
+                             allow_world_writable=allow_world_writable, report=_reporter("record"))  # fmt: skip
+    click.echo(
+        f"pricefeed record: {result.reason}: changes={result.changes} gaps={result.gaps} missed={result.missed} "
+        f"bytes={result.bytes} seconds={result.seconds:.3f}",
+        err=True,
+    )
+    if result.reason == "interrupted":
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)
+    if result.reason == "terminated":
+        raise click.exceptions.Exit(EXIT_TERMINATED)
+
+
+@cli.command()
+@click.argument("file", callback=_usage(_recording))
+@feed_argument()
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=1e-6, max=1e6),
+    metavar="X",
+    help="Publish with the recorded spacing divided by X (default 1: as recorded; 2: twice as fast).",
+)
+@click.option("--as-fast-as-possible", "fast", is_flag=True, help="Publish back to back, in batches.")
+@click.option(
+    "--original-time",
+    is_flag=True,
+    help="Publish each change with its recorded time stamp (default: the time of the replay).",
+)
+@click.option("--end", "end_feed", is_flag=True, help="End FEED for good when done (subscribers finish).")
+@click.option(
+    "--capacity",
+    callback=_parsed(parse_capacity),
+    metavar="N",
+    help=f"Most symbols FEED can hold, if it is created (default: the recording's symbols, at least "
+    f"{L.DEFAULT_CAPACITY}).",
+)
+@click.option(
+    "--ring",
+    "ring_size",
+    default=str(L.DEFAULT_RING),
+    show_default=True,
+    callback=_parsed(parse_ring),
+    metavar="N",
+    help="Changes kept for subscribers that fall behind, if FEED is created.",
+)
+@click.option(
+    "--mode",
+    default="0600",
+    show_default=True,
+    callback=_parsed(parse_mode),
+    metavar="OCTAL",
+    help="Permissions of FEED, if it is created.",
+)
+@trust_options(publisher=True)
+def replay(file: str, feed: str, speed: Optional[float], fast: bool, original_time: bool, end_feed: bool,
+           capacity: Optional[int], ring_size: int, mode: int, owner: Optional[str],
+           allow_world_writable: bool) -> None:  # fmt: skip
+    """Publish the changes recorded in FILE into FEED again, each whole, in order: FEED is
+    created with the recording's fields, or opened if it has the same ones (exit 7 if it has
+    others, publishing nothing). A damaged FILE publishes nothing (exit 7); a torn last entry
+    is left out."""
+    from .._record.replayer import replay as run_replay
+
+    if fast and speed is not None:
+        raise click.UsageError("--speed and --as-fast-as-possible exclude each other")
+    result = run_replay(file, feed, speed=None if fast else (speed or 1.0), original_time=original_time,
+                        end=end_feed, capacity=capacity, ring_size=ring_size, mode=mode, owner=owner,
+                        allow_world_writable=allow_world_writable, report=_reporter("replay"))  # fmt: skip
+    click.echo(
+        f"pricefeed replay: {_plural(result.changes, 'change')} of {file!r} into feed {feed!r} in "
+        f"{result.seconds:.3f} s ({result.published} changed the feed)",
+        err=True,
+    )
+
+
+@cli.command()
+@click.argument("file", callback=_usage(_recording))
+@click.option("--to-csv", metavar="OUT", help="Write CSV (RFC 4180) to OUT; - for standard output.")
+@click.option("--to-parquet", metavar="OUT",
+              help="Write Parquet to OUT (needs pyarrow: pip install 'pricefeed[parquet]').")  # fmt: skip
+def export(file: str, to_csv: Optional[str], to_parquet: Optional[str]) -> None:
+    """Write the changes recorded in FILE as a table, one row per change: seq, time_ns, symbol,
+    each field, changed (the names of the fields the change set). OUT is replaced whole once
+    written; a damaged FILE writes nothing (exit 7)."""
+    from .._record import export as E
+
+    if (to_csv is None) == (to_parquet is None):
+        raise click.UsageError("give one of --to-csv OUT and --to-parquet OUT")
+    result = E.to_csv(file, to_csv) if to_csv is not None else E.to_parquet(file, str(to_parquet))
+    others = "".join(f" {name}={count}" for name, count in sorted(result.events.items()))
+    torn = f"; left out a torn tail of {result.torn} bytes" if result.torn else ""
+    click.echo(f"pricefeed export: {_plural(result.rows, 'row')} to {to_csv or to_parquet!r}"
+               f"{'; other entries:' + others if others else ''}{torn}", err=True)  # fmt: skip
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
