@@ -250,20 +250,32 @@ def test_subscribe_timeout_exit_code(feed: str) -> None:
 
 @posix_only
 def test_gap_event_in_json(feed: str, procs: List[Proc]) -> None:
+    """While the subscriber acts on one change, a burst laps its ring of 8: a gap event, in
+    JSON, right after the change it acted on."""
     run("create", feed, "--ring", "8")
-    sub = Proc(cli("subscribe", feed, "--json", "--exec", "sleep 0.2", "--count", "3", "--timeout", "30"))
+    sub = Proc(cli("subscribe", feed, "--json", "--exec", 'echo "acting $PRICEFEED_SEQ"; sleep 0.5', "--count", "3",
+                   "--timeout", "30"))  # fmt: skip
     procs.append(sub)
     wait_until(lambda: blocked_in_futex(sub.pid), 30, "subscriber to block")
     with Publisher.open(feed) as pub:
-        pub.publish("A", 0.0)
-        time.sleep(0.05)
+        # The burst must come while the action runs: wait for the action to say it started (a
+        # subscriber slow to start, on a loaded machine, may not have seen the first change).
+        taken = 0
+        for attempt in range(5):
+            pub.publish("A", float(attempt))
+            try:
+                taken = int(sub.readline(timeout=5).split()[1])
+                break
+            except AssertionError:
+                continue
+        assert taken, f"the subscriber acted on nothing: {sub.stderr}"
         for i in range(1, 50):
-            pub.publish("AB"[i % 2], float(i))
-    code, _, err = sub.finish(timeout=60)
-    assert code == 0
+            pub.publish("AB"[i % 2], 100.0 + i)
+    code, out, err = sub.finish(timeout=60)
+    assert code == 0, f"exit {code}\nstdout:\n{out}\nstderr:\n{err}"
     events = [json.loads(line) for line in err.splitlines()]
     gap = next(e for e in events if e["event"] == "gap")
-    assert gap["missed"] > 0 and gap["first_seq"] == 2
+    assert gap["missed"] > 0 and gap["first_seq"] == taken + 1, (taken, events)
 
 
 @posix_only
