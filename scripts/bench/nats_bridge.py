@@ -81,6 +81,7 @@ if __package__ in (None, ""):  # run as a file: the checkout, not this folder , 
         sys.path.insert(0, ROOT)
 
 import pricefeed  # noqa: E402
+from pricefeed._bench.stats import percentile  # noqa: E402
 
 Result = Dict[str, Any]
 
@@ -821,15 +822,6 @@ def worker_main(role: str, raw: str) -> int:
 # =================================================================================================
 # Figures
 # =================================================================================================
-def percentile(ordered: Sequence[float], p: float) -> float:
-    if not ordered:
-        return math.nan
-    rank = (len(ordered) - 1) * p / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def summarise(samples: Sequence[float]) -> Result:
     ordered = sorted(samples)
     out: Result = {"n": len(ordered)}
