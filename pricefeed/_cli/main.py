@@ -1126,6 +1126,14 @@ def selftest(backends: Tuple[str, ...], only: Optional[str], list_only: bool) ->
         raise click.exceptions.Exit(code)
 
 
+# -- observing (their own modules: pricefeed._observe, loaded only by these commands) -------------
+from .metrics import metrics  # noqa: E402  (they import the helpers above)
+from .top import top  # noqa: E402
+
+cli.add_command(top)
+cli.add_command(metrics)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI and return its exit code (the one place errors become exits)."""
     try:

