@@ -5,7 +5,7 @@
     python scripts/gen_docs.py --check  # exit 1 if any section is out of date
 
 docs/layout.md's field tables come from pricefeed._protocol.layout, docs/cli.md's exit-code table from
-the error classes. tests/docs/test_docs.py runs the check, so the docs cannot drift from the code.
+the error classes, docs/observability.md's registry tables from pricefeed._registry.layout. tests/docs/test_docs.py runs the check, so the docs cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from pricefeed._cli.main import exit_code_table  # noqa: E402
 from pricefeed._protocol import layout as _layout  # noqa: E402
+from pricefeed._registry import layout as _registry  # noqa: E402
 
 BEGIN = "<!-- BEGIN GENERATED {} -->"
 END = "<!-- END GENERATED {} -->"
@@ -26,6 +27,7 @@ END = "<!-- END GENERATED {} -->"
 SECTIONS: Dict[Tuple[str, str], Callable[[], str]] = {
     ("docs/layout.md", "TABLES"): _layout.markdown_tables,
     ("docs/cli.md", "EXIT CODES"): exit_code_table,
+    ("docs/observability.md", "REGISTRY"): _registry.markdown_tables,
 }
 
 

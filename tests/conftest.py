@@ -19,6 +19,7 @@ import pytest
 
 from pricefeed import _protocol as protocol
 from pricefeed._errors import PricefeedError
+from pricefeed._registry import registry
 from pricefeed._segment import Segment, segment_name, segment_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,8 @@ posix_only = pytest.mark.skipif(WINDOWS, reason="POSIX-specific: signals, fork o
 
 
 def unlink_feed(name: str) -> None:
-    """Remove whatever is under the feed's name, as pricefeed itself would."""
+    """Remove whatever is under the feed's name, as pricefeed itself would, and its registry."""
+    registry.remove(name)
     try:
         seg = Segment.open(name, writable=False)
     except PricefeedError:

@@ -132,7 +132,7 @@ def run_demo(seconds: float, out: Callable[[str], None]) -> None:
 
 def _wait_for(feed: str, child: subprocess.Popen[bytes]) -> Subscriber:
     try:
-        return Subscriber(feed, wait=START_SECONDS)
+        return Subscriber(feed, wait=START_SECONDS, label="pricefeed demo")
     except FeedNotFound:
         raise PricefeedError(
             f"the demo's publisher (pid {child.pid}) did not create its feed within {START_SECONDS:g} s"

@@ -46,6 +46,7 @@ from typing import Any, BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Tu
 
 from .._errors import InvalidField, InvalidGeometry, InvalidInput, InvalidName, InvalidPrice, InvalidSymbol
 from .._protocol import layout as L
+from .._registry.registry import check_label
 from .._segment import NAME_MAX, check_name
 from .._segment.common import resolve_owner
 from .._values import I64_MAX, I64_MIN, Fields, check_symbol, parse_fields
@@ -570,3 +571,14 @@ def checked_owner(text: str) -> str:
         rule = str(exc).partition(": owner=")[0]
         raise InvalidInput(f"{rule}: got {quote(text)}") from None
     return text
+
+
+def checked_label(text: Optional[str]) -> Optional[str]:
+    """A subscriber's label for the registry, or InvalidInput with the value quoted."""
+    if text is None:
+        return None
+    try:
+        return check_label(text)
+    except InvalidInput as exc:
+        rule = str(exc).partition(": label=")[0]
+        raise InvalidInput(f"{rule}: got {quote(text)}") from None

@@ -45,6 +45,7 @@ from .._errors import (
 )
 from .._protocol import implementation
 from .._protocol import layout as L
+from .._registry.types import ReaderInfo, Readers
 from .._roles.admin import feed_names, remove
 from .._roles.publisher import Publisher
 from .._roles.subscriber import Event, FeedStatus, Subscriber
@@ -57,6 +58,7 @@ from .input import (
     Item,
     Schema,
     checked_feed,
+    checked_label,
     checked_owner,
     decode_line,
     parse_arguments,
@@ -136,10 +138,15 @@ def _with_hint(exc: PricefeedError, hint: str) -> PricefeedError:
 
 
 def _subscriber(
-    feed: str, owner: Optional[str], allow_world_writable: bool, hint: str = LS_HINT, wait: bool = False
-) -> Subscriber:
+    feed: str, owner: Optional[str], allow_world_writable: bool, hint: str = LS_HINT, wait: bool = False,
+    register: bool = False, label: Optional[str] = None,
+) -> Subscriber:  # fmt: skip
+    """The command's subscriber. Only those that follow the feed register (``register``): a
+    command that looks and leaves would only come and go in the registry."""
     with _hint(FeedNotFound, hint):
-        return Subscriber(feed, wait=wait, owner=owner, allow_world_writable=allow_world_writable)
+        return Subscriber(
+            feed, wait=wait, owner=owner, allow_world_writable=allow_world_writable, register=register, label=label
+        )
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -454,6 +461,15 @@ _actions = [
 ]  # fmt: skip
 
 
+def registry_options(f: Any) -> Any:
+    """--label and --no-register: the library's ``label=`` and ``register=``."""
+    label = click.option("--label", metavar="NAME", callback=_parsed(checked_label),
+                         help="Its name in the feed's registry, which status, top and metrics show.")  # fmt: skip
+    register = click.option("--register/--no-register", default=True, show_default=True,
+                            help="Enter this subscriber in the feed's registry, with its lag.")  # fmt: skip
+    return label(register(f))
+
+
 def action_options(f: Any) -> Any:
     for option in reversed(_actions):
         f = option(f)
@@ -482,12 +498,13 @@ def action_options(f: Any) -> Any:
 @click.option("--exit-on-reset", is_flag=True, help="Exit 13 if FEED is removed and created anew.")
 @click.option("--on", "on_fields", multiple=True, metavar="FIELD,...",
               help="Only changes that changed one of these fields (comma-separated; repeatable).")  # fmt: skip
+@registry_options
 @action_options
 @trust_options(publisher=False)
 def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optional[int],
               timeout: Optional[float], conflate: bool, snapshot: bool, command: Optional[str],
-              wait: bool, exit_on_reset: bool, spin_us: float, on_fields: Tuple[str, ...], owner: Optional[str],
-              allow_world_writable: bool, **pool: Any) -> None:  # fmt: skip
+              wait: bool, exit_on_reset: bool, spin_us: float, on_fields: Tuple[str, ...], label: Optional[str],
+              register: bool, owner: Optional[str], allow_world_writable: bool, **pool: Any) -> None:  # fmt: skip
     """Print each change of FEED (or of SYMBOLS only) once, in order, as it happens.
 
     Text lines are "SEQ SYMBOL PRICE" on a feed of one field, the value written so that it
@@ -515,7 +532,7 @@ def subscribe(feed: str, symbols: Tuple[str, ...], as_json: bool, count: Optiona
     given = [ACTION_OPTIONS[name] for name, value in pool.items() if value is not None]
     if given and command is None:
         raise click.UsageError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --exec")
-    with _subscriber(feed, owner, allow_world_writable, hint, wait=wait) as sub:
+    with _subscriber(feed, owner, allow_world_writable, hint, wait=wait, register=register, label=label) as sub:
         on = _on_fields(feed, on_fields, sub.fields) if on_fields else None
         if command is not None:
             _run_actions(sub, command, pool, count, as_json, conflate, snapshot, timeout, symbols, on,
@@ -669,14 +686,58 @@ def _owner_text(owner: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, every field.")
 @trust_options(publisher=False)
 def status(feed: str, as_json: bool, owner: Optional[str], allow_world_writable: bool) -> None:
-    """Show FEED's state, publisher, head sequence, symbols, capacity, fields, last change, owner and mode."""
+    """Show FEED's state, publisher, head sequence, symbols, capacity, fields, last change, owner
+    and mode, then its registered subscribers: each one's state and lag (changes it has yet to
+    deal with, and how long the oldest of them has waited), changes delivered and gaps."""
     with _subscriber(feed, owner, allow_world_writable) as sub:
         d = _status_dict(sub.status())
+        readers = sub.readers()
+    d["registry"] = {k: v for k, v in readers._asdict().items() if k != "entries"}
+    d["subscribers"] = [r._asdict() for r in readers.entries]
     if as_json:
         _out(json.dumps(d))
         return
     for key, value in _status_rows(feed, d):
         _out(f"{key:<12} {value}")
+    _out(f"{'subscribers':<12} {_registry_text(readers)}")
+    if readers.entries:
+        _out("")
+        now = time.time_ns()
+        rows = [READERS_HEADER] + [_reader_cells(r, now) for r in readers.entries]
+        for line in _table(rows, right=(0, 3, 4, 5, 6, 7)):
+            _out(line)
+
+
+READERS_HEADER = ["PID", "LABEL", "STATE", "LAG", "BEHIND", "DELIVERED", "GAPS", "FOR"]
+
+
+def _registry_text(readers: Readers) -> str:
+    if not readers.available:
+        return f"unknown ({readers.reason})"
+    text = f"{len(readers.entries)} registered (room for {readers.capacity})"
+    extra = [f"{n} {what}" for n, what in ((readers.dead, "gone"), (readers.invalid, "invalid")) if n]
+    return text + (f"; entries skipped: {', '.join(extra)}" if extra else "")
+
+
+def _seconds_text(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _reader_cells(r: ReaderInfo, now: int) -> List[str]:
+    how = [w for w, on in (("conflate", r.conflate), ("some symbols", r.filtered), ("asyncio", r.is_async)) if on]
+    state = r.state + (f" ({', '.join(how)})" if how else "")
+    behind = (">= " if r.lag_lower_bound else "") + _seconds_text(r.lag_seconds)
+    return [
+        str(r.pid), r.label or "-", state, "-" if r.lag is None else str(r.lag), behind, str(r.delivered),
+        str(r.gaps) if not r.missed else f"{r.gaps} ({r.missed} missed)",
+        _seconds_text(max(0.0, (now - r.state_ns) / 1e9)),
+    ]  # fmt: skip
 
 
 def _status_rows(feed: str, d: Dict[str, Any]) -> List[Tuple[str, object]]:
@@ -705,7 +766,7 @@ def ls_(as_json: bool) -> None:
     for name in feed_names():
         try:
             # Listing reads only the header; a feed every user may write is listed, its mode says so.
-            with Subscriber(name, allow_world_writable=True) as sub:
+            with Subscriber(name, allow_world_writable=True, register=False) as sub:
                 d = {"name": name, **_status_dict(sub.status())}
         except FeedNotFound:
             continue  # removed while we looked

@@ -141,7 +141,7 @@ class Bridge:
         self._room = asyncio.Event()
         if self._stop_asked:
             self._stop.set()
-        sub = self._sub = await Subscriber.aopen(self.feed, wait=self.wait)
+        sub = self._sub = await Subscriber.aopen(self.feed, wait=self.wait, label="pricefeed bridge")
         try:
             status = sub.status()
             self._incarnation = status.incarnation

@@ -207,7 +207,11 @@ class Recorder:
         tail: the sequence to follow after."""
         found = self._open()  # a bad file is refused before the feed is even looked at
         sub = self._sub = Subscriber(
-            self.feed, wait=self.wait, owner=self.owner, allow_world_writable=self.allow_world_writable
+            self.feed,
+            wait=self.wait,
+            owner=self.owner,
+            allow_world_writable=self.allow_world_writable,
+            label="pricefeed record",
         )
         if found is not None:
             return self._prepare(found)

@@ -123,7 +123,7 @@ def _check_feed_schema(feed: str, fields: Any, owner: Any, allow_world_writable:
     """A feed that exists must have the recording's fields: checked before taking the
     publisher role, so a refused replay leaves the feed as it was."""
     try:
-        with Subscriber(feed, owner=owner, allow_world_writable=allow_world_writable) as sub:
+        with Subscriber(feed, owner=owner, allow_world_writable=allow_world_writable, register=False) as sub:
             has = sub.fields
     except FeedNotFound:
         return

@@ -9,6 +9,7 @@ from .._errors import BadSegment, FeedBusy, FeedPermissionError
 from .._protocol import implementation
 from .._protocol import layout as L
 from .._protocol.header import read_geometry
+from .._registry import registry
 from .._segment import Segment, list_feeds
 from .._wait import waker
 from .announce import Announcer
@@ -53,6 +54,7 @@ def remove(name: str, force: bool = False, stale_only: bool = False) -> bool:
             elif not seg.still_linked():
                 continue  # removed, or removed and re-created, while we took the lock: look again
             seg.unlink()
+            registry.remove(name)
             if locked and _ours(seg):
                 _end_quietly(seg)
             return True

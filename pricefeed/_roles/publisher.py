@@ -37,6 +37,7 @@ from .._protocol import layout as L
 from .._protocol.header import Geometry, initialise, read_geometry
 from .._protocol.reader import symbols_of
 from .._protocol.writer import FeedWriter
+from .._registry import registry
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner
@@ -119,6 +120,9 @@ class Publisher:
             if not self._ended:
                 # Announce the takeover before repairing, so that a subscriber sees the
                 # PublisherRestarted event before any change the repair publishes.
+                # A feed made without a registry (or with one of an earlier feed of the name)
+                # gets one now; one that is in place is kept, with its subscribers.
+                registry.ensure(self.name, geometry.incarnation, segment.mode if segment.mode is not None else 0o600)
                 self.epoch = w.take_over(self.pid, w.intact())
                 w.bump_all()
                 self._wake.everyone()
@@ -221,11 +225,16 @@ class Publisher:
         seg = Segment.create(name, size, mode)
         try:
             seg.lock_publisher()
-            initialise(seg.view, capacity, ring_size, secrets.randbits(63) | 1, time.time_ns(), schema)
+            incarnation = secrets.randbits(63) | 1
+            # The registry first: a subscriber can attach once the header is written, and
+            # then finds its registry there.
+            registry.ensure(name, incarnation, mode)
+            initialise(seg.view, capacity, ring_size, incarnation, time.time_ns(), schema)
             return cls(seg, read_geometry(seg.view), backend)
         except BaseException:
             seg.close()
             seg.unlink()
+            registry.remove(name)
             raise
 
     @classmethod
@@ -530,6 +539,7 @@ class Publisher:
         """Remove the feed's name from the system. Processes that have it open keep their
         mapping; new ones get FeedNotFound (or a new feed, if one is created under the name)."""
         self._seg.unlink()
+        registry.remove(self.name)
 
     def close(self) -> None:
         """Give up the publisher role. The values stay, and another publisher may take over.

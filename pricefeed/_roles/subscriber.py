@@ -54,6 +54,10 @@ from .._protocol import follow as F
 from .._protocol import layout as L
 from .._protocol.liveness import closed_cleanly
 from .._protocol.reader import FeedReader, Reading, symbols_of
+from .._registry import layout as RL
+from .._registry import registry
+from .._registry.registry import Registration, Unavailable, check_label
+from .._registry.types import IDLE, ReaderInfo, Readers
 from .._segment import Segment
 from .._segment.attach import attach
 from .._segment.common import Owner, user_name
@@ -68,7 +72,6 @@ from .._values import (
     quote_type,
     short_repr,
 )
-from .._registry.types import Readers
 from .._wait import select
 from .listen import Listener
 from .watch import RECREATED, Watch
@@ -84,6 +87,9 @@ WATCH_SLICE = 0.25
 #: The longest spin-before-sleep a subscriber accepts, in seconds: polling longer than this is
 #: a busy loop, not a way to save a wake-up.
 MAX_SPIN = 0.01
+#: A registered subscriber stores its progress in the registry at least every this many quotes
+#: while quotes keep coming, and at each wait.
+REGISTRY_EVERY = 32
 #: How often a subscriber told to wait for a feed looks for it.
 APPEAR_POLL = 0.02
 
@@ -173,6 +179,11 @@ class Subscriber:
         the same, unregistered (``registered`` says which)."""
         self._waiter = select(backend)  # before anything is opened: the one step that can refuse
         self.name = name
+        self._label = check_label(label)
+        self._register = bool(register)
+        self._reg: Optional[Registration] = None
+        #: Why this subscriber is not in the feed's registry (None while it is, or before it tried).
+        self.registry_reason: Optional[str] = None if register else "registration turned off"
         self._owner = owner
         self._allow_world_writable = allow_world_writable
         self._r: Optional[FeedReader] = None
@@ -196,6 +207,8 @@ class Subscriber:
         wait: Union[bool, float] = False,
         owner: Owner = None,
         allow_world_writable: bool = False,
+        register: bool = True,
+        label: Optional[str] = None,
     ) -> Subscriber:
         """``Subscriber(...)`` for asyncio: the same arguments, but waiting for the feed to
         appear (``wait``) awaits instead of sleeping, so the loop runs meanwhile."""
@@ -205,7 +218,7 @@ class Subscriber:
         waited = False
         while True:
             try:
-                sub = cls(name, backend, False, owner, allow_world_writable)
+                sub = cls(name, backend, False, owner, allow_world_writable, register, label)
             except FeedNotFound:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
@@ -236,6 +249,24 @@ class Subscriber:
             self._r.release()
             seg.close()
             raise
+        if self._register:
+            self._enter_registry()
+
+    def _enter_registry(self) -> None:
+        """Take an entry in the feed's registry; any reason not to leaves this subscriber
+        working as before, unregistered, with the reason in ``registry_reason``."""
+        try:
+            self._reg = Registration.claim(self.name, self.geometry.incarnation, self._seg.uid, self._label)
+            self.registry_reason = None
+        except Unavailable as exc:
+            self.registry_reason = str(exc)
+        except (OSError, ValueError) as exc:  # mapping it failed (no memory, ...): still unregistered
+            self.registry_reason = f"cannot use the registry: {exc}"
+
+    @property
+    def registered(self) -> bool:
+        """Whether this subscriber has an entry in the feed's registry (see ``readers()``)."""
+        return self._reg is not None
 
     @property
     def wakeups(self) -> int:
@@ -244,12 +275,49 @@ class Subscriber:
         return self._listener.woken + self._r.woken if self._r is not None else 0
 
     def readers(self) -> Readers:
-        """The feed's registered subscribers with their lag (``Readers``)."""
-        return Readers(False, "not built yet", [], 0, 0, 0)
+        """The feed's registered subscribers, each with its lag: how many changes it has yet
+        to deal with, and how long the oldest of them has waited (``Readers``, ``ReaderInfo``).
+        The registry is read as untrusted input: entries that fail a check are counted in
+        ``invalid``, those of processes that are gone in ``dead``; neither is shown."""
+        r = self._reader()
+        try:
+            found, head = registry.read(self.name, self.geometry.incarnation, self._seg.uid, r.head)
+        except Unavailable as exc:
+            return Readers(False, str(exc), [], 0, 0, 0)
+        now = time.time_ns()
+        ring = self.geometry.ring_size
+        infos = []
+        for e in found.entries:
+            lag: Optional[int] = None
+            lag_seconds: Optional[float] = None
+            lower = False
+            if e.state != "idle":
+                lag = 0 if e.state == "waiting" and e.flags & RL.FLAG_FILTERED else head - e.seq
+                if lag == 0:
+                    lag_seconds = 0.0
+                else:
+                    # The oldest change it has yet to deal with, or the oldest the ring still
+                    # holds if that one has gone (then a lower bound: it will see a Gap).
+                    first = max(e.seq + 1, head - ring + 1)
+                    for seq in range(first, min(first + 3, head + 1)):
+                        rec = r.read_record(seq)
+                        if rec is not None:
+                            lag_seconds = max(0.0, (now - rec[2]) / 1e9)
+                            lower = seq != e.seq + 1
+                            break
+            infos.append(ReaderInfo(
+                e.slot, e.pid, e.label, e.uid, e.state, e.seq, e.delivered, e.gaps, e.missed, e.registered_ns,
+                e.state_ns, bool(e.flags & RL.FLAG_CONFLATE), bool(e.flags & RL.FLAG_FILTERED),
+                bool(e.flags & RL.FLAG_ASYNC), lag, lag_seconds, lower,
+            ))  # fmt: skip
+        return Readers(True, None, infos, found.capacity, found.dead, found.invalid)
 
     def _detach(self) -> None:
         if self._r is None:
             return
+        if self._reg is not None:
+            self._reg.close()
+            self._reg = None
         self._r.release()
         self._r = None
         self._listener.close()
@@ -631,6 +699,16 @@ class Subscriber:
         self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
         reattach: bool, cursor: int, spin: float = 0.0, on: Optional[Iterable[str]] = None, sleepless: bool = False,
     ) -> Generator[Any, Any, None]:  # fmt: skip
+        try:
+            yield from self._follow_feeds(wanted, timeout, conflate, snapshot, reattach, cursor, spin, on, sleepless)
+        finally:
+            if self._reg is not None:
+                self._reg.enter(IDLE)  # no longer following (finished, or the iterator closed)
+
+    def _follow_feeds(
+        self, wanted: Optional[Set[str]], timeout: Optional[float], conflate: bool, snapshot: bool,
+        reattach: bool, cursor: int, spin: float, on: Optional[Iterable[str]], sleepless: bool,
+    ) -> Generator[Any, Any, None]:  # fmt: skip
         while True:
             # The mask is worked out for each feed followed: a re-created feed may have
             # another schema (InvalidField if it lacks one of the fields).
@@ -664,6 +742,18 @@ class Subscriber:
         to give, this yields a ``Sleep`` and is sent back whether a word woke it (True) or
         the time asked passed (False), so that the caller can sleep without blocking."""
         r = self._reader()
+        # This subscriber's registry entry, if any, is told what is given and when it waits.
+        # Quotes in a run are counted here and stored every REGISTRY_EVERY, and at each wait
+        # (so that an idle subscriber's entry is exact): a store per quote would cost more
+        # than a third of a quote's delivery.
+        reg = self._reg
+        given = 0
+        working = False
+        if reg is not None:
+            reg.follow_flags(
+                (RL.FLAG_CONFLATE if conflate else 0) | (RL.FLAG_FILTERED if wanted is not None else 0)
+                | (RL.FLAG_ASYNC if sleepless else 0)
+            )  # fmt: skip
         pending: Dict[str, Quote] = {}
         #: After a lap with ``on``: symbol -> seq of its change still ahead in the ring, which
         #: is given whatever it changed (see the LAPPED branch).
@@ -678,6 +768,8 @@ class Subscriber:
                 if conflate:
                     pending[q.symbol] = q
                 else:
+                    if reg is not None:
+                        reg.give(q.seq, 1)
                     yield q
         qt = self._quote
         follow = self._impl.Follow(
@@ -687,93 +779,128 @@ class Subscriber:
         )  # fmt: skip
         self._retarget(follow, wanted)
         held = 0  # changes held since one was given: a feed that never goes idle still gives
-        while True:
-            follow.block = not (pending or sleepless)
-            item = next(follow)
-            if type(item) is qt:
-                if owed:
-                    if owed.pop(item.symbol, None) is None and not item.changed_mask & on:
-                        item = None
-                    if not owed or follow.cursor >= max(owed.values()):
-                        owed.clear()
-                        follow.on = on
-                    if item is None:
-                        continue
-                if conflate:
-                    hold(item)
-                    held += 1
-                    if held < YIELD_EVERY:
-                        continue
-                    item = pending.pop(next(iter(pending)))  # the oldest, as when idle
-                held = 0
-                yield item
-            elif item == F.IDLE:
-                if pending:  # give the oldest
+        try:
+            while True:
+                # A registered subscriber sleeps here, not inside the loop, to tell the registry first.
+                follow.block = not (pending or sleepless or reg is not None)
+                item = next(follow)
+                if type(item) is qt:
+                    if owed:
+                        if owed.pop(item.symbol, None) is None and not item.changed_mask & on:
+                            item = None
+                        if not owed or follow.cursor >= max(owed.values()):
+                            owed.clear()
+                            follow.on = on
+                        if item is None:
+                            continue
+                    if conflate:
+                        hold(item)
+                        held += 1
+                        if held < YIELD_EVERY:
+                            continue
+                        item = pending.pop(next(iter(pending)))  # the oldest, as when idle
                     held = 0
-                    yield pending.pop(next(iter(pending)))
-                else:  # sleepless: the caller sleeps for the loop
-                    limit = WATCH_SLICE
-                    if follow.deadline >= 0:
-                        limit = min(limit, follow.deadline - time.monotonic())
-                    if limit > 0:
-                        if spin and r.spin(follow.cursor, spin):
-                            continue
-                        if (yield Sleep(follow.cursor, limit, follow.words)):
-                            continue
+                    if reg is not None:
+                        given += 1
+                        if given >= REGISTRY_EVERY or not working:
+                            reg.give(item.seq, given)
+                            given = 0
+                            working = True
+                    yield item
+                elif item == F.IDLE:
+                    if pending:  # give the oldest
+                        held = 0
+                        item = pending.pop(next(iter(pending)))
+                        if reg is not None:
+                            reg.give(item.seq, given + 1)
+                            given = 0
+                            working = True
+                        yield item
+                    else:  # sleepless (the caller sleeps for the loop), or registered
+                        limit = WATCH_SLICE
+                        if follow.deadline >= 0:
+                            limit = min(limit, follow.deadline - time.monotonic())
+                        if limit > 0:
+                            if spin and r.spin(follow.cursor, spin):
+                                continue
+                            if reg is not None:
+                                reg.waiting(follow.cursor, given)
+                                given = 0
+                                working = False
+                            if sleepless:
+                                if (yield Sleep(follow.cursor, limit, follow.words)):
+                                    continue
+                            elif self._listener.wait(follow.cursor, limit, follow.words):
+                                continue  # woken, or the feed ended: the loop says which
+                        if (yield from self._look(follow, timeout)):
+                            return RECREATED
+                        continue
+                elif item == F.TIMEOUT:
                     if (yield from self._look(follow, timeout)):
                         return RECREATED
                     continue
-            elif item == F.TIMEOUT:
-                if (yield from self._look(follow, timeout)):
-                    return RECREATED
-                continue
-            elif item == F.ENDED:
-                yield from list(pending.values())
-                return _ENDED
-            elif item == F.EPOCH:
-                restarted = self._watch.restarted()
-                if restarted is not None:
-                    yield restarted
-                continue
-            elif item == F.LAPPED:  # jump to the head (see the module docstring)
-                cursor = follow.cursor
-                head = r.head()
-                values = self._catch_up(wanted, cursor, head, owed if on else None)
-                if owed:
-                    # Left for the ring, these symbols may have changed an ``on`` field in the
-                    # changes jumped over: their next change is given whichever fields it
-                    # changed, so the loop lets every change through until it is past them.
-                    follow.on = 0
-                follow.cursor = head
-                self._retarget(follow, wanted)
-                missed = F.missed(cursor, head, values)
-                if conflate:
-                    for q in values:
-                        hold(q)
+                elif item == F.ENDED:
+                    for q in list(pending.values()):
+                        if reg is not None:
+                            reg.give(q.seq, 1)
+                        yield q
+                    if reg is not None:
+                        reg.waiting(follow.cursor, given)  # every change dealt with
+                        given = 0
+                    return _ENDED
+                elif item == F.EPOCH:
+                    restarted = self._watch.restarted()
+                    if restarted is not None:
+                        yield restarted
                     continue
-                if missed:
-                    yield Gap(missed, cursor + 1, head)
-                for value in values:
-                    yield value
-                    if timeout is not None:
-                        follow.deadline = time.monotonic() + timeout
-            elif item == F.NEWSLOT:  # a slot beyond what the loop was told of: learn it
-                seq = follow.cursor + 1
-                rec = r.read_record(seq)
-                if rec is not None:
-                    self._refresh_for(rec[0], seq)  # raises BadSegment for a slot nobody counted
-                self._retarget(follow, wanted)
-                continue
-            elif item == F.VOID:
-                if not conflate:
-                    yield Gap(1, follow.cursor, follow.cursor)
-                continue
-            elif item == F.BEHIND:
-                F.check_head(follow.head, follow.cursor, self.name)
-                continue
-            # A quote was given: the timeout counts from here.
-            if timeout is not None:
-                follow.deadline = time.monotonic() + timeout
+                elif item == F.LAPPED:  # jump to the head (see the module docstring)
+                    cursor = follow.cursor
+                    head = r.head()
+                    values = self._catch_up(wanted, cursor, head, owed if on else None)
+                    if owed:
+                        # Left for the ring, these symbols may have changed an ``on`` field in the
+                        # changes jumped over: their next change is given whichever fields it
+                        # changed, so the loop lets every change through until it is past them.
+                        follow.on = 0
+                    follow.cursor = head
+                    self._retarget(follow, wanted)
+                    missed = F.missed(cursor, head, values)
+                    if conflate:
+                        for q in values:
+                            hold(q)
+                        continue
+                    if missed:
+                        if reg is not None:
+                            reg.gap(missed)
+                        yield Gap(missed, cursor + 1, head)
+                    for value in values:
+                        if reg is not None:
+                            reg.give(value.seq, 1)
+                        yield value
+                        if timeout is not None:
+                            follow.deadline = time.monotonic() + timeout
+                elif item == F.NEWSLOT:  # a slot beyond what the loop was told of: learn it
+                    seq = follow.cursor + 1
+                    rec = r.read_record(seq)
+                    if rec is not None:
+                        self._refresh_for(rec[0], seq)  # raises BadSegment for a slot nobody counted
+                    self._retarget(follow, wanted)
+                    continue
+                elif item == F.VOID:
+                    if not conflate:
+                        if reg is not None:
+                            reg.gap(1)
+                        yield Gap(1, follow.cursor, follow.cursor)
+                    continue
+                elif item == F.BEHIND:
+                    F.check_head(follow.head, follow.cursor, self.name)
+                    continue
+                # A quote was given: the timeout counts from here.
+                if timeout is not None:
+                    follow.deadline = time.monotonic() + timeout
+        finally:
+            if reg is not None and given:
+                reg.count(given)  # a run cut short (the iterator closed): still counted
 
     def _look(self, follow: Any, timeout: Optional[float]) -> Generator[Event, None, bool]:
         """A wait slice passed with nothing new: raise Timeout past the deadline, and ask the
