@@ -233,8 +233,9 @@ class FeedCollector:
                 yield family
 
     def describe(self) -> List[Any]:
-        # Nothing: registering must not read the feeds (the default would call collect()).
-        return []
+        """Every family, empty: the registry learns the names (so that ``?name[]=`` picks
+        families out) without reading any feed, which registering would otherwise do."""
+        return _Families().families()
 
     def close(self) -> None:
         """Close every feed once no scrape is reading it; later scrapes give nothing. A scrape

@@ -334,6 +334,10 @@ def test_served_scrapes_follow_the_feed_and_sigterm_exits_143(feed: str, procs: 
             idle.sendall(b"GET /metrics HTTP/1.1\r\n")
             assert value(server.scrape(), "pricefeed_up", feed=feed) == 1
 
+        # Prometheus's own way of asking for some families only.
+        status, _, body = server.get("/metrics?name[]=pricefeed_up&name[]=pricefeed_changes_total")
+        assert status == 200 and set(parse(body)) == {"pricefeed_up", "pricefeed_changes_total"}, body
+
         # The index points at /metrics; other paths are 404, never metrics.
         status, kind, body = server.get("/")
         assert status == 200 and 'href="/metrics"' in body and kind.startswith("text/html")
