@@ -430,15 +430,6 @@ def url_of(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
 
-class _Stop(BaseException):
-    """Raised by the signal handlers in the main thread, out of serve_forever(): BaseException so
-    that nothing on the way mistakes it for an error to handle."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def serve(collector: FeedCollector, host: str, port: int, report: Report) -> str:
     """Serve the collector's metrics at /metrics on (host, port) until SIGINT or SIGTERM; returns
     "interrupted" or "terminated". The listening address is reported once bound (with port 0,
@@ -503,36 +494,60 @@ def serve(collector: FeedCollector, host: str, port: int, report: Report) -> str
     except (OSError, UnicodeError, OverflowError) as exc:
         raise PricefeedError(f"cannot listen on {where}: {_reason(exc)}") from None
 
-    stopping: List[str] = []
-
-    def stop(signum: Any, frame: Any) -> None:
-        if stopping:
-            return  # already on the way out: a second signal must not interrupt the clean-up
-        stopping.append("terminated" if signum == signal.SIGTERM else "interrupted")
-        raise _Stop(stopping[0])
-
-    before: Dict[Any, Any] = {}
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                before[sig] = signal.signal(sig, stop)
-            except (ValueError, OSError):  # not the main thread: Ctrl-C stays KeyboardInterrupt
-                pass
-        collector.open()
-        bound = httpd.server_address
-        report(f"serving {url_of(str(bound[0]), int(bound[1]))}")
-        httpd.serve_forever(poll_interval=0.5)
-        return "interrupted"  # (serve_forever returns only if shut down, which nothing here does)
-    except _Stop as exc:
-        return exc.reason
-    except KeyboardInterrupt:
-        return "interrupted"
+        return _serve_until_signalled(httpd, collector, report)
     finally:
-        stopping.append("stopping")
         httpd.server_close()
         collector.close()
+
+
+def _serve_until_signalled(httpd: Any, collector: FeedCollector, report: Report) -> str:
+    """Serve in a thread of its own while the main thread waits for SIGINT or SIGTERM.
+
+    The handlers only note the signal; the wait ends through ``signal.set_wakeup_fd``, whose
+    byte the interpreter writes at the signal itself. A handler that raised instead (as
+    KeyboardInterrupt does) could land in a finaliser (a ``__del__``) that swallows it, and the
+    process would then ignore every later signal: measured once, so not an option here."""
+    import select
+    import socket
+
+    noted: List[str] = []
+
+    def note(signum: Any, frame: Any) -> None:
+        noted.append("terminated" if signum == signal.SIGTERM else "interrupted")
+
+    wake_r, wake_w = socket.socketpair()
+    before: Dict[Any, Any] = {}
+    old_fd: Optional[int] = None
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
+    try:
+        for sock in (wake_r, wake_w):
+            sock.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno())  # ValueError outside the main thread: a bug
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            before[sig] = signal.signal(sig, note)
+        collector.open()
+        thread.start()
+        bound = httpd.server_address
+        report(f"serving {url_of(str(bound[0]), int(bound[1]))}")
+        while not noted:
+            select.select([wake_r], [], [], 5.0)
+            try:
+                wake_r.recv(4096)
+            except OSError:  # nothing to read (a timeout): look again
+                pass
+            if not thread.is_alive():
+                raise PricefeedError("the HTTP server stopped")
+        return noted[0]
+    finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+        if old_fd is not None:
+            signal.set_wakeup_fd(old_fd)
+        if thread.is_alive():
+            httpd.shutdown()  # the serving loop ends within its poll interval; scrapes in flight finish
+        wake_r.close()
+        wake_w.close()
 
 
 def _reason(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ under it; stopped by SIGTERM and Ctrl-C; every bad input refused in one line wit
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import os
 import re
@@ -495,3 +496,34 @@ def test_subscribers_with_their_state_lag_and_counts(feed: str, procs: List[Proc
         m = scrape_until(server, lambda m: value(m, "pricefeed_subscribers", feed=feed) == 0, "the subscribers to go")
         assert "pricefeed_subscriber_info" not in m
         assert server.stop()[0] == 143
+
+
+@needs_client
+@posix_only
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_in_the_middle_of_scrapes_stops_it_cleanly(feed: str, procs: List[Proc], sig: int, code: int) -> None:
+    with Publisher.create(feed) as pub:
+        pub.publish_many({f"S{k}": float(k) for k in range(200)})
+        server = Server(procs, feed, "--all-symbols")
+        done = threading.Event()
+        answered: List[int] = []
+
+        def hammer() -> None:
+            while not done.is_set():
+                try:
+                    answered.append(server.get()[0])
+                except (OSError, http.client.HTTPException):
+                    return  # the server has gone
+
+        threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(answered) >= 20, 30, "scrapes under way")
+        sent = time.monotonic()
+        got, err = server.stop(sig)
+        assert time.monotonic() - sent < 5
+        done.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert got == code and set(answered) == {200}, (got, err)
+    assert "Exception" not in err, err
