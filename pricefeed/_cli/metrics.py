@@ -73,8 +73,8 @@ def metrics(
     of changes), symbols, capacity, publisher, last change, subscribers with their lag, and the
     values of the symbols asked for; or, with --serve, serve it at /metrics, reading the feeds
     afresh at every scrape. A FEED missing exits 3 when printing; when serving, it shows as
-    pricefeed_up 0 until it can be read, and stderr says why. Needs the metrics extra:
-    pip install 'pricefeed[metrics]'."""
+    pricefeed_up 0 until it can be read, and stderr says why; it runs until Ctrl-C (exit 130)
+    or SIGTERM (143). Needs the metrics extra: pip install 'pricefeed[metrics]'."""
     from .._observe.metrics import FeedCollector, SymbolChoice, render, serve
 
     choice = SymbolChoice(every=all_symbols, names=tuple(dict.fromkeys(symbols)))
