@@ -5,7 +5,8 @@
     python scripts/gen_docs.py --check  # exit 1 if any section is out of date
 
 docs/layout.md's field tables come from pricefeed._protocol.layout, docs/cli.md's exit-code table from
-the error classes, docs/observability.md's registry tables from pricefeed._registry.layout. tests/docs/test_docs.py runs the check, so the docs cannot drift from the code.
+the error classes, docs/observability.md's registry tables from pricefeed._registry.layout.
+tests/docs/test_docs.py runs the check, so the docs cannot drift from the code.
 """
 
 from __future__ import annotations

@@ -96,7 +96,8 @@ def exit_codes() -> List[Tuple[int, str, str]]:
         (
             EXIT_TERMINATED,
             "—",
-            "`subscribe --exec`, `bridge`, `mirror` or `record` stopped by SIGTERM (after its graceful stop).",
+            "`subscribe --exec`, `bridge`, `mirror`, `record`, `top` or `metrics --serve` stopped by SIGTERM "
+            "(after its graceful stop).",
         )
     )
     rows.sort(key=lambda r: r[0])

@@ -13,6 +13,7 @@ Nothing here chooses which implementation runs: the package's ``__init__`` does,
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any, List, Optional, Tuple
 
@@ -39,6 +40,8 @@ if _speedups is not None and getattr(_speedups, "LAYOUT_DIGEST", None) != L.dige
         stacklevel=2,
     )
     _speedups = None
+
+_LINUX = sys.platform.startswith("linux")
 
 #: True when the C core is built and may run in this process.
 AVAILABLE: bool = _speedups is not None
@@ -67,6 +70,8 @@ class FeedReader(reader.FeedReader):
         except BaseException:
             super().release()  # the views, or the caller's mapping cannot close
             raise
+        if _LINUX:  # the follow loop's own sleep on the futex words, for a caller that must act first
+            self.wait_head = self._fast.wait_head
 
     @property
     def woken(self) -> int:

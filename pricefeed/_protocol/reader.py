@@ -99,6 +99,11 @@ class FeedReader:
     #: the C implementation over futexes); this one never does.
     wakes = False
 
+    #: A sleep on the feed's futex words made by the implementation itself, ``wait_head(cursor,
+    #: seconds, words)`` -> 1 (the head moved), 2 (ended), 0 (time passed); None here: the
+    #: caller sleeps through its wait backend.
+    wait_head: Optional[Any] = None
+
     def __init__(self, buf: memoryview, geometry: Geometry, address: Optional[int] = None) -> None:
         """``address`` (where ``buf`` is mapped) is for implementations that need it; this
         one does not."""

@@ -25,7 +25,6 @@ no flock: there, for now, subscribers run unregistered and tools say so.
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import secrets
@@ -42,7 +41,9 @@ from .types import IDLE, STATE_NAMES, WAITING, WORKING
 
 _LINUX = sys.platform.startswith("linux")
 SHM_DIR = "/dev/shm"
-_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+#: Never follow a link, never block (a FIFO under the name), never take a terminal. (getattr:
+#: Windows has none of them, and never opens a registry.)
+_OPEN_FLAGS = sum(getattr(os, flag, 0) for flag in ("O_CLOEXEC", "O_NOFOLLOW", "O_NONBLOCK", "O_NOCTTY"))
 #: How long a subscriber tries for the registry's lock before running unregistered.
 LOCK_PATIENCE = 0.5
 #: The largest pid a Linux system can give (PID_MAX_LIMIT).
@@ -292,6 +293,8 @@ class Registration:
 def _claim(reg: _Opened, label: Optional[str]) -> Tuple[int, memoryview]:
     """Take a free entry (or one whose process is gone) under the registry's lock, and write
     this process's identity into it, bracketed by ``gen``."""
+    import fcntl  # here: Windows has none, and never gets this far (_Opened refuses it)
+
     deadline = time.monotonic() + LOCK_PATIENCE
     while True:
         try:

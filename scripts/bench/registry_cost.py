@@ -10,8 +10,10 @@ changes keep coming, and at each wait). The cost that matters is on the path tha
 from a backlog, where nothing else hides it: per round, the publisher publishes N changes with
 no subscriber iterating, then a registered and an unregistered subscriber (taking turns to go
 first) each take all N. Also measured: opening and closing a subscriber (registering and
-leaving), and `readers()` on a registry with 0 and 100 live entries (what `status`, `top` and
-`metrics` pay per look). Each figure is the median over rounds, printed beside its baseline
+leaving), `readers()` on a registry with 0 and 100 live entries (what `status`, `top` and
+`metrics` pay per look), and the wake-up latency (publish to the subscriber holding the change,
+p50 of changes 2 ms apart) of a subscriber process alone on the feed, registered or not, in
+alternating runs. Each figure is the median over rounds, printed beside its baseline
 from the same run as a ratio, and written to JSON (`bench-registry.json` by default). Runs once
 per implementation (the C accelerator, then the pure-Python reference). Exit 0, 1 if the run
 broke, 130 if interrupted.
@@ -56,10 +58,10 @@ def measure(rounds: int, n: int) -> Dict[str, float]:
                 sub.close()
             for reg in order:
                 t = time.perf_counter()
-                for _ in range(20):
+                for _ in range(50):
                     Subscriber(feed, register=reg).close()
                 out["open_close_registered" if reg else "open_close_unregistered"].append(
-                    (time.perf_counter() - t) / 20 * 1e9
+                    (time.perf_counter() - t) / 50 * 1e9
                 )
             with Subscriber(feed, register=False) as look:
                 t = time.perf_counter()
@@ -80,6 +82,45 @@ def measure(rounds: int, n: int) -> Dict[str, float]:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+LATENCY_CHILD = """
+import sys, time
+from pricefeed import Subscriber
+s = Subscriber(sys.argv[1], register=sys.argv[2] == "1")
+it = s.updates()
+print("ready", flush=True)
+lat = sorted(time.time_ns() - q.time_ns for q in it)
+print(lat[len(lat) // 2], flush=True)
+"""
+
+
+def latency(rounds: int, changes: int) -> Dict[str, float]:
+    """p50 wake-up latency (ns), median over runs, registered and not: one subscriber process
+    at a time, so that neither competes with the other for the two CPUs."""
+    from pricefeed import Publisher
+
+    feed = f"bench-{os.getpid()}-lat"
+    got: Dict[str, List[float]] = {"latency_registered": [], "latency_unregistered": []}
+    for r in range(rounds):
+        for reg in ("1", "0") if r % 2 else ("0", "1"):
+            pub = Publisher.create(feed)
+            try:
+                child = subprocess.Popen(
+                    [sys.executable, "-c", LATENCY_CHILD, feed, reg], stdout=subprocess.PIPE, text=True
+                )
+                assert child.stdout is not None
+                child.stdout.readline()
+                for k in range(changes):
+                    pub.publish("A", float(k))
+                    time.sleep(0.002)
+                pub.end()
+                out, _ = child.communicate(timeout=60)
+                got["latency_registered" if reg == "1" else "latency_unregistered"].append(float(out))
+            finally:
+                pub.unlink()
+                pub.close()
+    return {k: statistics.median(v) for k, v in got.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -93,7 +134,7 @@ def main() -> int:
         if pricefeed._protocol.implementation().name != args.child:
             print(f"{args.child} implementation not available", file=sys.stderr)
             return 1
-        print(json.dumps(measure(rounds, n)))
+        print(json.dumps({**measure(rounds, n), **latency(4 if args.quick else 10, 500 if args.quick else 1000)}))
         return 0
     results: Dict[str, Dict[str, float]] = {}
     for impl in ("c", "python"):
@@ -115,6 +156,7 @@ def main() -> int:
         pairs = [
             ("take a change from a backlog", "taken_registered", "taken_unregistered"),
             ("open + close a subscriber", "open_close_registered", "open_close_unregistered"),
+            ("wake-up latency, p50", "latency_registered", "latency_unregistered"),
         ]
         for what, a, b in pairs:
             print(f"  {what:<30} registered {r[a]:>10,.0f} ns   unregistered {r[b]:>10,.0f} ns   x{r[a] / r[b]:.2f}")
