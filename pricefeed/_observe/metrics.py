@@ -150,9 +150,8 @@ class _Source:
 
 
 def _still_linked(sub: Subscriber) -> bool:
-    """Whether the feed's name still leads to the segment ``sub`` has open. Subscriber has no
-    public word for it; its own re-attaching (``_roles/watch.py``) asks the segment the same."""
-    return bool(sub._seg.still_linked())
+    """Whether the feed's name still leads to the segment ``sub`` has open."""
+    return sub.still_linked()
 
 
 # -- the collector -------------------------------------------------------------------------------

@@ -221,9 +221,8 @@ class Observer:
         self._note, self._note_until = note, time.monotonic() + NOTE_SECONDS
 
     def _follow_name(self) -> None:
-        """Whether the name still leads to our segment; if it leads to a new one, open that.
-        (What ``_roles/watch.py`` asks for a subscriber; Subscriber has no public word for it.)"""
-        if self._sub._seg.still_linked():
+        """Whether the name still leads to our segment; if it leads to a new one, open that."""
+        if self._sub.still_linked():
             self._removed = False
             return
         try:

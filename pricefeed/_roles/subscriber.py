@@ -263,6 +263,12 @@ class Subscriber:
         except (OSError, ValueError) as exc:  # mapping it failed (no memory, ...): still unregistered
             self.registry_reason = f"cannot use the registry: {exc}"
 
+    def still_linked(self) -> bool:
+        """Whether the feed's name still leads to the segment this subscriber has open (False
+        once the feed was removed, or removed and created anew). ``updates()`` asks this
+        itself; a tool that only looks asks here."""
+        return bool(self._seg.still_linked())
+
     @property
     def registered(self) -> bool:
         """Whether this subscriber has an entry in the feed's registry (see ``readers()``)."""
