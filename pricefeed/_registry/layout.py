@@ -11,11 +11,12 @@ naturally aligned, so a single store of it cannot tear::
     | header  | entry 0               | entry 1               |         |
     +---------+-----------------------+-----------------------+-- ... --+
 
-An entry has two parts. The identity (line 0 and 1) is written when a subscriber claims the
-entry, under the registry's flock, bracketed by ``gen``: odd while it is being written, even
-when stable, so a reader that sees the same even ``gen`` before and after reading it has a
-consistent identity. The activity (line 2) is written by the entry's subscriber alone, one
-word at a time, whenever it changes; a reader takes each word as it finds it.
+An entry belongs to whoever holds the write lock on its bytes (an open-file-description lock,
+``registry``). It has two parts. The identity (lines 0 and 1) is written when a subscriber
+claims the entry, bracketed by ``gen``: odd while it is being written, even when stable, so a
+reader that finds the same even ``gen`` and identity twice has a consistent one. The activity
+(line 2) is written by the entry's subscriber alone, one word at a time, whenever it changes;
+a reader takes each word as it finds it.
 """
 
 from __future__ import annotations

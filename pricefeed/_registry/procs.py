@@ -1,21 +1,18 @@
-"""Which process an entry names: its start time, so that a reused pid is not taken for it.
+"""Which process an entry names: its pid and its start time.
 
 A pid alone does not name a process for long: once it exits, the system gives the number to
-the next process. An entry keeps the pid and the process's start time together; the entry's
-process is alive only while a process with that pid exists and started at that time.
+the next one. An entry records both, so that a tool can tell the process it names from a later
+one with the same pid. Whether the entry's subscriber lives is not decided from them (a pid
+means nothing in another pid namespace, and stays with a zombie or across an exec): its entry
+lock decides (``registry``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional
 
 _LINUX = sys.platform.startswith("linux")
-
-#: What ``alive`` says of a process it cannot look at (another user's, with /proc mounted
-#: hidepid): it may be alive, so its entry is kept.
-UNKNOWN = None
 
 
 def start_time(pid: int) -> Optional[int]:
@@ -34,22 +31,3 @@ def start_time(pid: int) -> Optional[int]:
         return int(data[data.rindex(b")") + 2 :].split()[19])
     except (ValueError, IndexError):
         return None
-
-
-def alive(pid: int, start: int) -> Optional[bool]:
-    """Whether the process an entry names (``pid`` that started at ``start``) still runs:
-    True, False, or None when this process cannot tell (it then counts as alive)."""
-    if not 0 < pid < 1 << 31:  # not a pid any system gives (read from an entry: anything goes)
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    except OSError:
-        return UNKNOWN
-    now = start_time(pid)
-    if now is None:
-        return UNKNOWN  # it exists, but its start time is hidden (or the platform has none)
-    return now == start

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional
 
 from .._errors import BadSegment, FeedBusy, FeedPermissionError
 from .._protocol import implementation
@@ -53,13 +53,24 @@ def remove(name: str, force: bool = False, stale_only: bool = False) -> bool:
                     )
             elif not seg.still_linked():
                 continue  # removed, or removed and re-created, while we took the lock: look again
+            incarnation = _incarnation(seg)
             seg.unlink()
-            registry.remove(name)
+            registry.remove(name, incarnation)
             if locked and _ours(seg):
                 _end_quietly(seg)
             return True
         finally:
             seg.close()
+
+
+def _incarnation(seg: Segment) -> Optional[int]:
+    """The feed's incarnation as its header says, so that only its own registry goes with it
+    (None if it cannot be read: then whatever registry is under the name goes)."""
+    try:
+        raw = os.pread(seg.fd, 8, L.OFF_INCARNATION)
+    except (OSError, AttributeError):  # Windows: no pread (and no registry)
+        return None
+    return int.from_bytes(raw, "little") if len(raw) == 8 else None
 
 
 def _ours(seg: Segment) -> bool:

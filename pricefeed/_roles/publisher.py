@@ -122,7 +122,9 @@ class Publisher:
                 # PublisherRestarted event before any change the repair publishes.
                 # A feed made without a registry (or with one of an earlier feed of the name)
                 # gets one now; one that is in place is kept, with its subscribers.
-                registry.ensure(self.name, geometry.incarnation, segment.mode if segment.mode is not None else 0o600)
+                registry.ensure(
+                    self.name, geometry.incarnation, segment.mode if segment.mode is not None else 0o600, segment.uid
+                )
                 self.epoch = w.take_over(self.pid, w.intact())
                 w.bump_all()
                 self._wake.everyone()
@@ -223,18 +225,18 @@ class Publisher:
         _check_mode(mode, allow_world_writable)
         size = L.segment_size(capacity, ring_size, len(schema))
         seg = Segment.create(name, size, mode)
+        incarnation = secrets.randbits(63) | 1
         try:
             seg.lock_publisher()
-            incarnation = secrets.randbits(63) | 1
             # The registry first: a subscriber can attach once the header is written, and
             # then finds its registry there.
-            registry.ensure(name, incarnation, mode)
+            registry.ensure(name, incarnation, mode, seg.uid)
             initialise(seg.view, capacity, ring_size, incarnation, time.time_ns(), schema)
             return cls(seg, read_geometry(seg.view), backend)
         except BaseException:
             seg.close()
             seg.unlink()
-            registry.remove(name)
+            registry.remove(name, incarnation)
             raise
 
     @classmethod
@@ -539,7 +541,7 @@ class Publisher:
         """Remove the feed's name from the system. Processes that have it open keep their
         mapping; new ones get FeedNotFound (or a new feed, if one is created under the name)."""
         self._seg.unlink()
-        registry.remove(self.name)
+        registry.remove(self.name, self.geometry.incarnation)
 
     def close(self) -> None:
         """Give up the publisher role. The values stay, and another publisher may take over.

@@ -256,7 +256,9 @@ class Subscriber:
         """Take an entry in the feed's registry; any reason not to leaves this subscriber
         working as before, unregistered, with the reason in ``registry_reason``."""
         try:
-            self._reg = Registration.claim(self.name, self.geometry.incarnation, self._seg.uid, self._label)
+            self._reg = Registration.claim(
+                self.name, self.geometry.incarnation, self._seg.uid, self._seg.mode, self._label
+            )
             self.registry_reason = None
         except Unavailable as exc:
             self.registry_reason = str(exc)

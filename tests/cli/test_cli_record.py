@@ -67,7 +67,7 @@ def test_the_commands_say_what_they_do() -> None:
         assert command in listed
         p = run(command, "--help")
         assert p.returncode == 0 and "Usage: pricefeed " + command in p.stdout
-    assert "mirror or record stopped by SIGTERM" in " ".join(listed.split())  # the exit codes
+    assert "mirror, record, top or metrics --serve stopped by SIGTERM" in " ".join(listed.split())  # exit codes
 
 
 # -- export ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -149,19 +150,87 @@ def _forge(feed: str, slot: int, **words: int) -> None:
             f.write(value.to_bytes(8, "little"))
 
 
-def test_a_reused_pid_is_not_taken_for_the_subscriber_that_had_it(feed: str) -> None:
+def _hold(feed: str, slots: Any, kind: int = 0) -> int:
+    """Hold read locks on these entries from a descriptor of our own (as any reader of the
+    registry could), returning the descriptor: closing it lets them go."""
+    import fcntl
+    import struct
+
+    fd = os.open(registry.path(feed), os.O_RDONLY)
+    for slot in slots:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhxxxxqqixxxx", kind or fcntl.F_RDLCK, 0,
+                                                      R.entry_offset(slot), R.SLOT_SIZE, 0))  # fmt: skip
+    return fd
+
+
+def test_an_entry_lives_while_its_lock_is_held_whatever_its_pid_says(feed: str) -> None:
     with Publisher.create(feed):
         me = os.getpid()
-        real = start_time(me)
-        assert real is not None
-        _forge(feed, 5, gen=2, pid=me, start=real + 1)  # this pid, but a process started later
-        _forge(feed, 6, gen=2, pid=me, start=real)  # this very process
-        found = readers(feed)
-        assert [r.slot for r in found.entries] == [6] and found.dead == 1
-        # A new subscriber takes the first entry nobody holds: the free slot 0 first, and
-        # once the free ones run out, the one whose process is gone.
-        with Subscriber(feed) as sub:
-            assert sub.registered and entry_of(feed, me).slot in (0, 6)
+        real = start_time(me) or 0
+        _forge(feed, 5, gen=2, pid=me, start=real)  # this very process, but nobody holds the entry
+        _forge(feed, 6, gen=2, pid=me, start=real)
+        fd = _hold(feed, [6])
+        try:
+            found = readers(feed)
+            assert [r.slot for r in found.entries] == [6] and found.dead == 1
+            # A new subscriber takes the entry whose subscriber is gone before a free one.
+            with Subscriber(feed) as sub:
+                assert sub.registered and sub._reg is not None and sub._reg.slot == 5
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_a_subscriber_in_another_pid_namespace_is_seen_alive(feed: str, followers: List[Proc]) -> None:
+    """Its pid means nothing here (it is pid 1 there): its entry's lock still says it lives, and
+    nobody takes its entry."""
+    with Publisher.create(feed) as pub:
+        inside = Proc(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", FOLLOWER, feed, "boxed",
+                       "0", "all"])  # fmt: skip
+        followers.append(inside)
+        assert inside.readline(30).startswith("ready True")
+        (boxed,) = [r for r in readers(feed).entries if r.label == "boxed"]
+        assert boxed.pid == 1
+        with Subscriber(feed, label="host") as sub:
+            assert sub._reg is not None and sub._reg.slot != boxed.slot
+        pub.publish("A", 1.0)
+        wait_until(lambda: [r.delivered for r in readers(feed).entries if r.label == "boxed"] == [1], 20, "delivery")
+        assert readers(feed).dead == 0
+
+
+def test_a_forked_child_never_frees_or_writes_its_parents_entry(feed: str) -> None:
+    with Publisher.create(feed), Subscriber(feed, label="parent") as sub:
+        assert sub._reg is not None
+        slot = sub._reg.slot
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: drop everything, as an exiting child does
+            try:
+                sub.close()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        (entry,) = readers(feed).entries
+        assert (entry.slot, entry.label, entry.pid) == (slot, "parent", os.getpid())
+        with Subscriber(feed) as other:
+            assert other._reg is not None and other._reg.slot != slot
+
+
+def test_a_registry_that_more_users_may_write_than_the_feed_is_refused_and_renewed(feed: str) -> None:
+    Publisher.create(feed, mode=0o644).close()
+    os.chmod(registry.path(feed), 0o666)  # anyone could shrink it, and kill registered subscribers
+    with Subscriber(feed) as sub:
+        assert not sub.registered and "lets more users write it" in (sub.registry_reason or "")
+    with Publisher.open(feed), Subscriber(feed) as sub:  # the next publisher makes it right
+        assert stat.S_IMODE(os.stat(registry.path(feed)).st_mode) == 0o644
+        assert sub.registered
+
+
+def test_removing_a_feed_leaves_a_newer_feeds_registry_alone(feed: str) -> None:
+    with Publisher.create(feed) as pub:
+        registry.remove(feed, pub.geometry.incarnation ^ 2)  # an older incarnation's removal, late
+        assert os.path.exists(registry.path(feed))
+        registry.remove(feed, pub.geometry.incarnation)
+        assert not os.path.exists(registry.path(feed))
 
 
 def test_hostile_entries_are_counted_and_never_break_a_tool_or_a_subscriber(feed: str) -> None:
@@ -172,7 +241,7 @@ def test_hostile_entries_are_counted_and_never_break_a_tool_or_a_subscriber(feed
         _forge(feed, 0, gen=2, pid=me, start=real, state=7)  # no such state
         _forge(feed, 1, gen=2, pid=me, start=real, seq=10**6)  # a change the feed never made
         _forge(feed, 2, gen=2, pid=me, start=real, label_len=200)  # longer than the field
-        _forge(feed, 3, gen=2, pid=1 << 40, start=0)  # no such pid
+        _forge(feed, 3, gen=2, pid=1 << 40, start=0)  # no such pid on any system
         _forge(feed, 4, gen=2, pid=me, start=real, label_len=3)
         with open(registry.path(feed), "r+b") as f:
             f.seek(R.entry_offset(4) + R.E["label"])
@@ -303,27 +372,23 @@ def test_a_label_must_be_printable_text(feed: str) -> None:
     assert out.returncode == 7 and "label must be" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_a_full_registry_or_a_held_lock_leaves_a_subscriber_unregistered_and_working(feed: str) -> None:
-    import fcntl
-
+def test_a_full_registry_leaves_a_subscriber_unregistered_and_working(feed: str) -> None:
     with Publisher.create(feed) as pub:
-        me, real = os.getpid(), start_time(os.getpid()) or 0
-        for slot in range(R.SLOTS):
-            _forge(feed, slot, gen=2, pid=me, start=real)
-        with Subscriber(feed) as sub:
-            assert not sub.registered and "full" in (sub.registry_reason or "")
-        for slot in range(R.SLOTS):
-            _forge(feed, slot, pid=0)
-        fd = os.open(registry.path(feed), os.O_RDONLY)
+        fd = _hold(feed, range(R.SLOTS))  # anyone who may read it can hold every entry
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # anyone who can open it can hold its lock
             started = time.monotonic()
             with Subscriber(feed) as sub:
-                assert time.monotonic() - started < 5
-                assert not sub.registered and "locked" in (sub.registry_reason or "")
+                assert time.monotonic() - started < 5  # nothing is waited for
+                assert not sub.registered and "full" in (sub.registry_reason or "")
                 it = sub.updates(timeout=10)
                 pub.publish("A", 1.0)
                 assert next(it).price == 1.0
+        finally:
+            os.close(fd)
+        fd = _hold(feed, range(10))
+        try:
+            with Subscriber(feed) as sub:  # held entries are passed over, not waited for
+                assert sub._reg is not None and sub._reg.slot == 10
         finally:
             os.close(fd)
 
@@ -398,21 +463,25 @@ def test_a_subscriber_that_may_not_write_the_registry_works_unregistered(feed: s
         assert done["price"] == 1.0 and done["seen"] == []  # and it may read who is registered
 
 
-def test_sigkill_mid_claim_is_recovered(feed: str) -> None:
+def test_an_entry_left_half_claimed_by_a_killed_claimer_is_taken_again(feed: str) -> None:
     with Publisher.create(feed):
-        # A claimer that dies holding the lock with its entry half-written (odd gen).
-        _forge(feed, 0, gen=1, pid=999_999)
+        # A claimer that took entry 0's lock and died with its identity half-written (odd gen).
         child = subprocess.Popen(
-            [sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1],os.O_RDWR); "
-             "fcntl.flock(fd,fcntl.LOCK_EX); print('held',flush=True); time.sleep(60)", registry.path(feed)],
+            [sys.executable, "-c", "import fcntl,os,struct,sys,time; fd=os.open(sys.argv[1],os.O_RDWR); "
+             "fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('hhxxxxqqixxxx', fcntl.F_WRLCK, 0, 64, 256, 0)); "
+             "os.pwrite(fd, (1).to_bytes(8,'little') + (999999).to_bytes(8,'little'), 64); "
+             "print('held', flush=True); time.sleep(60)", registry.path(feed)],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             assert child.stdout is not None and child.stdout.readline().strip() == "held"
+            assert readers(feed).entries == []  # half-written: nobody's yet
+            with Subscriber(feed) as sub:  # its lock is held: passed over
+                assert sub._reg is not None and sub._reg.slot != 0
             os.kill(child.pid, signal.SIGKILL)
             child.wait(timeout=10)
         finally:
             if child.poll() is None:
                 child.kill()
-        with Subscriber(feed) as sub:  # the lock died with it; the half-written entry is taken
+        with Subscriber(feed) as sub:  # the lock died with it: the entry is taken again
             assert sub.registered and sub._reg is not None and sub._reg.slot == 0
