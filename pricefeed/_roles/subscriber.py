@@ -423,7 +423,7 @@ class Subscriber:
         pause = 1e-5
         while True:
             if time.monotonic() >= check_at:
-                if self._seg.holder_pid() is None:
+                if not self._seg.held():
                     got = r.read_slot(index)  # a publisher may have finished or repaired it
                     if got is not None:
                         return got

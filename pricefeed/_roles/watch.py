@@ -31,7 +31,7 @@ class Watch:
         # left before we came.
         epoch, state = reader.publisher_view()
         self.seen = Seen(epoch, state.handovers)
-        self._gone_reported = segment.holder_pid() is None
+        self._gone_reported = not segment.held()
 
     def restarted(self, final: bool = False) -> Optional[PublisherRestarted]:
         """A PublisherRestarted event if, since we last looked, a publisher took over from one
@@ -58,7 +58,7 @@ class Watch:
             # state before it let the lock go, so a free lock shows that state. A takeover not
             # taken in yet comes first (one caught between its two stores is settled here if
             # nobody holds the lock: it died there).
-            free = self._seg.holder_pid() is None
+            free = not self._seg.held()
             before = self.seen.epoch
             restarted = self.restarted(final=free)
             if restarted is not None:

@@ -258,6 +258,21 @@ class Segment:
             return
         raise busy_error(self.feed, self.holder_pid())
 
+    def held(self) -> bool:
+        """Whether a publisher holds the lock, without naming it: what ``holder_pid`` asks of
+        the lock itself, without reading /proc/locks (which grows with every lock on the
+        machine: each registered subscriber holds one)."""
+        try:
+            fd = self._lock_fd(create=False)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+
     def holder_pid(self) -> Optional[int]:
         """None when nobody holds the publisher lock; otherwise the holder's pid, or 0 when the
         system cannot say (no /proc/locks, or a holder in another pid namespace).
@@ -266,16 +281,9 @@ class Segment:
         publisher holds its exclusive one (and given back at once when granted). /proc/locks
         only names the holder: it shows pid 0 for holders it cannot name, so it cannot be
         trusted to say that nobody holds the lock."""
-        try:
-            fd = self._lock_fd(create=False)
-        except FileNotFoundError:
-            return None  # no lock file: nobody ever published, or the feed was removed
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return (_flock_holder(self.inode) if _LINUX else _read_pid(fd)) or 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        if not self.held():  # (no lock file: nobody ever published, or the feed was removed)
+            return None
+        return (_flock_holder(self.inode) if _LINUX else _read_pid(self._lock_fd(create=False))) or 0
 
     def still_linked(self) -> bool:
         """True while the feed's name still leads to this segment (not removed or replaced)."""

@@ -260,6 +260,10 @@ class Segment:
             return
         raise busy_error(self.feed, self.holder_pid())
 
+    def held(self) -> bool:
+        """Whether a publisher holds the lock, without naming it."""
+        return self.holder_pid() is not None
+
     def holder_pid(self) -> Optional[int]:
         """None when nobody holds the publisher lock; otherwise the pid the publisher wrote in
         the header (0 if there is none yet)."""
