@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._protocol import implementation as _implementation
 from ._protocol.layout import LAYOUT_VERSION
+from ._registry.types import ReaderInfo, Readers
 from ._roles.admin import feed_names, remove
 from ._roles.publisher import Publisher
 from ._roles.subscriber import Event, FeedStatus, Subscriber
@@ -59,6 +60,8 @@ __all__ = [
     "Reset",
     "Event",
     "FeedStatus",
+    "Readers",
+    "ReaderInfo",
     "act",
     "aact",
     "ActResult",
