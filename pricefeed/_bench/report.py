@@ -20,7 +20,7 @@ import pricefeed
 from . import links, stats
 from .stats import rate, times, us
 
-__all__ = ["Target", "TARGETS", "lookup", "machine", "render", "target", "targets", "write_json"]
+__all__ = ["Target", "TARGETS", "checkout", "lookup", "machine", "render", "target", "targets", "write_json"]
 
 Result = Dict[str, Any]
 Target = Dict[str, Any]
@@ -63,6 +63,30 @@ def machine() -> Result:
         "pricefeed": pricefeed.__version__,
         "clock": time.get_clock_info("monotonic").implementation,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def checkout(root: str) -> Result:
+    """Which commit of a checkout ran, and whether its tracked files were changed: for the
+    scripts in scripts/bench, run from one (None where git cannot say)."""
+    import subprocess
+
+    def git(*words: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *words], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+
+    try:
+        commit: Optional[str] = git("rev-parse", "HEAD") or None
+        dirty: Optional[bool] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = None, None
+    return {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pricefeed_commit": commit,
+        "pricefeed_tree_modified": dirty,
+        "pricefeed_env": {k: v for k, v in os.environ.items() if k.startswith("PRICEFEED_")},
+        "cpu_pinning": "none",
     }
 
 

@@ -1394,7 +1394,9 @@ def profile_summary(path: str, role: str = "bridge", top: int = 25) -> Result:
 # =================================================================================================
 def environment(server_version: str, opts: argparse.Namespace) -> Result:
     import importlib.metadata as md
-    import platform
+
+    from pricefeed import _protocol
+    from pricefeed._bench.report import checkout, machine
 
     def version(name: str) -> Optional[str]:
         try:
@@ -1402,42 +1404,13 @@ def environment(server_version: str, opts: argparse.Namespace) -> Result:
         except md.PackageNotFoundError:
             return None
 
-    def git(*words: str) -> str:
-        return subprocess.run(
-            ["git", "-C", ROOT, *words], capture_output=True, text=True, timeout=10, check=False
-        ).stdout.strip()
-
-    try:
-        commit: Optional[str] = git("rev-parse", "HEAD") or None
-        dirty: Optional[bool] = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.TimeoutExpired):
-        commit, dirty = None, None
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    from pricefeed import _protocol
-
-    affinity = getattr(os, "sched_getaffinity", None)
     return {
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(affinity(0)) if affinity else os.cpu_count(),
-        "cpu": cpu,
-        "kernel": f"{platform.system()} {platform.release()}",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "pricefeed": pricefeed.__version__,
+        **machine(),
+        **checkout(str(ROOT)),
         "pricefeed_implementation": _protocol.implementation().name,
-        "pricefeed_commit": commit,
-        "pricefeed_tree_modified": dirty,
         "nats_py": version("nats-py"),
         "nats_server": server_version,
         "event_loop": opts.loop + (f" {version('uvloop')}" if opts.loop == "uvloop" else ""),
-        "pricefeed_env": {k: v for k, v in os.environ.items() if k.startswith("PRICEFEED_")},
-        "cpu_pinning": "none",
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 

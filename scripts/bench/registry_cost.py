@@ -162,7 +162,10 @@ def main() -> int:
             print(f"  {what:<30} registered {r[a]:>10,.0f} ns   unregistered {r[b]:>10,.0f} ns   x{r[a] / r[b]:.2f}")
         looks = f"{r['readers_0'] / 1e3:>10,.0f} µs / {r['readers_100'] / 1e3:,.0f} µs"
         print(f"  {'readers(), 0 / 100 entries':<30} {looks}")
-    Path(args.json).write_text(json.dumps({"rounds": rounds, "changes": n, "results": results}, indent=1))
+    from pricefeed._bench.report import checkout, machine
+
+    doc = {"environment": {**machine(), **checkout(str(ROOT))}, "rounds": rounds, "changes": n, "results": results}
+    Path(args.json).write_text(json.dumps(doc, indent=1))
     print(f"\nwritten: {args.json}")
     return 0
 

@@ -588,37 +588,9 @@ def derive(result: Result) -> None:
 
 
 def environment() -> Result:
-    def git(*words: str) -> str:
-        return subprocess.run(
-            ["git", "-C", ROOT, *words], capture_output=True, text=True, timeout=10, check=False
-        ).stdout.strip()
+    from pricefeed._bench.report import checkout, machine
 
-    try:
-        commit: Optional[str] = git("rev-parse", "HEAD") or None
-        dirty: Optional[bool] = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.TimeoutExpired):
-        commit, dirty = None, None
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    affinity = getattr(os, "sched_getaffinity", None)
-    return {
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(affinity(0)) if affinity else os.cpu_count(),
-        "cpu": cpu,
-        "kernel": f"{platform.system()} {platform.release()} ({platform.machine()})",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "pricefeed": pricefeed.__version__,
-        "pricefeed_commit": commit,
-        "pricefeed_tree_modified": dirty,
-        "pricefeed_env": {k: v for k, v in os.environ.items() if k.startswith("PRICEFEED_")},
-        "cpu_pinning": "none",
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return {**machine(), **checkout(str(ROOT))}
 
 
 def ns(value: float) -> str:

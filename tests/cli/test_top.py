@@ -150,15 +150,6 @@ def terminals() -> Iterator[List[Terminal]]:
             t.kill()
 
 
-@pytest.fixture
-def feed() -> Iterator[str]:
-    name = unique_name()
-    try:
-        yield name
-    finally:
-        unlink_feed(name)
-
-
 class Ticker:
     """A publisher in a thread: AAPL every 10 ms, MSFT every 50, ES every 200 (so their rates
     order them AAPL, MSFT, ES, and their names AAPL, ES, MSFT), until stopped."""

@@ -54,16 +54,6 @@ def follower(feed: str, label: str = "-", pause: float = 0.0, mode: str = "all")
     return p
 
 
-@pytest.fixture
-def followers() -> Iterator[List[Proc]]:
-    started: List[Proc] = []
-    try:
-        yield started
-    finally:
-        for p in started:
-            p.kill()
-
-
 def readers(feed: str) -> Any:
     with Subscriber(feed, register=False) as sub:
         return sub.readers()
@@ -74,11 +64,11 @@ def entry_of(feed: str, pid: int) -> Any:
     return got[0] if got else None
 
 
-def test_subscribers_are_listed_with_label_state_and_exact_counts(feed: str, followers: List[Proc]) -> None:
+def test_subscribers_are_listed_with_label_state_and_exact_counts(feed: str, procs: List[Proc]) -> None:
     with Publisher.create(feed, mode=0o644) as pub:
         a = follower(feed, "risk-1")
         b = follower(feed, "-", mode="some")
-        followers += [a, b]
+        procs += [a, b]
         for k in range(300):
             pub.publish("A" if k % 3 else "B", float(k))
         wait_until(
@@ -100,10 +90,10 @@ def test_subscribers_are_listed_with_label_state_and_exact_counts(feed: str, fol
     assert readers(feed).entries == []
 
 
-def test_a_slow_subscriber_shows_its_lag_in_changes_and_time(feed: str, followers: List[Proc]) -> None:
+def test_a_slow_subscriber_shows_its_lag_in_changes_and_time(feed: str, procs: List[Proc]) -> None:
     with Publisher.create(feed) as pub:
         slow = follower(feed, "slow", pause=0.05)
-        followers.append(slow)
+        procs.append(slow)
         for k in range(100):
             pub.publish("A", float(k))
         time.sleep(0.3)
@@ -124,10 +114,10 @@ def test_a_slow_subscriber_shows_its_lag_in_changes_and_time(feed: str, follower
         slow.kill()
 
 
-def test_dead_subscribers_are_not_listed_and_their_entries_are_reclaimed(feed: str, followers: List[Proc]) -> None:
+def test_dead_subscribers_are_not_listed_and_their_entries_are_reclaimed(feed: str, procs: List[Proc]) -> None:
     with Publisher.create(feed):
         victims = [follower(feed, f"v{k}") for k in range(3)]
-        followers += victims
+        procs += victims
         slots = {entry_of(feed, p.pid).slot for p in victims}
         for p in victims:
             kill_hard(p.pid)
@@ -136,7 +126,7 @@ def test_dead_subscribers_are_not_listed_and_their_entries_are_reclaimed(feed: s
         assert found.entries == [] and found.dead == 3
         # The next subscribers take the dead ones' entries rather than new ones.
         again = [follower(feed, f"n{k}") for k in range(3)]
-        followers += again
+        procs += again
         assert {entry_of(feed, p.pid).slot for p in again} == slots
         assert readers(feed).dead == 0
 
@@ -181,13 +171,13 @@ def test_an_entry_lives_while_its_lock_is_held_whatever_its_pid_says(feed: str) 
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
-def test_a_subscriber_in_another_pid_namespace_is_seen_alive(feed: str, followers: List[Proc]) -> None:
+def test_a_subscriber_in_another_pid_namespace_is_seen_alive(feed: str, procs: List[Proc]) -> None:
     """Its pid means nothing here (it is pid 1 there): its entry's lock still says it lives, and
     nobody takes its entry."""
     with Publisher.create(feed) as pub:
         inside = Proc(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", FOLLOWER, feed, "boxed",
                        "0", "all"])  # fmt: skip
-        followers.append(inside)
+        procs.append(inside)
         assert inside.readline(30).startswith("ready True")
         (boxed,) = [r for r in readers(feed).entries if r.label == "boxed"]
         assert boxed.pid == 1
@@ -349,14 +339,14 @@ def test_a_recreated_feed_gets_a_new_registry_and_its_followers_register_again(f
                 assert [r.label for r in look.readers().entries] == ["follower"]
 
 
-def test_registration_can_be_turned_off(feed: str, followers: List[Proc]) -> None:
+def test_registration_can_be_turned_off(feed: str, procs: List[Proc]) -> None:
     with Publisher.create(feed) as pub:
         off = follower(feed, "x", mode="off")
-        followers.append(off)
+        procs.append(off)
         with Subscriber(feed, register=False) as sub:
             assert not sub.registered and sub.registry_reason == "registration turned off"
         p = Proc(cli("subscribe", feed, "--no-register", "--count", "1"))
-        followers.append(p)
+        procs.append(p)
         wait_until(lambda: Subscriber(feed, register=False).readers().entries == [] or True, 5, "nothing")
         time.sleep(0.5)
         pub.publish("A", 1.0)
@@ -414,17 +404,17 @@ HAMMER = textwrap.dedent(
 )
 
 
-def test_hammer_concurrent_claims_never_share_an_entry(feed: str, followers: List[Proc]) -> None:
+def test_hammer_concurrent_claims_never_share_an_entry(feed: str, procs: List[Proc]) -> None:
     with Publisher.create(feed):
-        procs = [Proc([sys.executable, "-c", HAMMER, feed, "150"]) for _ in range(6)]
-        followers += procs
+        workers = [Proc([sys.executable, "-c", HAMMER, feed, "150"]) for _ in range(6)]
+        procs += workers
         total = 0
-        for p in procs:
+        for p in workers:
             registered, wrong = map(int, p.readline(120).split())
             assert wrong == 0
             total += registered
             assert p.finish(30)[0] == 0
-        assert total == 6 * 150  # nobody was ever turned away by a lock held for long
+        assert total == 6 * 150  # nobody was ever turned away: a held entry is passed over, not waited for
         found = readers(feed)
         assert found.entries == [] and found.invalid == 0
 

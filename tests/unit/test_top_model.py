@@ -6,10 +6,10 @@ never more lines than the height, never a character that is not printable ASCII.
 from __future__ import annotations
 
 import string
-from typing import Iterator, List
+from typing import List
 
 import pytest
-from conftest import unique_name, unlink_feed
+from conftest import unlink_feed
 
 from pricefeed import Publisher
 from pricefeed._observe import top as T
@@ -18,15 +18,6 @@ from pricefeed._registry.types import ReaderInfo, Readers
 from pricefeed._roles.subscriber import Subscriber
 
 BOOK = "bid:f64,ask:f64,bid_size:i64,ask_size:i64"
-
-
-@pytest.fixture
-def feed() -> Iterator[str]:
-    name = unique_name()
-    try:
-        yield name
-    finally:
-        unlink_feed(name)
 
 
 # -- rates -----------------------------------------------------------------------------------------
