@@ -177,8 +177,9 @@ def test_a_subscriber_in_another_pid_namespace_is_seen_alive(feed: str, procs: L
     """Its pid means nothing here (it is pid 1 there): its entry's lock still says it lives, and
     nobody takes its entry."""
     with Publisher.create(feed) as pub:
-        inside = Proc(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", FOLLOWER, feed, "boxed",
-                       "0", "all"])  # fmt: skip
+        # --kill-child: killing unshare kills the follower too (pid 1 in there ignores SIGTERM).
+        inside = Proc(["unshare", "--pid", "--kill-child", "--mount-proc", sys.executable, "-c", FOLLOWER, feed,
+                       "boxed", "0", "all"])  # fmt: skip
         procs.append(inside)
         assert inside.readline(30).startswith("ready True")
         (boxed,) = [r for r in readers(feed).entries if r.label == "boxed"]
@@ -188,6 +189,9 @@ def test_a_subscriber_in_another_pid_namespace_is_seen_alive(feed: str, procs: L
         pub.publish("A", 1.0)
         wait_until(lambda: [r.delivered for r in readers(feed).entries if r.label == "boxed"] == [1], 20, "delivery")
         assert readers(feed).dead == 0
+        pub.end()
+        assert inside.readline(20) == "done 1"
+        assert inside.finish(20)[0] == 0
 
 
 def test_a_forked_child_never_frees_or_writes_its_parents_entry(feed: str) -> None:
