@@ -130,6 +130,16 @@ def feed() -> Iterator[str]:
         unlink_feed(name)
 
 
+@pytest.fixture
+def other_feed() -> Iterator[str]:
+    """A second feed name of the test's own, removed afterwards like ``feed``."""
+    name = unique_name()
+    try:
+        yield name
+    finally:
+        unlink_feed(name)
+
+
 class Proc:
     """A real child process whose output lines are read with a timeout on every wait."""
 

@@ -161,7 +161,7 @@ def save(path: str, state: State) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _sync_folder(folder)
+        sync_folder(folder)
     except OSError as exc:
         try:
             os.unlink(tmp)
@@ -170,7 +170,7 @@ def save(path: str, state: State) -> None:
         raise PricefeedError(f"state file {path!r} cannot be written: {exc.strerror or exc}") from None
 
 
-def _sync_folder(folder: str) -> None:
+def sync_folder(folder: str) -> None:
     """Flush the rename to disk. Windows cannot open a directory: there the rename is what
     MoveFileEx made durable."""
     if os.name != "posix":

@@ -25,6 +25,7 @@ import time
 import zlib
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
+from .._act.state import sync_folder
 from .._errors import FeedReset, InvalidInput, PricefeedError
 from .._roles.subscriber import Subscriber
 from .._values import Gap, PublisherGone, PublisherRestarted, Reset, quote_type
@@ -191,7 +192,7 @@ class Recorder:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            _sync_folder(folder)
+            sync_folder(folder)
             return True
         except OSError as exc:
             raise PricefeedError(f"recording {self.path!r} cannot be created: {exc.strerror or exc}") from None
@@ -461,16 +462,6 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _io_error(path: str, what: str, exc: OSError) -> PricefeedError:
     return PricefeedError(f"recording {path!r} cannot be {what}: {exc.strerror or exc}")
-
-
-def _sync_folder(folder: str) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def record(feed: str, path: str, **options: Any) -> RecordResult:

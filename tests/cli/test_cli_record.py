@@ -13,10 +13,10 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
-from conftest import cli, unique_name, unlink_feed
+from conftest import cli, unlink_feed
 
 from pricefeed import FeedNotFound, Publisher, Subscriber
 from pricefeed._record import format as F
@@ -50,15 +50,6 @@ def make(path: Path, feed: str = "book", entries: Any = None, fields: Any = FIEL
         data += enc.gap(*e) if isinstance(e, F.GapEntry) else enc.change(e)
     path.write_bytes(data)
     return data
-
-
-@pytest.fixture
-def other_feed() -> Iterator[str]:
-    name = unique_name()
-    try:
-        yield name
-    finally:
-        unlink_feed(name)
 
 
 def test_the_commands_say_what_they_do() -> None:

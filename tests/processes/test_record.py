@@ -16,7 +16,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 from _workers import RECORDED, recorded_change
-from conftest import Proc, cli, kill_hard, posix_only, unique_name, unlink_feed, wait_until, worker
+from conftest import Proc, cli, kill_hard, posix_only, wait_until, worker
 
 from pricefeed import Publisher, Quote, Subscriber
 from pricefeed._record import format as F
@@ -347,15 +347,6 @@ def test_one_recorder_per_file(feed: str, procs: List[Proc], tmp_path: Path) -> 
 
 
 # -- replay -----------------------------------------------------------------------------------------
-@pytest.fixture
-def other_feed() -> Iterator[str]:
-    name = unique_name()
-    try:
-        yield name
-    finally:
-        unlink_feed(name)
-
-
 def record_changes(feed: str, path: str, n: int, procs: List[Proc]) -> None:
     """A recording of recorded_change(1..n), made by a recorder following the publisher."""
     Publisher.create(feed, capacity=256, ring_size=1 << 16, fields=RECORDED).close()
