@@ -481,3 +481,14 @@ def test_an_entry_left_half_claimed_by_a_killed_claimer_is_taken_again(feed: str
                 child.kill()
         with Subscriber(feed) as sub:  # the lock died with it: the entry is taken again
             assert sub.registered and sub._reg is not None and sub._reg.slot == 0
+
+
+def test_the_recorder_registers_under_its_name(feed: str, procs: List[Proc], tmp_path: Any) -> None:
+    with Publisher.create(feed) as pub:
+        pub.publish("A", 1.0)
+        recorder = Proc(cli("record", feed, str(tmp_path / "rec.pfr")))
+        procs.append(recorder)
+        wait_until(lambda: [r.label for r in readers(feed).entries] == ["pricefeed record"], 20, "the recorder")
+        pub.end()
+        assert recorder.finish(30)[0] == 0
+    assert readers(feed).entries == []
